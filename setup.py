@@ -1,0 +1,63 @@
+"""Build the Cython hot paths.
+
+Every ``ext/<hot path>/<module>.pyx`` compiles to ``pazari.<hot path>.<module>``, so the
+compiled module lands in ``src/pazari/<hot path>/`` beside its pure-Python twin (the layout of
+asyncpg and aiohttp, see ../shared/style.md). All compiler directives live here, in one place.
+``PAZARI_DEBUG_EXT=1`` builds with annotate, line tracing and checked indexing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+ROOT = Path(__file__).parent
+DEBUG = os.environ.get("PAZARI_DEBUG_EXT") == "1"
+
+DIRECTIVES: dict[str, object] = {
+    "language_level": 3,
+    "embedsignature": True,
+    # Release builds: lengths are checked once, explicitly, in the code itself; indexing then
+    # works on pointers. Debug builds turn the checks back on to catch a missed one.
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "linetrace": DEBUG,
+    "profile": DEBUG,
+}
+
+
+def _extensions() -> list[Extension]:
+    exts = []
+    for pyx in sorted((ROOT / "ext").glob("*/*.pyx")):
+        rel = pyx.relative_to(ROOT)
+        name = f"pazari.{pyx.parent.name}.{pyx.stem}"
+        macros = [("CYTHON_TRACE_NOGIL", "1"), ("CYTHON_TRACE", "1")] if DEBUG else []
+        exts.append(
+            Extension(
+                name,
+                [str(rel)],
+                include_dirs=[str(pyx.parent)],
+                define_macros=macros,
+                extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+            )
+        )
+    return exts
+
+
+def _cythonize() -> list[Extension]:
+    from Cython.Build import cythonize
+
+    return cythonize(
+        _extensions(),
+        compiler_directives=DIRECTIVES,
+        annotate=DEBUG,
+        force=DEBUG,
+        build_dir="build/cython",
+    )
+
+
+setup(ext_modules=_cythonize())
