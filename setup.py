@@ -32,7 +32,11 @@ DIRECTIVES: dict[str, object] = {
 
 def _extensions() -> list[Extension]:
     exts = []
+    # PAZARI_EXT_ONLY=resp,mime builds a subset (handy while several hot paths are in work).
+    only = {x for x in os.environ.get("PAZARI_EXT_ONLY", "").split(",") if x}
     for pyx in sorted((ROOT / "ext").glob("*/*.pyx")):
+        if only and pyx.parent.name not in only:
+            continue
         rel = pyx.relative_to(ROOT)
         name = f"pazari.{pyx.parent.name}.{pyx.stem}"
         macros = [("CYTHON_TRACE_NOGIL", "1"), ("CYTHON_TRACE", "1")] if DEBUG else []
