@@ -1,0 +1,199 @@
+"""One protocol object per TCP connection: parse, dispatch in order, reply in batches.
+
+Commands run in the order they arrive. Synchronous commands (RPUSHX, RPUSH acks, PING, ...)
+run inside ``data_received``, so a pipelined batch costs one parse crossing and one
+``transport.write`` (go-redisproto flushed when its parser had no more buffered input, spec
+§1.1). A command that must wait (BLPOP, DUMP, KEYS, SAVE) parks the rest of the batch until it
+has replied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from pazari.rafka import commands
+from pazari.rafka.consumer import Consumer
+from pazari.rafka.producer import Producer
+from pazari.resp import ProtocolError, Reader, Writer
+from pazari.runtime.logs import get_logger
+
+if TYPE_CHECKING:
+    from pazari.rafka.server import RafkaServer
+
+log = get_logger("rafka.client")
+
+#: Pipelined commands parked behind a blocking one before the connection stops reading.
+_PARKED_HIGH = 4096
+
+
+class _Failure:
+    """A malformed frame, queued behind the commands that came before it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: RafkaServer) -> None:
+        self.server = server
+        opts = server.options
+        self.reader = Reader(
+            max_bulk=opts.max_bulk, max_inline=opts.max_inline, max_args=opts.max_args
+        )
+        self.writer = Writer()
+        self.transport: asyncio.Transport | None = None
+        self.client_id = ""
+        self.named = False
+        self.authenticated = opts.password is None
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.monitoring = False
+        self.closing = False
+        self._parked: collections.deque[list[bytes | None] | _Failure] = collections.deque()
+        self._busy = False
+        self._reading_paused = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            host = peer[0]
+            self.client_id = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        else:
+            self.client_id = f"unix:{id(self)}"
+        self.server.on_connect(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self.server.on_disconnect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        batch: list[Any] = []
+        try:
+            self.reader.feed(data)
+            # gets_all returns the commands before a malformed frame; the next call raises.
+            while cmds := self.reader.gets_all():
+                batch.extend(cmds)
+        except ProtocolError as exc:
+            # Commands before the bad frame still run, in order; then the error closes us.
+            batch.append(_Failure(str(exc)))
+        if not batch:
+            return
+        if self._busy:
+            self._parked.extend(batch)
+            self._pause_if_parked()
+            return
+        self._run(batch)
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: stop reading its requests too.
+        self._set_reading(False)
+
+    def resume_writing(self) -> None:
+        if len(self._parked) < _PARKED_HIGH:
+            self._set_reading(True)
+
+    # -- running commands --------------------------------------------------------------------
+
+    def _run(self, batch: list[list[bytes | None] | _Failure]) -> None:
+        for i, command in enumerate(batch):
+            pending = self._dispatch(command)
+            if self.closing:
+                return
+            if pending is not None:
+                self._parked.extend(batch[i + 1 :])
+                self._pause_if_parked()
+                self._busy = True
+                self.flush()
+                self._task = asyncio.get_running_loop().create_task(self._run_parked(pending))
+                return
+        self.flush()
+
+    async def _run_parked(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+            while self._parked and not self.closing:
+                nxt = self._dispatch(self._parked.popleft())
+                if nxt is not None:
+                    self.flush()
+                    await nxt
+            self._busy = False
+            if not self.closing:
+                self.flush()
+                self._set_reading(True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not take the server down: close this client
+            log.error("command failed: %s", exc, exc_info=exc, extra={"client": self.client_id})
+            self.close()
+
+    def _dispatch(self, command: list[bytes | None] | _Failure) -> Awaitable[None] | None:
+        if isinstance(command, _Failure):
+            self._protocol_error(command.text)
+            return None
+        if self.server.monitors:
+            self.server.broadcast_monitor(self, command)
+        return commands.dispatch(self, command)
+
+    def _pause_if_parked(self) -> None:
+        if len(self._parked) >= _PARKED_HIGH:
+            self._set_reading(False)
+
+    def _set_reading(self, on: bool) -> None:
+        if self.transport is None or self.closing or on != self._reading_paused:
+            return
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+        self._reading_paused = not on
+
+    # -- output ------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        if self.transport is not None and len(self.writer) and not self.transport.is_closing():
+            self.transport.write(self.writer.take())
+
+    def _protocol_error(self, text: str) -> None:
+        # Spec §1.1: write `-<error text>`, flush and close this connection only.
+        self.server.stats.protocol_errors += 1
+        log.info("protocol error: %s", text, extra={"client": self.client_id})
+        self.writer.error(text.encode())
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def send_monitor_line(self, line: bytes) -> None:
+        """Stream one MONITOR line, dropping it when this monitor is too far behind."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if t.get_write_buffer_size() > self.server.monitor_buffer_bytes:
+            self.server.monitor_dropped += 1
+            return
+        t.write(line)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.client_id,
+            "consumer": self.consumer.cid if self.consumer else None,
+            "monitor": self.monitoring,
+            "since": time.time(),
+        }
