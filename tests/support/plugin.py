@@ -6,7 +6,10 @@ Enable with `pytest_plugins = ["tests.support.plugin"]` in tests/conftest.py, or
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Generator
+from types import FrameType
 
 import pytest
 
@@ -44,3 +47,19 @@ def pytest_runtest_makereport(
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM'd pytest (CI timeout, `kill`) would otherwise die without running fixture
+    # teardown or atexit, leaving redis/tansu/podman containers behind. Turning it into
+    # KeyboardInterrupt gives the same orderly cleanup as Ctrl-C. Only when nobody else
+    # installed a handler.
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)

@@ -805,6 +805,13 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
         pytest.fail(f"podman import failed ({exc.returncode}):\n{exc.stdout}\n{exc.stderr}")
     engine.import_seconds = time.monotonic() - began
 
+    def remove_all_containers() -> None:
+        # Containers outlive the service (conmon double-forks), so remove them explicitly;
+        # also registered with atexit for runs whose fixture teardown never happens.
+        with contextlib.suppress(Exception):
+            engine.podman("rm", "--all", "--force", "--time", "0", timeout=60.0)
+
+    atexit.register(remove_all_containers)
     env = {**os.environ, "CONTAINERS_CONF": str(workdir / "containers.conf")}
     with open(workdir / "podman-service.log", "ab") as log:
         engine._proc = spawn(
@@ -823,9 +830,8 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
         )
         yield engine
     finally:
-        # Containers outlive the service (conmon double-forks): remove them first.
-        with contextlib.suppress(Exception):
-            engine.podman("rm", "--all", "--force", "--time", "0", timeout=60.0)
+        remove_all_containers()
+        atexit.unregister(remove_all_containers)
         terminate_process(proc)
         shutil.rmtree(sockdir, ignore_errors=True)
 
