@@ -10,7 +10,9 @@ service log so a CI failure is diagnosable from the report alone.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -51,7 +53,10 @@ def short_socket_dir(prefix: str = "pz-") -> Path:
     base = tempfile.gettempdir()
     if len(base) > _MAX_SOCKET_DIR_LEN - 20:
         base = "/tmp"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    # Owners remove it on teardown; this covers runs whose teardown never happened.
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _render_log(log: LogSource) -> str:
