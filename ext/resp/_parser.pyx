@@ -9,8 +9,8 @@
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.list cimport PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcpy, memmove
 
@@ -46,6 +46,7 @@ cdef enum:
 # Same limits as the pure twin; they also keep val * 10 + 9 inside a C int64 in _scan_header.
 cdef Py_ssize_t _MAX_BULK_LIMIT = 1 << 50
 cdef Py_ssize_t _MAX_SMALL_LIMIT = (1 << 31) - 1
+cdef Py_ssize_t _MAX_ARGS_LIMIT = 1 << 20
 
 cdef enum:
     # 64 KiB holds a typical socket read; buffers that grew past 4 MiB (a big bulk) are
@@ -144,9 +145,9 @@ cdef class Reader:
     # Bytes after _start already known to contain no b"\n" (inline line still arriving),
     # so feeding a long inline line byte by byte stays linear.
     cdef Py_ssize_t _inline_scanned
-    # A multibulk whose arguments are still arriving: a list made by PyList_New(_pending_n)
-    # whose slots [0, _pending_i) are filled and the rest are NULL. It never escapes before
-    # it is full (list dealloc and GC traversal tolerate NULL slots).
+    # A multibulk whose arguments are still arriving: slots [0, _pending_i) hold them, the
+    # rest hold None (never NULL: the GC can hand this list to Python code, which must not
+    # meet a NULL item). It is returned only once full.
     cdef list _pending
     cdef Py_ssize_t _pending_n
     cdef Py_ssize_t _pending_i
@@ -165,6 +166,10 @@ cdef class Reader:
     # _error set on a protocol error. Raises only MemoryError.
     cdef object _next(self)
 
+    # Keep the partial multibulk cmd (first i arguments filled) for the next call, its
+    # unfilled slots set to None.
+    cdef int _park(self, list cmd, Py_ssize_t i) except -1
+
     # Inline command at _start (first byte is not '*'): a list ([] for a blank line, which
     # the caller skips), None if incomplete or on error (_error set).
     cdef object _inline(self)
@@ -182,7 +187,7 @@ cdef class Reader:
     def __init__(self, *, max_bulk=32_768_000, max_inline=65536, max_args=20):
         self._max_bulk = _check_limit("max_bulk", max_bulk, _MAX_BULK_LIMIT)
         self._max_inline = _check_limit("max_inline", max_inline, _MAX_SMALL_LIMIT)
-        self._max_args = _check_limit("max_args", max_args, _MAX_SMALL_LIMIT)
+        self._max_args = _check_limit("max_args", max_args, _MAX_ARGS_LIMIT)
 
     cdef int _append(self, const char* data, Py_ssize_t n) except -1:
         cdef Py_ssize_t live = self._end - self._start
@@ -303,8 +308,8 @@ cdef class Reader:
                 self._start = start
                 if n <= 0:
                     return []   # *0 and *-1: an empty command, the server picks the reply
+                # NULL slots until filled; this list stays local unless stored by _park().
                 cmd = PyList_New(n)
-                self._pending = cmd
                 self._pending_n = n
                 self._pending_i = 0
                 break
@@ -339,15 +344,26 @@ cdef class Reader:
                     break
                 item = PyBytes_FromStringAndSize(buf + start, size)
                 p = stop + 2
+            Py_XDECREF(PyList_GET_ITEM(cmd, i))   # the None of a parked list, or NULL
             Py_INCREF(item)   # PyList_SET_ITEM steals a reference
             PyList_SET_ITEM(cmd, i, item)
             i += 1
         self._start = p
-        self._pending_i = i
         if i < n:
+            self._park(cmd, i)
             return None
         self._pending = None
         return cmd
+
+    cdef int _park(self, list cmd, Py_ssize_t i) except -1:
+        cdef Py_ssize_t j
+        for j in range(i, self._pending_n):
+            if PyList_GET_ITEM(cmd, j) == NULL:
+                Py_INCREF(None)
+                PyList_SET_ITEM(cmd, j, None)
+        self._pending = cmd
+        self._pending_i = i
+        return 0
 
     cdef object _inline(self):
         cdef const char* buf = self._buf

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable
 from types import ModuleType
@@ -152,8 +153,14 @@ def test_limits_are_configurable(
 
 @pytest.mark.parametrize(
     "limits",
-    [{"max_bulk": -1}, {"max_inline": -1}, {"max_args": -5}, {"max_bulk": 1 << 60}],
-    ids=["bulk-negative", "inline-negative", "args-negative", "bulk-absurd"],
+    [
+        {"max_bulk": -1},
+        {"max_inline": -1},
+        {"max_args": -5},
+        {"max_bulk": 1 << 60},
+        {"max_args": 1 << 30},
+    ],
+    ids=["bulk-negative", "inline-negative", "args-negative", "bulk-absurd", "args-absurd"],
 )
 def test_invalid_limits_are_refused(resp_impl: ModuleType, limits: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must be in"):
@@ -214,6 +221,17 @@ def test_buffered_counts_only_the_incomplete_argument(resp_impl: ModuleType) -> 
     reader.feed(b"56789\r\n")
     assert reader.gets() == [b"foo", b"0123456789"]
     assert reader.buffered() == 0
+
+
+def test_partial_command_is_safe_to_inspect(resp_impl: ModuleType) -> None:
+    # The GC can hand the pending list to Python code: it must hold no NULL slots.
+    reader = resp_impl.Reader()
+    reader.feed(b"*3\r\n$1\r\na\r\n")
+    assert reader.gets() is None
+    pending = [o for o in gc.get_referents(reader) if isinstance(o, list)]
+    assert pending == [[b"a", None, None]]
+    reader.feed(b"$1\r\nb\r\n$-1\r\n")
+    assert reader.gets() == [b"a", b"b", None]
 
 
 def test_many_small_feeds_keep_the_buffer_compact(resp_impl: ModuleType) -> None:

@@ -43,6 +43,7 @@ Command = list[bytes | None]
 # in the compiled twin; both twins refuse them the same way.
 _MAX_BULK_LIMIT = 1 << 50
 _MAX_SMALL_LIMIT = (1 << 31) - 1
+_MAX_ARGS_LIMIT = 1 << 20  # the list is allocated from the count: no GB lists by mistake
 
 _STAR = 0x2A  # '*'
 _DOLLAR = 0x24  # '$'
@@ -82,7 +83,7 @@ class Reader:
     ) -> None:
         self._max_bulk = _check_limit("max_bulk", max_bulk, _MAX_BULK_LIMIT)
         self._max_inline = _check_limit("max_inline", max_inline, _MAX_SMALL_LIMIT)
-        self._max_args = _check_limit("max_args", max_args, _MAX_SMALL_LIMIT)
+        self._max_args = _check_limit("max_args", max_args, _MAX_ARGS_LIMIT)
         self._buf = bytearray()
         self._pos = 0  # first unconsumed byte of _buf
         self._pending: Command | None = None  # multibulk whose arguments are still arriving
