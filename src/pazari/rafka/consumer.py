@@ -142,10 +142,11 @@ class Consumer:
             self._consumer.store_offsets(offsets=[TopicPartition(topic, partition, offset)])
         except confluent_kafka.KafkaException as exc:
             err = exc.args[0]
-            if err.code() == KafkaError._STATE:
+            if err.code() in (KafkaError._STATE, KafkaError._UNKNOWN_PARTITION):
                 # Newer librdkafka rejects offsets of partitions this consumer does not own
-                # (e.g. after a rebalance); the original (librdkafka 0.11) accepted them
-                # silently. Logged and answered :1 so clients do not fail on a rebalance.
+                # (e.g. after a rebalance): _STATE, or _UNKNOWN_PARTITION in librdkafka 2.x;
+                # the original (librdkafka 0.11) accepted them silently. Logged and answered
+                # :1 so clients do not fail on a rebalance (spec §1.4).
                 log.warning(
                     "ack for unassigned partition %s[%d]@%d ignored", topic, partition, offset,
                     extra={"consumer": self.cid},
