@@ -52,15 +52,32 @@ def _extensions() -> list[Extension]:
     return exts
 
 
+def _stage_pxds(build_dir: Path) -> Path:
+    """Copy ext/<hot path>/<mod>.pxd to <build>/pxd/pazari/<hot path>/<mod>.pxd.
+
+    Cython finds a module's own .pxd by its dotted name (pazari.resp._parser), so the .pxd
+    beside the .pyx in ext/ is only seen through this package-shaped include dir.
+    """
+    stage = build_dir / "pxd"
+    for pxd in sorted((ROOT / "ext").glob("*/*.pxd")):
+        dest = stage / "pazari" / pxd.parent.name / pxd.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists() or dest.read_bytes() != pxd.read_bytes():
+            dest.write_bytes(pxd.read_bytes())
+    return stage
+
+
 def _cythonize() -> list[Extension]:
     from Cython.Build import cythonize
 
+    # Debug and release C sources live apart, so switching modes never reuses stale C.
+    build_dir = ROOT / "build" / ("cython-debug" if DEBUG else "cython")
     return cythonize(
         _extensions(),
         compiler_directives=DIRECTIVES,
         annotate=DEBUG,
-        force=DEBUG,
-        build_dir="build/cython",
+        build_dir=str(build_dir.relative_to(ROOT)),
+        include_path=[str(_stage_pxds(build_dir))],
     )
 
 

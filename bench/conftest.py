@@ -8,5 +8,6 @@ from __future__ import annotations
 
 import pytest
 
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gate: short ratio gate run by `make bench-gate` in CI")

@@ -28,6 +28,7 @@ from pazari.resp.errors import (
 
 cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object obj, int* overflow) except? -1
+    void PyObject_GC_UnTrack(void* op)
 
 __all__ = ["ProtocolError", "Reader", "Writer", "encode_command"]
 
@@ -253,6 +254,13 @@ cdef class Reader:
             cmd = self._next()
         finally:
             self._busy = 0
+        if cmd is not None:
+            # A command holds only bytes and None: it cannot be part of a reference cycle,
+            # so the cyclic GC need not scan it. Untracked, a pipelined batch of thousands
+            # of commands no longer drags the collector through every one of them and
+            # promotes none to older generations (a profile showed 15% of rafka's produce
+            # path in gc_collect_main before this).
+            PyObject_GC_UnTrack(<void*>cmd)
         if cmd is None and self._error:
             raise ProtocolError(_error_text(self._error))
         return cmd
@@ -273,6 +281,7 @@ cdef class Reader:
                 cmd = self._next()
                 if cmd is None:
                     break
+                PyObject_GC_UnTrack(<void*>cmd)  # bytes and None only: see gets()
                 out.append(cmd)
         finally:
             self._busy = 0

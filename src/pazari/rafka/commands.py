@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from pazari.rafka import RAFKA_COMPAT_VERSION
 from pazari.rafka.config import to_librdkafka
 from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown
 from pazari.rafka.goparse import GoParseError, parse_int
-from pazari.rafka.producer import ProduceError
+from pazari.rafka.producer import ProduceError, Producer, QueueFull
 
 if TYPE_CHECKING:
     from pazari.rafka.connection import Connection
@@ -182,7 +183,23 @@ class _TopicsKey:
         self.extended = extended
 
 
+_KEYS: dict[bytes, _TopicsKey] = {}
+
+
 def _parse_topics_key(arg: bytes) -> _TopicsKey | str:
+    """Parse the BLPOP key; valid keys are remembered (clients repeat the same one)."""
+    cached = _KEYS.get(arg)
+    if cached is not None:
+        return cached
+    parsed = _parse_topics_key_text(arg)
+    if isinstance(parsed, _TopicsKey):
+        if len(_KEYS) >= 10_000:
+            _KEYS.clear()
+        _KEYS[arg] = parsed
+    return parsed
+
+
+def _parse_topics_key_text(arg: bytes) -> _TopicsKey | str:
     text = arg.decode("utf-8", "replace")
     parts = text.split(":", 2)
     if len(parts) < 2 or parts[0] != "topics" or any(t == "" for t in parts[1].split(",")):
@@ -260,6 +277,17 @@ def blpop(conn: Connection, args: Args) -> Awaitable[None] | None:
     consumer = _consumer_for(conn, key)
     if isinstance(consumer, str):
         _consume_error(conn, consumer)
+        return None
+    # A message already at hand is answered at once, without a task (the common case of a
+    # busy topic: BLPOP + ack round trips).
+    try:
+        msg = consumer.take_ready()
+    except ConsumeError as exc:
+        _consume_error(conn, f"CONS Poll {exc}")
+        return None
+    if msg is not None:
+        conn.server.stats.consumed += 1
+        _write_message(conn, consumer, msg)
         return None
     return _blpop(conn, consumer, _timeout(conn, args[-1] if len(args) > 1 else None))
 
@@ -448,33 +476,80 @@ async def _save(conn: Connection, consumer: Consumer) -> None:
 # -- producing (spec §1.5) -----------------------------------------------------------------
 
 
-def rpushx(conn: Connection, args: Args) -> None:
+def rpushx(conn: Connection, args: Args) -> Awaitable[None] | None:
     w = conn.writer
     stats = conn.server.stats
     if len(args) != 2:
         stats.produce_errors += 1
         w.error(f"PROD RPUSHX accepts 2 arguments, got {len(args)}".encode())
-        return
+        return None
     parts = args[0].split(b":")
     if len(parts) not in (2, 3):
         stats.produce_errors += 1
         w.error(b"PROD First argument must be in the form of 'topics:<topic>' or "
                 b"'topics:<topic>:<key>'")
-        return
+        return None
     producer = conn.producer or conn.server.producer_for(conn)
     if isinstance(producer, str):
         stats.produce_errors += 1
         w.error(f"PROD Error spawning producer: {producer}".encode())
-        return
+        return None
+    topic = parts[1].decode("utf-8", "replace")
+    key = parts[2] if len(parts) == 3 else None
     try:
-        producer.produce(parts[1].decode("utf-8", "replace"), args[1],
-                         parts[2] if len(parts) == 3 else None)
+        producer.produce(topic, args[1], key)
+    except QueueFull:
+        # Backpressure instead of the original's immediate `-PROD Local: Queue full`: this
+        # connection waits (its later commands stay parked) while librdkafka drains.
+        return _rpushx_when_room(conn, producer, args[0], topic, args[1], key)
     except ProduceError as exc:
         stats.produce_errors += 1
         w.error(f"PROD {exc}".encode())
-        return
+        return None
+    _remember_route(args[0], topic, key)
     stats.produced += 1
     w.integer(1)
+    return None
+
+
+async def _rpushx_when_room(
+    conn: Connection, producer: Producer, target: bytes, topic: str, value: bytes,
+    key: bytes | None,
+) -> None:
+    stats = conn.server.stats
+    deadline = time.monotonic() + conn.server.options.queue_full_timeout
+    while True:
+        # librdkafka signals no "room again" event; its queue drains in milliseconds.
+        await asyncio.sleep(0.002)
+        try:
+            producer.produce(topic, value, key)
+        except QueueFull as exc:
+            if time.monotonic() < deadline:
+                continue
+            stats.produce_errors += 1
+            conn.writer.error(f"PROD {exc}".encode())
+            return
+        except ProduceError as exc:
+            stats.produce_errors += 1
+            conn.writer.error(f"PROD {exc}".encode())
+            return
+        _remember_route(target, topic, key)
+        stats.produced += 1
+        conn.writer.integer(1)
+        return
+
+
+RPUSHX_NAMES = frozenset({b"RPUSHX", b"rpushx", b"RPushX", b"Rpushx"})
+#: Parsed `topics:<topic>[:<key>]` arguments of RPUSHX, for the hot path in
+#: Connection._rpushx_run; bounded so that a client inventing keys cannot grow it for ever.
+ROUTES: dict[bytes | None, tuple[str, bytes | None]] = {}
+_ROUTES_MAX = 10_000
+
+
+def _remember_route(target: bytes, topic: str, key: bytes | None) -> None:
+    if len(ROUTES) >= _ROUTES_MAX:
+        ROUTES.clear()
+    ROUTES[target] = (topic, key)
 
 
 def dump(conn: Connection, args: Args) -> Awaitable[None] | None:

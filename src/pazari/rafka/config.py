@@ -35,6 +35,9 @@ class ServerOptions:
     # the original's issue #39), or the original's one producer per connection.
     producers: Literal["shared", "per-connection"] = "shared"
     close_flush_timeout: float = 5.0
+    # How long an RPUSHX waits for room when librdkafka's queue is full before it answers
+    # `-PROD Local: Queue full` (the original answered at once; 0 restores that).
+    queue_full_timeout: float = 5.0
     monitor_buffer: int = 1000
     prefetch: int = 100
 

@@ -81,6 +81,14 @@ class Consumer:
         stats.consumers += 1
         log.info("Started working (%s)...", _public(conf), extra={"consumer": cid})
 
+    def take_ready(self) -> Any | None:
+        """A message that needs no waiting (prefetched or already fetched by librdkafka),
+        or None. Raises ConsumeError like next_message."""
+        if not self._buffer:
+            for msg in self._consumer.consume(self._prefetch, 0):
+                self._accept(msg)
+        return self._buffer.popleft() if self._buffer else None
+
     async def next_message(self, timeout: float | None, stopping: asyncio.Event) -> Any | None:
         """The next message, or None once ``timeout`` seconds pass (None: wait forever).
 

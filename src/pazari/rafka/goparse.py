@@ -49,6 +49,12 @@ def _underscore_ok(s: str) -> bool:
 
 def parse_int(s: str, base: int, bits: int) -> int:
     """``strconv.ParseInt(s, base, bits)`` with Go's semantics and error texts."""
+    # Fast path for the common case (plain decimal without a leading zero).
+    if s.isascii() and s.isdigit() and (s[0] != "0" or len(s) == 1):
+        value = int(s)
+        if value < 1 << (bits - 1):
+            return value
+        raise _range(s)
     if not s:
         raise _syntax(s)
     body = s

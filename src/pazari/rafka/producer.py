@@ -26,6 +26,10 @@ class ProduceError(Exception):
     """A local produce error; ``str()`` is librdkafka's text (replied as ``-PROD <text>``)."""
 
 
+class QueueFull(ProduceError):
+    """librdkafka's local queue is full (``queue.buffering.max.messages``)."""
+
+
 class Producer:
     """One librdkafka producer, with a thread serving its delivery reports."""
 
@@ -42,6 +46,8 @@ class Producer:
         if "statistics.interval.ms" in conf:
             conf["stats_cb"] = self._on_stats
         self._producer = confluent_kafka.Producer(conf)
+        #: librdkafka's produce, unwrapped, for the hot path: (topic, value, key).
+        self.produce_raw = self._producer.produce
         self._closed = threading.Event()
         # Delivery reports only reach Python from poll(); a thread keeps calling it.
         self._poller = threading.Thread(target=self._poll_loop, name=self.name, daemon=True)
@@ -54,7 +60,7 @@ class Producer:
         try:
             self._producer.produce(topic, value, key)
         except BufferError:
-            raise ProduceError("Local: Queue full") from None
+            raise QueueFull("Local: Queue full") from None
         except confluent_kafka.KafkaException as exc:
             raise ProduceError(_kafka_text(exc)) from None
         except (TypeError, ValueError) as exc:
