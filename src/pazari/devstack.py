@@ -88,6 +88,32 @@ def plan() -> list[Proc]:
             lambda: _port_open(kafka_port),
         ),
     ]
+    rafka_port = _free_port(6380)
+    rafka_metrics = _free_port(9380)
+    rafka_config = _write_json(
+        STATE / "rafka.json",
+        {
+            "general": {"bootstrap.servers": bootstrap, "log.connection.close": False},
+            "consumer": {
+                # tansu holds a JoinGroup for about half the session timeout: keep it short.
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 500,
+                "auto.offset.reset": "earliest",
+                "auto.commit.interval.ms": 1000,
+            },
+            "producer": {"queue.buffering.max.ms": 5},
+        },
+    )
+    procs.append(
+        Proc(
+            "rafka",
+            [sys.executable, "-m", "pazari.rafka", "--host", "127.0.0.1",
+             "--port", str(rafka_port), "--config", rafka_config,
+             "--metrics-addr", f"127.0.0.1:{rafka_metrics}"],
+            f"redis://127.0.0.1:{rafka_port} (metrics http://127.0.0.1:{rafka_metrics}/metrics)",
+            lambda: _port_open(rafka_port),
+        )
+    )
     demo_port = _free_port(8099)
     demo_metrics = _free_port(9099)
     procs.append(
@@ -114,7 +140,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         for proc in procs:
-            proc.popen = subprocess.Popen(proc.argv, env={**os.environ, **proc.env})
+            # A session of its own: Ctrl-C reaches only us, and each child then gets exactly
+            # one SIGTERM (a second signal would make the daemons skip their drain).
+            proc.popen = subprocess.Popen(
+                proc.argv, env={**os.environ, **proc.env}, start_new_session=True
+            )
             deadline = time.monotonic() + 30
             while not proc.ready():
                 if proc.popen.poll() is not None or time.monotonic() > deadline or stopping:
