@@ -66,6 +66,13 @@ EXACT: list[object] = [
                  id="blpop-wrong-prefix"),
     pytest.param(["BLPOP", "topics:t:{bad", "1"], b"-CONS Error parsing configuration from "
                  b"'{bad'; ", id="blpop-bad-json"),
+    *(pytest.param(["BLPOP", f"topics:t:{doc}", "1"], b"-CONS Error parsing configuration from "
+                   b"'%s'; json: cannot unmarshal %s into Go value of type "
+                   b"map[string]interface {}\r\n" % (doc.encode(), kind), id=f"blpop-json-{kind}")
+      for doc, kind in (("[1]", b"array"), ('"s"', b"string"), ("5", b"number"),
+                        ("true", b"bool"))),
+    pytest.param(["BLPOP", "topics:t:null", "1"], b"-CONS Connection not ready. Identify "
+                 b"yourself using `CLIENT SETNAME` first\r\n", id="blpop-json-null-is-empty"),
     pytest.param(["BLPOP", "topics:t", "1"], b"-CONS Connection not ready. Identify yourself "
                  b"using `CLIENT SETNAME` first\r\n", id="blpop-unnamed"),
     pytest.param(["HGETALL", "STATS"], b"*6\r\n$27\r\nproducer.unflushed.messages\r\n$",

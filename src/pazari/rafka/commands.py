@@ -199,6 +199,9 @@ def _parse_topics_key(arg: bytes) -> _TopicsKey | str:
     return parsed
 
 
+_GO_JSON_KINDS: dict[type, str] = {list: "array", str: "string", bool: "bool"}
+
+
 def _parse_topics_key_text(arg: bytes) -> _TopicsKey | str:
     text = arg.decode("utf-8", "replace")
     parts = text.split(":", 2)
@@ -210,11 +213,12 @@ def _parse_topics_key_text(arg: bytes) -> _TopicsKey | str:
             decoded = orjson.loads(parts[2])
         except orjson.JSONDecodeError as exc:
             return f"CONS Error parsing configuration from '{parts[2]}'; {exc}"
-        if not isinstance(decoded, dict):
+        if decoded is not None and not isinstance(decoded, dict):
+            # encoding/json's text, with its JSON kind names; `null` decodes to an empty map.
+            kind = _GO_JSON_KINDS.get(type(decoded), "number")
             return (f"CONS Error parsing configuration from '{parts[2]}'; json: cannot "
-                    f"unmarshal {type(decoded).__name__} into Go value of type "
-                    "map[string]interface {}")
-        conf = decoded
+                    f"unmarshal {kind} into Go value of type map[string]interface {{}}")
+        conf = decoded or {}
     extended = conf.pop(REPLY_EXTENDED, None) == "extended"
     return _TopicsKey(parts[1].split(","), conf, extended)
 
