@@ -126,3 +126,24 @@ def gc_pause(op: Callable[[], object], n: int) -> GcPause:
         stats.uninstall()
     snap = stats.snapshot()
     return GcPause(n, snap["num_gc"], snap["pause_total_ms"], snap["pause_max_ms"])
+
+
+def best_attempt(
+    measure: Callable[[], dict[str, Any]],
+    passes: Callable[[dict[str, Any]], bool],
+    score: Callable[[dict[str, Any]], float],
+    attempts: int = 3,
+) -> dict[str, Any]:
+    """Run ``measure`` until a result ``passes`` (at most ``attempts`` times) and return the
+    best one by ``score`` (higher is better), with every attempt's score recorded.
+
+    On a 2-core machine another process can steal a whole measurement; a gate then repeats
+    the measurement instead of failing on one noisy sample (best-of-N, as timeit does).
+    """
+    results: list[dict[str, Any]] = []
+    for _ in range(attempts):
+        results.append(measure())
+        if passes(results[-1]):
+            break
+    best = max(results, key=score)
+    return {**best, "attempt_scores": [score(r) for r in results]}
