@@ -1,0 +1,494 @@
+"""Compiled event encoder: raw query bytes (or a parsed JSON object) plus the header values
+to the canonical event bytes in one pass, with no intermediate dict (spec "Encoding").
+
+Byte-identical to ``pazari.event._encoder_py`` (a dict + ``orjson.dumps``); the canonical
+rules (WHATWG application/x-www-form-urlencoded parsing, RFC 3986 percent-escapes, U+FFFD for
+ill-formed UTF-8 and control characters, last duplicate wins) are documented there.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_Check
+from libc.stdint cimport int64_t, uint32_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp, memcpy
+
+import orjson
+
+from pazari.event.errors import EventError
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+
+
+# Limits (spec "The event"), reserved-key slots and header-field slots.
+cdef enum:
+    MAX_KEY = 128
+    MAX_VALUE = 4096
+    MAX_PARAMS = 256
+    MAX_EVENT = 32768
+    R_TYPE = 0
+    R_SENT_AT = 1
+    R_SESSION = 2
+    R_URL = 3
+    R_REFERRER = 4
+    N_RESERVED = 5
+    H_ID = 0
+    H_TENANT = 1
+    H_TYPE = 2
+    H_VISITOR = 3
+    H_URL = 4
+    H_IP = 5
+    H_UA = 6
+    N_HEAD = 7
+
+
+_HEAD_NAMES = ("id", "tenant", "type", "visitor_id", "url", "ip", "user_agent")
+_orjson_dumps = orjson.dumps
+_JSONEncodeError = orjson.JSONEncodeError
+
+
+cdef int _reserve(_Buf* buf, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = buf.size + extra
+    cdef Py_ssize_t cap
+    cdef unsigned char* grown
+    if need <= buf.cap:
+        return 0
+    cap = buf.cap * 2 if buf.cap else 1024
+    while cap < need:
+        cap *= 2
+    grown = <unsigned char*>realloc(buf.data, cap)
+    if grown == NULL:
+        raise MemoryError()
+    buf.data = grown
+    buf.cap = cap
+    return 0
+
+
+cdef inline void _put_fffd(_Buf* out) noexcept:
+    out.data[out.size] = 0xEF
+    out.data[out.size + 1] = 0xBF
+    out.data[out.size + 2] = 0xBD
+    out.size += 3
+
+
+cdef Py_ssize_t _clean(_Buf* out, const unsigned char* p, Py_ssize_t n) except -1:
+    # Worst case every input byte becomes one U+FFFD (3 bytes).
+    _reserve(out, 3 * n)
+    cdef Py_ssize_t start = out.size
+    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t need, k
+    cdef unsigned char c, c1, lo, hi
+    while i < n:
+        c = p[i]
+        if c < 0x80:
+            if c < 0x20 or c == 0x7F:
+                _put_fffd(out)
+            else:
+                out.data[out.size] = c
+                out.size += 1
+            i += 1
+            continue
+        # Unicode §3.9 Table 3-7: the well-formed byte sequences, by lead byte.
+        lo = 0x80
+        hi = 0xBF
+        if 0xC2 <= c <= 0xDF:
+            need = 1
+        elif c == 0xE0:
+            need = 2
+            lo = 0xA0
+        elif c == 0xED:
+            need = 2
+            hi = 0x9F
+        elif 0xE1 <= c <= 0xEF:
+            need = 2
+        elif c == 0xF0:
+            need = 3
+            lo = 0x90
+        elif 0xF1 <= c <= 0xF3:
+            need = 3
+        elif c == 0xF4:
+            need = 3
+            hi = 0x8F
+        else:
+            _put_fffd(out)
+            i += 1
+            continue
+        # The maximal ill-formed subpart (lead + the valid continuations before the first
+        # bad byte, or before the end of input) becomes one U+FFFD; decoding resumes there.
+        k = 1
+        while k <= need:
+            if i + k >= n:
+                break
+            c1 = p[i + k]
+            if k == 1:
+                if c1 < lo or c1 > hi:
+                    break
+            elif c1 < 0x80 or c1 > 0xBF:
+                break
+            k += 1
+        if k <= need:
+            _put_fffd(out)
+            i += k
+            continue
+        if c == 0xC2 and p[i + 1] <= 0x9F:
+            _put_fffd(out)  # C1 control, U+0080–U+009F
+        else:
+            memcpy(out.data + out.size, p + i, need + 1)
+            out.size += need + 1
+        i += need + 1
+    return out.size - start
+
+
+cdef inline int _hex(unsigned char c) noexcept:
+    if 0x30 <= c <= 0x39:
+        return c - 0x30
+    if 0x41 <= c <= 0x46:
+        return c - 0x37
+    if 0x61 <= c <= 0x66:
+        return c - 0x57
+    return -1
+
+
+cdef int _percent_decode(_Buf* tmp, const unsigned char* p, Py_ssize_t n) except -1:
+    tmp.size = 0
+    _reserve(tmp, n)
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c
+    cdef int h, l
+    while i < n:
+        c = p[i]
+        if c == 0x2B:  # '+'
+            c = 0x20
+        elif c == 0x25 and i + 2 < n:
+            h = _hex(p[i + 1])
+            l = _hex(p[i + 2])
+            if h >= 0 and l >= 0:
+                c = <unsigned char>(h * 16 + l)
+                i += 2
+        tmp.data[tmp.size] = c
+        tmp.size += 1
+        i += 1
+    return 0
+
+
+cdef int _escape(_Buf* out, const unsigned char* p, Py_ssize_t n) except -1:
+    _reserve(out, 2 * n)
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = p[i]
+        if c == 0x22 or c == 0x5C:
+            out.data[out.size] = 0x5C
+            out.size += 1
+        out.data[out.size] = c
+        out.size += 1
+    return 0
+
+
+cdef inline int _put(_Buf* out, const char* s, Py_ssize_t n) except -1:
+    _reserve(out, n)
+    memcpy(out.data + out.size, s, n)
+    out.size += n
+    return 0
+
+
+cdef inline int _put_int(_Buf* out, int64_t v) except -1:
+    cdef char digits[24]
+    cdef int k = 0
+    cdef bint neg = v < 0
+    cdef unsigned long long u = <unsigned long long>(-v) if neg else <unsigned long long>v
+    while True:
+        digits[k] = <char>(0x30 + u % 10)
+        k += 1
+        u //= 10
+        if u == 0:
+            break
+    _reserve(out, k + 1)
+    if neg:
+        out.data[out.size] = 0x2D
+        out.size += 1
+    while k > 0:
+        k -= 1
+        out.data[out.size] = digits[k]
+        out.size += 1
+    return 0
+
+
+cdef inline uint32_t _fnv(const unsigned char* p, Py_ssize_t n) noexcept:
+    cdef uint32_t h = 2166136261u
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 16777619u
+    return h
+
+
+cdef inline int _reserved_slot(const unsigned char* k, Py_ssize_t n) noexcept:
+    if n == 4 and memcmp(k, b"type", 4) == 0:
+        return R_TYPE
+    if n == 7 and memcmp(k, b"sent_at", 7) == 0:
+        return R_SENT_AT
+    if n == 10 and memcmp(k, b"session_id", 10) == 0:
+        return R_SESSION
+    if n == 3 and memcmp(k, b"url", 3) == 0:
+        return R_URL
+    if n == 8 and memcmp(k, b"referrer", 8) == 0:
+        return R_REFERRER
+    return -1
+
+
+cdef class _Work:
+    """Buffers reused across calls (the GIL serialises calls; no call re-enters)."""
+    cdef _Buf text      # cleaned keys and values
+    cdef _Buf tmp       # one percent-decoded key or value
+    cdef _Buf out       # the encoded event
+    cdef _Span* params  # distinct params, in first-seen order
+    cdef Py_ssize_t nparams
+    cdef Py_ssize_t roff[N_RESERVED]
+    cdef Py_ssize_t rlen[N_RESERVED]
+    cdef Py_ssize_t hoff[N_HEAD]
+    cdef Py_ssize_t hlen[N_HEAD]
+
+    def __cinit__(self):
+        self.params = <_Span*>malloc(MAX_PARAMS * sizeof(_Span))
+        if self.params == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.text.data)
+        free(self.tmp.data)
+        free(self.out.data)
+        free(self.params)
+
+    cdef int reset(self) except -1:
+        cdef int i
+        self.text.size = 0
+        self.out.size = 0
+        self.nparams = 0
+        for i in range(N_RESERVED):
+            self.rlen[i] = -1
+        return 0
+
+    cdef int head(self, int slot, object value) except -1:
+        """Clean one header field into ``text`` (None → absent, length -1)."""
+        cdef Py_ssize_t n
+        cdef const char* p
+        if value is None:
+            self.hlen[slot] = -1
+            return 0
+        self.hoff[slot] = self.text.size
+        self.hlen[slot] = self.clean_str(value)
+        if self.hlen[slot] > MAX_VALUE:
+            raise EventError(
+                f"{_HEAD_NAMES[slot]} too long ({self.hlen[slot]} bytes, limit {MAX_VALUE})"
+            )
+        return 0
+
+    cdef Py_ssize_t clean_str(self, object value) except -1:
+        cdef Py_ssize_t n
+        cdef const char* p
+        cdef bytes raw
+        if not PyUnicode_Check(value):
+            raise TypeError("expected str")
+        try:
+            p = PyUnicode_AsUTF8AndSize(value, &n)
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "surrogatepass")
+            return _clean(&self.text, <const unsigned char*>PyBytes_AS_STRING(raw),
+                          PyBytes_GET_SIZE(raw))
+        return _clean(&self.text, <const unsigned char*>p, n)
+
+    cdef int pair(self, Py_ssize_t koff, Py_ssize_t klen, Py_ssize_t voff,
+                  Py_ssize_t vlen) except -1:
+        """Check the limits of one cleaned pair and file it (reserved slot or param)."""
+        cdef int slot
+        cdef uint32_t h
+        cdef Py_ssize_t j
+        cdef _Span* s
+        if klen > MAX_KEY:
+            raise EventError(f"key too long ({klen} bytes, limit {MAX_KEY})")
+        if vlen > MAX_VALUE:
+            raise EventError(f"value too long ({vlen} bytes, limit {MAX_VALUE})")
+        slot = _reserved_slot(self.text.data + koff, klen)
+        if slot >= 0:
+            self.roff[slot] = voff
+            self.rlen[slot] = vlen
+            return 0
+        h = _fnv(self.text.data + koff, klen)
+        for j in range(self.nparams):
+            s = &self.params[j]
+            if s.khash == h and s.klen == klen and memcmp(
+                self.text.data + s.koff, self.text.data + koff, klen
+            ) == 0:
+                s.voff = voff
+                s.vlen = vlen
+                return 0
+        if self.nparams == MAX_PARAMS:
+            raise EventError(f"too many params (limit {MAX_PARAMS})")
+        s = &self.params[self.nparams]
+        s.koff = koff
+        s.klen = klen
+        s.voff = voff
+        s.vlen = vlen
+        s.khash = h
+        self.nparams += 1
+        return 0
+
+    cdef int query_pairs(self, const unsigned char* q, Py_ssize_t n) except -1:
+        cdef Py_ssize_t i = 0, start, eq, end, koff, klen, voff, vlen
+        while i <= n:
+            start = i
+            while i < n and q[i] != 0x26:  # '&'
+                i += 1
+            end = i
+            i += 1
+            if end == start:
+                continue
+            eq = start
+            while eq < end and q[eq] != 0x3D:  # '='
+                eq += 1
+            _percent_decode(&self.tmp, q + start, eq - start)
+            koff = self.text.size
+            klen = _clean(&self.text, self.tmp.data, self.tmp.size)
+            if eq < end:
+                _percent_decode(&self.tmp, q + eq + 1, end - eq - 1)
+            else:
+                self.tmp.size = 0
+            voff = self.text.size
+            vlen = _clean(&self.text, self.tmp.data, self.tmp.size)
+            self.pair(koff, klen, voff, vlen)
+        return 0
+
+    cdef int field_pairs(self, dict fields) except -1:
+        cdef Py_ssize_t pos = 0, koff, klen, voff, vlen
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef object key, value
+        cdef bytes raw
+        while PyDict_Next(fields, &pos, &k, &v):
+            key = <object>k
+            value = <object>v
+            if not PyUnicode_Check(key):
+                raise EventError("keys must be strings")
+            koff = self.text.size
+            klen = self.clean_str(key)
+            voff = self.text.size
+            if PyUnicode_Check(value):
+                vlen = self.clean_str(value)
+            else:
+                try:
+                    raw = _orjson_dumps(value)
+                except _JSONEncodeError:
+                    raise EventError("value is not encodable as JSON") from None
+                vlen = _clean(&self.text, <const unsigned char*>PyBytes_AS_STRING(raw),
+                              PyBytes_GET_SIZE(raw))
+            self.pair(koff, klen, voff, vlen)
+        return 0
+
+    cdef int string(self, Py_ssize_t off, Py_ssize_t n) except -1:
+        """A JSON string, or null for an absent field (n < 0)."""
+        if n < 0:
+            return _put(&self.out, b"null", 4)
+        _reserve(&self.out, 1)
+        self.out.data[self.out.size] = 0x22
+        self.out.size += 1
+        _escape(&self.out, self.text.data + off, n)
+        _reserve(&self.out, 1)
+        self.out.data[self.out.size] = 0x22
+        self.out.size += 1
+        return 0
+
+    cdef int sent_at(self) except -1:
+        cdef Py_ssize_t n = self.rlen[R_SENT_AT], i
+        cdef const unsigned char* p
+        cdef int64_t v = 0
+        if n < 1 or n > 15:
+            return _put(&self.out, b"null", 4)
+        p = self.text.data + self.roff[R_SENT_AT]
+        for i in range(n):
+            if p[i] < 0x30 or p[i] > 0x39:
+                return _put(&self.out, b"null", 4)
+            v = v * 10 + (p[i] - 0x30)
+        return _put_int(&self.out, v)
+
+    cdef bytes finish(self, int64_t received_at, bint bot):
+        cdef _Buf* out = &self.out
+        cdef Py_ssize_t j
+        cdef _Span* s
+        _put(out, b'{"id":', 6)
+        self.string(self.hoff[H_ID], self.hlen[H_ID])
+        _put(out, b',"tenant":', 10)
+        self.string(self.hoff[H_TENANT], self.hlen[H_TENANT])
+        _put(out, b',"type":', 8)
+        if self.rlen[R_TYPE] >= 0:
+            self.string(self.roff[R_TYPE], self.rlen[R_TYPE])
+        else:
+            self.string(self.hoff[H_TYPE], self.hlen[H_TYPE])
+        _put(out, b',"received_at":', 15)
+        _put_int(out, received_at)
+        _put(out, b',"sent_at":', 11)
+        self.sent_at()
+        _put(out, b',"visitor_id":', 14)
+        self.string(self.hoff[H_VISITOR], self.hlen[H_VISITOR])
+        _put(out, b',"session_id":', 14)
+        self.string(self.roff[R_SESSION], self.rlen[R_SESSION])
+        _put(out, b',"url":', 7)
+        if self.rlen[R_URL] >= 0:
+            self.string(self.roff[R_URL], self.rlen[R_URL])
+        else:
+            self.string(self.hoff[H_URL], self.hlen[H_URL])
+        _put(out, b',"referrer":', 12)
+        self.string(self.roff[R_REFERRER], self.rlen[R_REFERRER])
+        _put(out, b',"ip":', 6)
+        self.string(self.hoff[H_IP], self.hlen[H_IP])
+        _put(out, b',"user_agent":', 14)
+        self.string(self.hoff[H_UA], self.hlen[H_UA])
+        if bot:
+            _put(out, b',"bot":true,"params":{', 22)
+        else:
+            _put(out, b',"bot":false,"params":{', 23)
+        for j in range(self.nparams):
+            s = &self.params[j]
+            if j:
+                _put(out, b",", 1)
+            self.string(s.koff, s.klen)
+            _put(out, b":", 1)
+            self.string(s.voff, s.vlen)
+        _put(out, b"}}", 2)
+        if out.size > MAX_EVENT:
+            raise EventError(f"event too large ({out.size} bytes, limit {MAX_EVENT})")
+        return PyBytes_FromStringAndSize(<char*>out.data, out.size)
+
+    cdef int heads(self, str id, str tenant, str type, str visitor_id, object url,
+                   object ip, object user_agent) except -1:
+        self.reset()
+        self.head(H_ID, id)
+        self.head(H_TENANT, tenant)
+        self.head(H_TYPE, type)
+        self.head(H_VISITOR, visitor_id)
+        self.head(H_URL, url)
+        self.head(H_IP, ip)
+        self.head(H_UA, user_agent)
+        return 0
+
+
+cdef _Work _work = _Work()
+
+
+def encode_query(bytes query not None, str id not None, str tenant not None,
+                 str type not None, int64_t received_at, str visitor_id not None,
+                 object url, object ip, object user_agent, bint bot):
+    """One event from raw query-string bytes and the header values."""
+    _work.heads(id, tenant, type, visitor_id, url, ip, user_agent)
+    _work.query_pairs(<const unsigned char*>PyBytes_AS_STRING(query), PyBytes_GET_SIZE(query))
+    return _work.finish(received_at, bot)
+
+
+def encode_fields(dict fields not None, str id not None, str tenant not None,
+                  str type not None, int64_t received_at, str visitor_id not None,
+                  object url, object ip, object user_agent, bint bot):
+    """One event from a parsed JSON object and the header values."""
+    _work.heads(id, tenant, type, visitor_id, url, ip, user_agent)
+    _work.field_pairs(fields)
+    return _work.finish(received_at, bot)

@@ -1,0 +1,26 @@
+from typing import Any
+
+def encode_query(
+    query: bytes,
+    id: str,
+    tenant: str,
+    type: str,
+    received_at: int,
+    visitor_id: str,
+    url: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    bot: bool,
+) -> bytes: ...
+def encode_fields(
+    fields: dict[str, Any],
+    id: str,
+    tenant: str,
+    type: str,
+    received_at: int,
+    visitor_id: str,
+    url: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    bot: bool,
+) -> bytes: ...

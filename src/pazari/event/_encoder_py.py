@@ -1,0 +1,194 @@
+"""Pure-Python reference of the event encoder: build the dict, then ``orjson.dumps``.
+
+The compiled ``pazari.event._encoder`` must produce byte-identical output and raise the same
+``EventError`` messages (tests/event/test_differential.py). Canonical handling (spec "The
+event"), documented once here:
+
+* Query strings are split as the WHATWG URL Standard's ``application/x-www-form-urlencoded``
+  parser does (§5.1): split on ``&``, skip empty sequences, split each at the first ``=`` (no
+  ``=`` → empty value), ``+`` → space, then percent-decode. A ``%`` not followed by two hex
+  digits stays a literal ``%`` (WHATWG percent-decode, and RFC 3986 §2.1 which only defines
+  ``%`` HEXDIG HEXDIG). Percent-decoding happens on bytes, so escapes may build multi-byte
+  UTF-8 sequences.
+* Decoded bytes become text as UTF-8 with replacement (WHATWG "UTF-8 decode without BOM"):
+  every maximal ill-formed subpart becomes one U+FFFD (Unicode §3.9, the practice CPython's
+  decoder follows). A leading BOM is kept as U+FEFF, like CPython.
+* Control characters (Unicode general category Cc: U+0000-U+001F, U+007F-U+009F) become
+  U+FFFD as well: they are never passed through. Lone surrogates in parsed JSON text are
+  encoded with ``surrogatepass`` and so also end up as U+FFFD.
+* Duplicate keys keep the last value at the position of the first (a dict's update rule).
+* Reserved keys (``type``, ``sent_at``, ``session_id``, ``url``, ``referrer``) fill the event
+  fields of the same names and are not repeated in ``params``. ``sent_at`` is an integer when
+  it is 1-15 ASCII digits, else null.
+* JSON bodies: non-string values become their compact JSON text (``1`` → ``"1"``, ``true`` →
+  ``"true"``, objects and arrays as JSON), so ``params`` stays a string → string map.
+* Limits are checked on the cleaned UTF-8 bytes, pair by pair in input order: key ≤ 128,
+  value ≤ 4096, ≤ 256 distinct params, and the whole encoded event ≤ 32768 bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+from pazari.event.errors import EventError
+
+MAX_KEY = 128
+MAX_VALUE = 4096
+MAX_PARAMS = 256
+MAX_EVENT = 32768
+RESERVED = frozenset(("type", "sent_at", "session_id", "url", "referrer"))
+
+_CONTROLS = {c: 0xFFFD for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def clean_bytes(raw: bytes) -> str:
+    """UTF-8 decode with replacement, then replace control characters."""
+    return raw.decode("utf-8", "replace").translate(_CONTROLS)
+
+
+def clean_str(text: str) -> str:
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    return clean_bytes(raw)
+
+
+def _field(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = clean_str(value)
+    size = len(text.encode())
+    if size > MAX_VALUE:
+        raise EventError(f"{name} too long ({size} bytes, limit {MAX_VALUE})")
+    return text
+
+
+def _query_pairs(query: bytes) -> Iterable[tuple[str, str]]:
+    for sequence in query.split(b"&"):
+        if not sequence:
+            continue
+        name, _, value = sequence.partition(b"=")
+        yield (
+            clean_bytes(unquote_to_bytes(name.replace(b"+", b" "))),
+            clean_bytes(unquote_to_bytes(value.replace(b"+", b" "))),
+        )
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, str):
+        return clean_str(value)
+    try:
+        return clean_bytes(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        raise EventError("value is not encodable as JSON") from None
+
+
+def _field_pairs(fields: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    for key, value in fields.items():
+        if not isinstance(key, str):
+            raise EventError("keys must be strings")
+        yield clean_str(key), _json_text(value)
+
+
+def _sent_at(text: str | None) -> int | None:
+    if text is not None and 0 < len(text) <= 15 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def _encode(
+    pairs: Iterable[tuple[str, str]],
+    id: str,
+    tenant: str,
+    type: str,
+    received_at: int,
+    visitor_id: str,
+    url: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    bot: bool,
+) -> bytes:
+    head = {
+        "id": _field("id", id),
+        "tenant": _field("tenant", tenant),
+        "type": _field("type", type),
+        "visitor_id": _field("visitor_id", visitor_id),
+        "url": _field("url", url),
+        "ip": _field("ip", ip),
+        "user_agent": _field("user_agent", user_agent),
+    }
+    reserved: dict[str, str] = {}
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        size = len(key.encode())
+        if size > MAX_KEY:
+            raise EventError(f"key too long ({size} bytes, limit {MAX_KEY})")
+        size = len(value.encode())
+        if size > MAX_VALUE:
+            raise EventError(f"value too long ({size} bytes, limit {MAX_VALUE})")
+        if key in RESERVED:
+            reserved[key] = value
+            continue
+        if key not in params and len(params) == MAX_PARAMS:
+            raise EventError(f"too many params (limit {MAX_PARAMS})")
+        params[key] = value
+    event = {
+        "id": head["id"],
+        "tenant": head["tenant"],
+        "type": reserved.get("type", head["type"]),
+        "received_at": received_at,
+        "sent_at": _sent_at(reserved.get("sent_at")),
+        "visitor_id": head["visitor_id"],
+        "session_id": reserved.get("session_id"),
+        "url": reserved.get("url", head["url"]),
+        "referrer": reserved.get("referrer"),
+        "ip": head["ip"],
+        "user_agent": head["user_agent"],
+        "bot": bool(bot),
+        "params": params,
+    }
+    out = orjson.dumps(event)
+    if len(out) > MAX_EVENT:
+        raise EventError(f"event too large ({len(out)} bytes, limit {MAX_EVENT})")
+    return out
+
+
+def encode_query(
+    query: bytes,
+    id: str,
+    tenant: str,
+    type: str,
+    received_at: int,
+    visitor_id: str,
+    url: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    bot: bool,
+) -> bytes:
+    """One event from raw query-string bytes and the header values."""
+    return _encode(
+        _query_pairs(query), id, tenant, type, received_at, visitor_id, url, ip, user_agent, bot
+    )
+
+
+def encode_fields(
+    fields: dict[str, Any],
+    id: str,
+    tenant: str,
+    type: str,
+    received_at: int,
+    visitor_id: str,
+    url: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    bot: bool,
+) -> bytes:
+    """One event from a parsed JSON object and the header values."""
+    return _encode(
+        _field_pairs(fields), id, tenant, type, received_at, visitor_id, url, ip, user_agent, bot
+    )
