@@ -223,8 +223,14 @@ def _starter(
 ) -> tuple[StartRafka, list[Rafka]]:
     started: list[Rafka] = []
 
-    def start(rafka: dict[str, Any] | None = None, **flags: Any) -> Rafka:
-        path = write_config(directory, rafka_config(broker.bootstrap, rafka))
+    def start(
+        rafka: dict[str, Any] | None = None,
+        bootstrap: str | None = None,
+        producer: dict[str, Any] | None = None,
+    ) -> Rafka:
+        doc = rafka_config(bootstrap or broker.bootstrap, rafka)
+        doc["producer"].update(producer or {})
+        path = write_config(directory, doc)
         port, metrics_port = free_port(), free_port()
         daemon = spawn_rafka(daemon_factory, path, port, metrics_port)
         server = Rafka(
@@ -242,7 +248,9 @@ def _starter(
 def start_rafka(
     daemon_factory: DaemonFactory, kafka_broker: KafkaBroker, tmp_path: Path
 ) -> Iterator[StartRafka]:
-    """`start_rafka(rafka_section=None) -> Rafka`: a private daemon, stopped after the test."""
+    """`start_rafka(rafka=None, bootstrap=None, producer=None) -> Rafka`: a private daemon
+    (optionally with its own `rafka` section, bootstrap servers and producer overrides),
+    stopped after the test."""
     start, started = _starter(daemon_factory, kafka_broker, tmp_path)
     yield start
     for server in started:

@@ -102,6 +102,7 @@ def test_rpushx_keys_and_the_unchecked_prefix(
 def test_redis_cli_commands(rafka: Rafka, kafka_broker: KafkaBroker, kafka_topic: str) -> None:
     assert cli(rafka, "PING") == "PONG\n"
     assert cli(rafka, "RPUSHX", f"topics:{kafka_topic}", "from-cli") == "1\n"
+    assert cli(rafka, "DEL", "stats") == "1\n"
     assert cli(rafka, "HGETALL", "stats") == (
         "producer.unflushed.messages\n0\nproducer.delivery.errors\n0\n"
         "producer.unknown.events\n0\n"

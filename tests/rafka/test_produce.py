@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from tests.rafka.conftest import Rafka, StartRafka, encode
+from tests.support.ports import free_port, wait_for
 from tests.support.services import KafkaBroker, consume_all
 
 
@@ -144,3 +145,33 @@ def test_librdkafka_statistics_become_gauges(
         time.sleep(0.2)
     assert re.search(r'^rafka_kafka_queue_messages\{client="producer-\d+"\} ', server.metrics(),
                      re.M)
+
+
+def test_unreachable_broker_dump_count_and_stats(start_rafka: StartRafka) -> None:
+    """DUMP returns what is still outstanding; failed deliveries and messages left at close
+    are counted in the original's global stats (spec §1.5, §1.6)."""
+    dead = f"127.0.0.1:{free_port()}"
+    server = start_rafka({"producers": "per-connection", "close_flush_timeout": 0.2},
+                         bootstrap=dead, producer={"message.timeout.ms": 1000})
+    stats = server.raw()
+    assert stats.call("DEL", "stats") == b":1\r\n"
+    raw = server.raw()
+    for i in range(3):
+        assert raw.call("RPUSHX", "topics:nowhere", f"m{i}") == b":1\r\n"
+    assert raw.call("DUMP", "100") == b":3\r\n"
+
+    def counters() -> list[bytes]:
+        reply = stats.call("HGETALL", "stats").split(b"\r\n")
+        return [reply[4], reply[8], reply[12]]
+
+    wait_for(lambda: counters()[:2] == [b"0", b"3"], 20, "3 delivery errors counted")
+    # Connection failures are non-message events (the original counted them the same way).
+    assert int(counters()[2]) > 0
+    assert raw.call("DUMP", "100") == b":0\r\n"
+    # A message still queued when its connection closes counts as unflushed.
+    late = server.raw()
+    assert late.call("RPUSHX", "topics:nowhere", "late") == b":1\r\n"
+    assert late.call("QUIT") == b"$2\r\nOK\r\n"
+    wait_for(lambda: counters()[0] == b"1", 20, "1 unflushed message counted")
+    assert stats.call("DEL", "stats") == b":1\r\n"
+    assert counters()[:2] == [b"0", b"0"]
