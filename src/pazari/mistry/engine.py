@@ -1,0 +1,240 @@
+"""A thin Docker Engine API client on aiohttp (spec §5), tested against podman's
+Docker-compatible service.
+
+Only what mistry needs: build an image from a tar context, create/attach/start/wait/kill/
+remove a container, and list or prune by label. Everything mistry creates carries the
+``pazari.mistry`` label so that ``mistryd rebuild`` prunes only its own objects (the
+original pruned every stopped container and dangling image on the host, spec §4).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+API = "/v1.41"
+LABEL = "pazari.mistry"
+LABEL_PROJECT = "pazari.mistry.project"
+LABEL_JOB = "pazari.mistry.job"
+LABEL_BUILD_PATH = "pazari.mistry.build-path"
+
+STDOUT, STDERR = 1, 2
+
+
+class EngineError(RuntimeError):
+    """The engine refused a request or reported an error in a stream."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def default_engine_url() -> str:
+    host = os.environ.get("DOCKER_HOST", "")
+    return host or "unix:///var/run/docker.sock"
+
+
+class Demuxer:
+    """Splits Docker's multiplexed attach stream (8-byte frame headers) incrementally."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buf += data
+        out: list[tuple[int, bytes]] = []
+        while len(self._buf) >= 8:
+            size = int.from_bytes(self._buf[4:8], "big")
+            if len(self._buf) < 8 + size:
+                break
+            stream = self._buf[0]
+            out.append((STDERR if stream == 2 else STDOUT, bytes(self._buf[8 : 8 + size])))
+            del self._buf[: 8 + size]
+        return out
+
+
+class Engine:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_engine_url()
+        if self.url.startswith("unix://"):
+            self.socket_path: str | None = self.url[len("unix://") :]
+            self._base = "http://docker"
+        else:
+            self.socket_path = None
+            self._base = self.url.replace("tcp://", "http://").rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector: aiohttp.BaseConnector
+            if self.socket_path is not None:
+                connector = aiohttp.UnixConnector(path=self.socket_path, limit=64)
+            else:
+                connector = aiohttp.TCPConnector(limit=64)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                base_url=self._base,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+    ) -> Any:
+        async with self.session.request(method, API + path, params=params, json=json) as resp:
+            body = await resp.read()
+            if resp.status not in ok:
+                raise EngineError(_error_text(body, resp.status), resp.status)
+            if not body.strip():
+                return None
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return body.decode(errors="replace")
+
+    async def ping(self) -> bool:
+        async with self.session.get("/_ping") as resp:
+            return resp.status == 200
+
+    # -- images --------------------------------------------------------------------------
+
+    async def build_image(
+        self,
+        context: bytes,
+        tag: str,
+        *,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        nocache: bool = False,
+        pull: bool = False,
+        on_output: Callable[[str], None] | None = None,
+    ) -> None:
+        """Build ``tag`` from a tar context; progress is rendered as plain text."""
+        params = {
+            "t": tag,
+            "buildargs": orjson.dumps(dict(buildargs)).decode(),
+            "labels": orjson.dumps(dict(labels)).decode(),
+            "networkmode": "host",
+            "forcerm": "1",
+            "rm": "1",
+            "nocache": "1" if nocache else "0",
+            "pull": "1" if pull else "0",
+        }
+        headers = {"Content-Type": "application/x-tar"}
+        error = ""
+        async with self.session.post(
+            API + "/build", params=params, data=context, headers=headers
+        ) as resp:
+            if resp.status != 200:
+                raise EngineError(_error_text(await resp.read(), resp.status), resp.status)
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                try:
+                    msg = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    msg = {"stream": line.decode(errors="replace")}
+                if not isinstance(msg, dict):
+                    continue
+                if msg.get("error") or msg.get("errorDetail"):
+                    detail = msg.get("errorDetail") or {}
+                    error = str(msg.get("error") or detail.get("message") or "build failed")
+                    if on_output is not None:
+                        on_output(error.rstrip("\n") + "\n")
+                    continue
+                text = msg.get("stream") or msg.get("status") or ""
+                if text and on_output is not None:
+                    on_output(str(text))
+        if error:
+            raise EngineError(error.strip())
+        # A stream can end without an error line on a failed build; the image must exist.
+        await self.inspect_image(tag)
+
+    async def inspect_image(self, name: str) -> dict[str, Any]:
+        doc = await self._call("GET", f"/images/{name}/json")
+        return dict(doc)
+
+    async def remove_image(self, name: str) -> None:
+        await self._call("DELETE", f"/images/{name}", params={"force": "1"}, ok=(200, 404))
+
+    async def prune_images(self, label: str = LABEL) -> dict[str, Any]:
+        filters = orjson.dumps({"label": [label], "dangling": ["true"]}).decode()
+        doc = await self._call("POST", "/images/prune", params={"filters": filters})
+        return dict(doc or {})
+
+    # -- containers ----------------------------------------------------------------------
+
+    async def create_container(self, name: str, spec: Mapping[str, Any]) -> str:
+        doc = await self._call("POST", "/containers/create", params={"name": name}, json=spec)
+        return str(doc["Id"])
+
+    async def attach(self, container: str) -> AsyncIterator[tuple[int, bytes]]:
+        """(stream, chunk) pairs until the container's output closes. The request is sent
+        before the generator is first advanced, so attach before ``start``."""
+        params = {"stream": "1", "stdout": "1", "stderr": "1", "logs": "1"}
+        resp = await self.session.post(API + f"/containers/{container}/attach", params=params)
+        return self._frames(resp)
+
+    async def _frames(self, resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[int, bytes]]:
+        try:
+            if resp.status != 200:
+                raise EngineError(_error_text(await resp.read(), resp.status), resp.status)
+            demux = Demuxer()
+            async for chunk in resp.content.iter_any():
+                for frame in demux.feed(chunk):
+                    yield frame
+        finally:
+            resp.release()
+
+    async def start(self, container: str) -> None:
+        await self._call("POST", f"/containers/{container}/start", ok=(204, 304))
+
+    async def wait(self, container: str) -> int:
+        doc = await self._call("POST", f"/containers/{container}/wait")
+        return int(doc["StatusCode"])
+
+    async def kill(self, container: str) -> None:
+        await self._call("POST", f"/containers/{container}/kill", ok=(204, 404, 409, 500))
+
+    async def remove(self, container: str) -> None:
+        await self._call(
+            "DELETE", f"/containers/{container}", params={"force": "1"}, ok=(200, 204, 404)
+        )
+
+    async def containers(self, labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        wanted = [f"{k}={v}" if v else k for k, v in (labels or {LABEL: ""}).items()]
+        filters = orjson.dumps({"label": wanted}).decode()
+        doc = await self._call("GET", "/containers/json", params={"all": "1", "filters": filters})
+        return list(doc or [])
+
+    async def prune_containers(self, label: str = LABEL) -> dict[str, Any]:
+        filters = orjson.dumps({"label": [label]}).decode()
+        doc = await self._call("POST", "/containers/prune", params={"filters": filters})
+        return dict(doc or {})
+
+
+def _error_text(body: bytes, status: int) -> str:
+    try:
+        doc = orjson.loads(body)
+        if isinstance(doc, dict):
+            return str(doc.get("message") or doc.get("cause") or body.decode())
+    except orjson.JSONDecodeError:
+        pass
+    return body.decode(errors="replace").strip() or f"HTTP {status}"

@@ -1,0 +1,124 @@
+"""A job: the request, its id, its future and the handles needed to abort it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pazari.mistry.buildinfo import BuildInfo
+from pazari.mistry.logstream import LogSink
+from pazari.mistry.names import check_group, check_param, check_project
+
+
+class JobError(Exception):
+    """A job that could not be built; ``str()`` is the original's ``work: ...`` text."""
+
+
+class UnknownProject(JobError):
+    pass
+
+
+class BacklogFull(JobError):
+    pass
+
+
+class ShuttingDown(JobError):
+    pass
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a Go duration string (``90s``, ``1h30m``, ``1.5m``)."""
+    if isinstance(value, bool):
+        raise BadRequest("Timeout must be a number of seconds or a duration string")
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        raise BadRequest("Timeout must be a number of seconds or a duration string")
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    total, i, text = 0.0, 0, value.strip()
+    while i < len(text):
+        j = i
+        while j < len(text) and (text[j].isdigit() or text[j] == "."):
+            j += 1
+        k = j
+        while k < len(text) and not (text[k].isdigit() or text[k] == "."):
+            k += 1
+        number, unit = text[i:j], text[j:k]
+        if not number or unit not in units:
+            raise BadRequest(f"invalid duration {value!r}")
+        total += float(number) * units[unit]
+        i = k
+    return total
+
+
+@dataclass
+class JobRequest:
+    project: str
+    group: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    rebuild: bool = False
+    timeout: float = 0.0  # seconds; 0 = only the global build_timeout
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> JobRequest:
+        """``{"Project","Params","Group","Rebuild"}`` matched case-insensitively like Go's
+        decoder (spec §2); unknown keys ignored. Names are validated (spec §8)."""
+        if not isinstance(doc, dict):
+            raise BadRequest("body must be a JSON object")
+        low = {str(k).lower(): v for k, v in doc.items()}
+        project = low.get("project") or ""
+        if not isinstance(project, str):
+            raise BadRequest("Project must be a string")
+        if not project:
+            raise BadRequest("no project given")
+        group = low.get("group") or ""
+        if not isinstance(group, str):
+            raise BadRequest("Group must be a string")
+        raw_params = low.get("params") or {}
+        if not isinstance(raw_params, dict):
+            raise BadRequest("Params must be an object of strings")
+        params: dict[str, str] = {}
+        for key, value in raw_params.items():
+            if not isinstance(value, str):
+                raise BadRequest(f"param {key!r} must be a string")
+            params[check_param(key)] = value
+        rebuild = low.get("rebuild") or False
+        if not isinstance(rebuild, bool):
+            raise BadRequest("Rebuild must be a boolean")
+        timeout = parse_duration(low["timeout"]) if low.get("timeout") else 0.0
+        if timeout < 0:
+            raise BadRequest("Timeout must not be negative")
+        return cls(check_project(project), check_group(group), params, rebuild, timeout)
+
+
+@dataclass(eq=False)
+class Job:
+    request: JobRequest
+    id: str
+    started_at_ns: int = field(default_factory=time.time_ns)
+    future: asyncio.Future[BuildInfo] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    state: Literal["queued", "running", "done"] = "queued"
+    abort_reason: str = ""
+    container: str = ""
+    task: asyncio.Task[int] | None = None
+    log: LogSink | None = None
+
+    @property
+    def project(self) -> str:
+        return self.request.project
+
+    @property
+    def group(self) -> str:
+        return self.request.group
+
+    def __str__(self) -> str:
+        # Job.String() of the original (spec §1.3)
+        return f"{{project={self.project} group={self.group} id={self.id[:7]}}}"
