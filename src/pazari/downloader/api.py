@@ -1,0 +1,204 @@
+"""``downloader api`` (spec §1): enqueue jobs, retry failed callbacks, health, stats and the
+dashboard. Errors are written the way Go's ``http.Error`` writes them."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from pazari.downloader import validate
+from pazari.downloader.config import Config
+from pazari.downloader.job import FAILED, new_job_id
+from pazari.downloader.store import Store, connect
+from pazari.runtime import Service, get_logger, metrics_routes
+
+log = get_logger("downloader.api")
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+ID_TRIES = 3
+
+
+def go_error(message: str, status: int) -> web.Response:
+    """Go's ``http.Error``: text/plain, nosniff, message + newline."""
+    return web.Response(
+        status=status,
+        body=(message + "\n").encode(),
+        headers={"Content-Type": "text/plain; charset=utf-8",
+                 "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _json(body: bytes) -> web.Response:
+    return web.Response(body=body, headers={"Content-Type": "application/json",
+                                            "Access-Control-Allow-Origin": "*"})
+
+
+def go_path_base(p: str) -> str:
+    """Go ``path.Base``."""
+    if p == "":
+        return "."
+    p = p.rstrip("/")
+    if p == "":
+        return "/"
+    return p.rsplit("/", 1)[-1]
+
+
+class Api:
+    def __init__(self, store: Store, heartbeat_path: str) -> None:
+        self.store = store
+        self.heartbeat_path = heartbeat_path
+        self.enqueued = 0
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.route("*", "/download", self.download),
+            web.route("*", "/retry/{tail:.*}", self.retry),
+            web.route("*", "/hb", self.heartbeat),
+            web.route("*", "/stats/{tail:.*}", self.stats),
+            web.route("*", "/dashboard/aggregations", self.aggregations),
+            web.route("*", "/{path:.*}", self.static),
+        ]
+
+    async def download(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return go_error("Invalid request method", 405)
+        try:
+            raw = await request.read()
+        except Exception as exc:
+            return go_error(f"Error reading request body: {exc}", 400)
+        body = raw.decode(errors="replace")
+        try:
+            doc = validate.decode_body(raw)
+            job = validate.parse_job(doc)
+        except validate.Invalid as exc:
+            return go_error(f"Error unmarshalling body '{body}' to Job: {exc}", 400)
+        try:
+            for _ in range(ID_TRIES):
+                job.id = new_job_id()
+                if not await self.store.job_exists(job.id):
+                    break
+            else:
+                return go_error(f"Could not find unique ID after {ID_TRIES} tries for {job}",
+                                500)
+        except RedisError as exc:
+            return go_error(f"Error fetching {job} from Redis: {exc}", 500)
+        try:
+            aggr = validate.parse_aggregation(doc)
+        except validate.Invalid as exc:
+            return go_error(f"Error unmarshalling body '{body}' to Aggregation: {exc}", 400)
+        try:
+            created = await self.store.enqueue(job, aggr)
+        except RedisError as exc:
+            return go_error(f"Error queueing {job}: {exc}", 500)
+        self.enqueued += 1
+        if created:
+            log.debug("aggregation_save", extra={"aggregation_id": aggr.id,
+                                                 "aggregation_limit": aggr.limit})
+        log.debug("job_enqueue", extra={"job_id": job.id, "job_url": job.url})
+        # Quirk kept: Go sniffed the type because it was set after WriteHeader.
+        return web.Response(status=201, body=b'{"id":"' + job.id.encode() + b'"}',
+                            headers={"Content-Type": "text/plain; charset=utf-8"})
+
+    async def retry(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return go_error("Invalid request method", 405)
+        job_id = go_path_base(request.path)
+        try:
+            job = await self.store.get_job(job_id)
+        except (RedisError, ValueError) as exc:
+            return go_error(f"Error fetching {job_id} from Redis: {exc}", 400)
+        if job is None:
+            return go_error(f"Error fetching {job_id} from Redis: Not Found", 400)
+        if job.callback_state != FAILED:
+            return go_error(
+                f"Error with callback state of the job {job}: {job.callback_state}", 400)
+        job.callback_meta = ""
+        job.callback_count = 0
+        if job.has_callback():
+            try:
+                await self.store.queue_callback(job)
+            except RedisError as exc:
+                return go_error(
+                    f"Error rescheduling callback for job with id '{job_id}': {exc}", 500)
+        return web.Response(status=204)
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        if self.heartbeat_path and os.path.exists(self.heartbeat_path):
+            return go_error(f"Service disabled, '{self.heartbeat_path}' exists!", 503)
+        return web.Response(body=b"OK", headers={"Content-Type": "text/plain; charset=utf-8"})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        # path.Base(RequestURI): a query string becomes part of the id (quirk, kept).
+        component = go_path_base(request.raw_path)
+        try:
+            value = await self.store.get_stats(component)
+        except RedisError as exc:
+            return go_error(f"Error fetching stats for entity {component}: {exc}", 500)
+        if value is None:
+            return go_error(f"Could not find stats for entity {component}", 404)
+        return _json(value)
+
+    async def aggregations(self, request: web.Request) -> web.Response:
+        try:
+            sizes = await self.store.aggregation_sizes()
+        except RedisError as exc:
+            return go_error(f"Error scanning for aggregation keys: {exc}", 500)
+        return _json(orjson.dumps([{"name": n, "size": s} for n, s in sizes]))
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        rel = posixpath.normpath("/" + request.match_info["path"]).lstrip("/")
+        target = DASHBOARD_DIR / (rel or "index.html")
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file() or DASHBOARD_DIR not in target.resolve().parents:
+            return go_error("404 page not found", 404)
+        return web.FileResponse(target)
+
+
+class ApiService(Service):
+    name = "downloader-api"
+
+    def __init__(self, config: Config, host: str, port: int) -> None:
+        super().__init__()
+        self.config = config
+        self.host = host
+        self.port = port
+        self.client: aioredis.Redis | None = None
+        self.runner: web.AppRunner | None = None
+        self.api: Api | None = None
+        self._url = ""
+
+    async def start(self) -> None:
+        self.client = connect(self.config.redis.url(), "api")
+        self.api = Api(Store(self.client), self.config.api.heartbeat_path)
+        app = web.Application(client_max_size=16 << 20)
+        app.add_routes(metrics_routes(self.registry, self.vars))
+        app.add_routes(self.api.routes())
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host or None, self.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else self.port
+        self._url = f"http://{self.host or '0.0.0.0'}:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.client is not None:
+            await self.client.aclose()
+
+    def vars(self) -> Mapping[str, Any]:
+        return {"enqueued": self.api.enqueued if self.api else 0}
+
+    def listeners(self) -> Mapping[str, str]:
+        return {"api": self._url}

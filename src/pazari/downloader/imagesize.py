@@ -1,0 +1,28 @@
+"""``extract_image_size``: the dimensions from the image header only, via Pillow's lazy
+``Image.open`` (no pixel decoding). jpeg/png/gif as the original, plus webp."""
+
+from __future__ import annotations
+
+from PIL import Image, UnidentifiedImageError
+
+#: sniffed MIME type → Pillow format.
+SIZED_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF",
+               "image/webp": "WEBP"}
+
+
+class ImageSizeError(Exception):
+    pass
+
+
+def image_size(path: str, mime: str) -> str | None:
+    """``"<W>x<H>"`` for a sized type, None for other types; ImageSizeError if the header
+    does not decode."""
+    fmt = SIZED_TYPES.get(mime)
+    if fmt is None:
+        return None
+    try:
+        with Image.open(path, formats=[fmt]) as im:
+            width, height = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageSizeError(str(exc) or type(exc).__name__) from None
+    return f"{width}x{height}"

@@ -1,0 +1,175 @@
+"""``downloader notifier`` (spec §4): pops callbacks into an in-flight set with a lease,
+delivers them over HTTP or Kafka, retries with backoff, and on delivery deletes the job hash
+and schedules the file for deletion. At-least-once: a crashed notifier's callbacks are
+reclaimed when their lease expires."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from pazari.downloader import store as st
+from pazari.downloader.backends import Backend, DeliveryError, build
+from pazari.downloader.config import Config, test_time
+from pazari.downloader.job import FAILED, IN_PROGRESS, PENDING, SUCCESS, Job
+from pazari.downloader.stats import Stats, report_loop
+from pazari.runtime import Service, get_logger
+
+log = get_logger("downloader.notifier")
+
+
+def signature(secret: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of the body>`` (beyond the original)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class NotifierService(Service):
+    name = "downloader-notifier"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.cfg = config.notifier
+        self.stats = Stats("notifier")
+        self.stats.register(self.registry)
+        self.backends: dict[str, Backend] = {}
+        self.store: st.Store | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.inflight: set[str] = set()
+        self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
+
+    async def start(self) -> None:
+        for name, settings in self.config.enabled_backends().items():
+            backend = build(name, settings)
+            await backend.start()
+            self.backends[name] = backend
+        self.store = st.Store(st.connect(self.config.redis.url(), "notifier",
+                                         20 + self.cfg.concurrency))
+        self.tasks = [asyncio.create_task(self._worker()) for _ in range(self.cfg.concurrency)]
+        self.tasks += [asyncio.create_task(self._keeper()),
+                       asyncio.create_task(report_loop(self.stats, self.store,
+                                                       self.cfg.stats_interval))]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for backend in self.backends.values():
+            try:
+                await backend.stop()
+            except Exception as exc:
+                log.error("backend stop: %s", exc)
+        if self.store is not None:
+            await self.store.r.aclose()
+
+    def vars(self) -> Mapping[str, Any]:
+        return {"Notifier": self.stats.snapshot()}
+
+    async def _keeper(self) -> None:
+        """Renew our leases; move expired ones (a crashed peer's) back to the queue."""
+        assert self.store is not None
+        lease = self.cfg.inflight_lease
+        while True:
+            try:
+                await self.store.renew_inflight(st.CALLBACKS_INFLIGHT, list(self.inflight),
+                                                lease)
+                n = await self.store.reclaim_callbacks()
+                if n:
+                    log.info("Queued %d rogue callbacks", n)
+            except RedisError as exc:
+                log.warning("lease keeper: %s", exc)
+            await asyncio.sleep(min(1.0, lease / 3))
+
+    async def _worker(self) -> None:
+        assert self.store is not None
+        while True:
+            try:
+                job_id = await self.store.pop_callback(self.cfg.inflight_lease)
+            except (st.Empty, st.RetryLater):
+                await asyncio.sleep(self.cfg.poll_interval)
+                continue
+            except RedisError as exc:
+                log.warning("pop failed: %s", exc)
+                await asyncio.sleep(self.cfg.poll_interval)
+                continue
+            self.inflight.add(job_id)
+            try:
+                await self._deliver_callback(job_id)
+            except RedisError as exc:
+                # The lease brings it back once Redis answers again.
+                log.warning("callback %s: %s", job_id, exc)
+            finally:
+                self.inflight.discard(job_id)
+
+    async def _deliver_callback(self, job_id: str) -> None:
+        assert self.store is not None
+        try:
+            job = await self.store.get_job(job_id)
+        except ValueError as exc:
+            log.error("job %s unreadable: %s", job_id, exc)
+            await self.store.forget_callback(job_id)
+            return
+        if job is None:
+            await self.store.forget_callback(job_id)
+            return
+        job.callback_count += 1
+        job.callback_state = IN_PROGRESS
+        job.callback_meta = ""
+        await self.store.save_job(job)
+        if job.download_state not in (SUCCESS, FAILED):
+            await self._mark_failed(job, f"Invalid job download state: '{job.download_state}'")
+            return
+        kind, dst = job.destination()
+        backend = self.backends.get(kind)
+        if backend is None:
+            self.stats.incr("undefinedBackendWithCallback")
+            await self._retry_or_fail(job, f"Undefined backend {kind} for job {job}")
+            return
+        payload = job.callback_payload()
+        headers = {}
+        secret = self._secret(dst)
+        if secret is not None:
+            headers[self.cfg.signature_header] = signature(secret, payload)
+        try:
+            await backend.notify(dst, payload, headers)
+        except DeliveryError as exc:
+            if "Unknown topic or partition" in str(exc):
+                self.stats.incr("unknownTopicOrPartition")
+            log.warning("Warn: Callback try no:%d failed for job:%s with: %s",
+                        job.callback_count, job.id, exc)
+            await self._retry_or_fail(job, str(exc))
+            return
+        self.stats.incr("successfulCallbacks")
+        minutes = self.cfg.deletion_interval
+        await self.store.callback_delivered(job.id, time.time() + minutes * 60)
+
+    def _secret(self, dst: str) -> str | None:
+        secrets = self.cfg.signing_secrets
+        if dst in secrets:
+            return secrets[dst]
+        best = max((p for p in secrets if dst.startswith(p)), key=len, default=None)
+        return None if best is None else secrets[best]
+
+    async def _retry_or_fail(self, job: Job, error: str) -> None:
+        assert self.store is not None
+        if job.callback_count >= self.cfg.max_attempts:
+            await self._mark_failed(job, error)
+            return
+        job.callback_state = PENDING
+        job.callback_meta = error
+        delay = job.callback_count * self.backoff_unit
+        await self.store.callback_outcome(job, retry_at=time.time() + delay)
+
+    async def _mark_failed(self, job: Job, error: str) -> None:
+        assert self.store is not None
+        log.error("Error: Callback for %s failed: %s", job, error)
+        self.stats.incr("failedCallbacks")
+        job.callback_state = FAILED
+        job.callback_meta = error
+        await self.store.callback_outcome(job, retry_at=None)

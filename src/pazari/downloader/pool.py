@@ -1,0 +1,108 @@
+"""One worker pool per aggregation (spec §3 Worker pool), with ``aggr_limit`` as a real
+semaphore: a job is popped only after a slot is held, so the cap is never exceeded, not
+even briefly (the original counted workers inside the new goroutine)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from pazari.downloader import store as st
+from pazari.downloader.job import Aggregation, Job
+from pazari.downloader.ratelimit import TokenBucket
+from pazari.runtime import get_logger
+
+if TYPE_CHECKING:
+    from pazari.downloader.processor import Processor
+
+
+class Pool:
+    def __init__(self, proc: Processor, aggr: Aggregation) -> None:
+        self.proc = proc
+        self.aggr = aggr
+        self.limit = max(1, aggr.limit)
+        self.slots = asyncio.Semaphore(self.limit)
+        self.bucket = TokenBucket(aggr.rate) if aggr.rate > 0 else None
+        self.active: set[asyncio.Task[None]] = set()
+        self.log = get_logger(f"downloader.processor.pool:{aggr.id}")
+        self.started = time.monotonic()
+        self.downloads = 0
+
+    async def run(self) -> None:
+        """Pop and dispatch until the queue is empty and no download is running."""
+        renew = asyncio.create_task(self._renew_lease())
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            for t in self.active:
+                t.cancel()
+            raise
+        finally:
+            renew.cancel()
+            if self.active:
+                await asyncio.gather(*self.active, return_exceptions=True)
+            try:
+                await self.proc.store.release_aggregation(self.aggr.id)
+            except RedisError as exc:
+                self.log.warning("could not release aggregation: %s", exc)
+            self.log.debug("Bye! (lifetime:%.1fs,downloads:%d)",
+                           time.monotonic() - self.started, self.downloads)
+
+    async def _loop(self) -> None:
+        proc = self.proc
+        poll = proc.cfg.poll_interval
+        while True:
+            await self.slots.acquire()
+            await proc.global_slots.acquire()
+            if self.bucket is not None:
+                await self.bucket.take()
+            try:
+                job = await proc.store.pop_download(self.aggr.id, proc.cfg.inflight_lease)
+            except (st.Empty, st.RetryLater, RedisError) as exc:
+                self._release()
+                if self.bucket is not None:
+                    self.bucket.refund()
+                if isinstance(exc, st.Empty) and not self.active:
+                    return
+                if isinstance(exc, RedisError):
+                    self.log.warning("pop failed: %s", exc)
+                    proc.stats.incr("failures")
+                await asyncio.sleep(poll)
+                continue
+            if job is None:
+                self._release()
+                proc.stats.incr("failures")
+                continue
+            self.downloads += 1
+            task = asyncio.create_task(self._perform(job))
+            self.active.add(task)
+            task.add_done_callback(self._done)
+
+    def _release(self) -> None:
+        self.slots.release()
+        self.proc.global_slots.release()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.active.discard(task)
+        self._release()
+
+    async def _perform(self, job: Job) -> None:
+        proc = self.proc
+        proc.started_download(job.id)
+        try:
+            await proc.perform(job, self.aggr)
+        finally:
+            proc.finished_download(job.id)
+
+    async def _renew_lease(self) -> None:
+        # A busy pool keeps its lease (the original renewed only when idle, limitation 4).
+        lease = self.proc.cfg.aggregation_lease
+        while True:
+            await asyncio.sleep(max(1.0, lease / 3))
+            try:
+                await self.proc.store.renew_aggregation(self.aggr.id, lease)
+            except RedisError as exc:
+                self.log.warning("could not renew lease: %s", exc)

@@ -1,0 +1,329 @@
+"""``downloader processor`` (spec §3): the pool-spawn loop, download → check → store for each
+job, the in-flight lease keeper, the reaper, the disk checker and the stats reporter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from redis.exceptions import RedisError
+
+from pazari.downloader import store as st
+from pazari.downloader.config import Config, test_time
+from pazari.downloader.errors import DownloadError
+from pazari.downloader.fetch import Limits, fetch
+from pazari.downloader.imagesize import ImageSizeError, image_size
+from pazari.downloader.job import FAILED, PENDING, SUCCESS, Aggregation, Job
+from pazari.downloader.pool import Pool
+from pazari.downloader.ssrf import GuardedResolver
+from pazari.downloader.stats import Stats, report_loop
+from pazari.downloader.storage import FileStorage
+from pazari.mime import check_any, parse_mime_patterns, sniff
+from pazari.runtime import Service, get_logger
+
+log = get_logger("downloader.processor")
+
+GAUGES = ("workers", "workerPools", "paused")
+DEFAULT_DELETION_MINUTES = 180
+
+
+class Processor:
+    """The processor's state shared by its pools."""
+
+    def __init__(self, config: Config, store: st.Store, session: aiohttp.ClientSession,
+                 storage: FileStorage, stats: Stats) -> None:
+        self.config = config
+        self.cfg = config.processor
+        self.store = store
+        self.session = session
+        self.storage = storage
+        self.stats = stats
+        self.global_slots = asyncio.Semaphore(self.cfg.max_concurrency)
+        self.inflight: set[str] = set()
+        self.pools: dict[str, asyncio.Task[None]] = {}
+        self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
+        deletion = config.notifier.deletion_interval or DEFAULT_DELETION_MINUTES
+        self.deletion_seconds = deletion * 60
+
+    # ------------------------------------------------------------------- bookkeeping
+    def started_download(self, job_id: str) -> None:
+        self.inflight.add(job_id)
+        self.stats.incr("spawnedWorkers")
+        self.stats.set("workers", len(self.inflight))
+        self.stats.set_max("maxWorkers", len(self.inflight))
+
+    def finished_download(self, job_id: str) -> None:
+        self.inflight.discard(job_id)
+        self.stats.set("workers", len(self.inflight))
+
+    # ------------------------------------------------------------------------ perform
+    async def perform(self, job: Job, aggr: Aggregation) -> None:
+        """spec §3 perform: download, then requeue, fail or succeed, in one MULTI each."""
+        try:
+            await self._download(job, aggr)
+        except asyncio.CancelledError:
+            # A stop or a disk-full pause: not the job's fault, not an attempt.
+            job.download_count = max(0, job.download_count - 1)
+            job.download_state = PENDING
+            self.storage.discard_tmp(job.id)
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(self.store.finish_download(
+                    job, requeue_at=time.time(), callback=False, deletion_at=None))
+            raise
+        except DownloadError as err:
+            self.storage.discard_tmp(job.id)
+            if err.stat:
+                self.stats.incr(err.stat)
+            if err.internal:
+                self.stats.incr("failures")
+                job.download_count = max(0, job.download_count - 1)
+            await self._failed(job, err)
+            return
+        job.download_state = SUCCESS
+        job.download_meta = ""
+        job.download_url = self.cfg.download_url
+        await self._save_terminal(job)
+
+    async def _failed(self, job: Job, err: DownloadError) -> None:
+        limit = job.max_retries if job.max_retries is not None else self.cfg.default_max_retries
+        job.download_meta = str(err)
+        if err.retriable and job.download_count <= limit:
+            job.download_state = PENDING
+            delay = max(1, job.download_count) * self.backoff_unit
+            await self.store.finish_download(job, requeue_at=time.time() + delay,
+                                             callback=False, deletion_at=None)
+            return
+        job.download_state = FAILED
+        job.download_url = ""
+        await self._save_terminal(job)
+
+    async def _save_terminal(self, job: Job) -> None:
+        callback = job.has_callback()
+        # Jobs without a callback are cleaned after deletion_interval (limitation 8).
+        await self.store.finish_download(
+            job, requeue_at=None, callback=callback,
+            deletion_at=None if callback else time.time() + self.deletion_seconds)
+
+    async def _download(self, job: Job, aggr: Aggregation) -> None:
+        if job.s3_bucket:
+            raise DownloadError("storing file to job specified AWS S3 bucket",
+                                "per-job S3 buckets are not supported by this build",
+                                retriable=False)
+        headers = {**self.cfg.request_headers, **(job.request_headers or {})}
+        # aiohttp sets Accept-Encoding to what it can decode and decodes it, so the stored
+        # bytes are the resource's bytes whatever the caller asked for (limitation 10).
+        headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
+        limits = Limits(timeout=self.cfg.timeout, job_timeout=float(job.download_timeout),
+                        max_size=self.cfg.max_file_size, max_redirects=self.cfg.max_redirects,
+                        allow_private=self.cfg.allow_private_networks)
+        checked = bool(job.mime_type or job.mime_type_any or job.extract_image_size)
+        sniffed: list[str] = []
+
+        def on_status(code: int) -> None:
+            job.response_code = code
+            self.stats.incr(f"download.response.{code}")
+
+        def on_head(head: bytes) -> None:
+            if not checked:
+                return
+            mime = sniff(head)
+            sniffed.append(mime)
+            failure = None
+            if job.mime_type:
+                failure = parse_mime_patterns(job.mime_type).check(mime)
+            if failure is None and job.mime_type_any:
+                failure = check_any(job.mime_type_any, mime)
+            if failure is not None:
+                raise DownloadError("validating mime type", failure, retriable=False,
+                                    stat="download.response.mime")
+
+        tmp = self.storage.tmp_path(job.id)
+        await fetch(self.session, job.url, headers, aggr.proxy, limits, tmp, on_head, on_status)
+        try:
+            await asyncio.to_thread(_fsync, tmp)
+        except OSError as exc:
+            raise DownloadError("syncing to disk", str(exc), retriable=True,
+                                internal=True) from None
+        if job.extract_image_size and sniffed:
+            try:
+                size = image_size(tmp, sniffed[0])
+            except ImageSizeError as exc:
+                raise DownloadError("extracting image-size", str(exc), retriable=False,
+                                    stat="download.response.image-size") from None
+            job.image_size = size or ""
+        try:
+            self.storage.store(tmp, job.path())
+        except OSError as exc:
+            raise DownloadError("storing file to default storage backend", str(exc),
+                                retriable=False) from None
+
+    # --------------------------------------------------------------------- spawning
+    def spawn(self, aggr: Aggregation) -> None:
+        if aggr.proxy and not aggr.proxy.startswith(("http://", "https://")):
+            self.stats.incr("invalidProxies")
+            return
+        pool = Pool(self, aggr)
+        task = asyncio.create_task(pool.run(), name=f"pool:{aggr.id}")
+        self.pools[aggr.id] = task
+        task.add_done_callback(functools.partial(self._pool_done, aggr.id))
+        self.stats.incr("spawnedWorkerPools")
+        self.stats.set("workerPools", len(self.pools))
+        self.stats.set_max("maxWorkerPools", len(self.pools))
+
+    def _pool_done(self, aggr_id: str, _task: asyncio.Task[None]) -> None:
+        self.pools.pop(aggr_id, None)
+        self.stats.set("workerPools", len(self.pools))
+
+    async def scan_once(self) -> None:
+        await self.store.reclaim_downloads()
+        for aggr_id in await self.store.aggregation_ids():
+            if aggr_id in self.pools:
+                continue
+            try:
+                aggr = await self.store.lease_aggregation(
+                    aggr_id, self.cfg.aggregation_lease, self.cfg.default_aggr_limit)
+            except st.BeingProcessed:
+                continue
+            except (RedisError, ValueError) as exc:
+                log.warning("could not lease aggregation %s: %s", aggr_id, exc)
+                continue
+            self.spawn(aggr)
+
+    async def cancel_pools(self) -> None:
+        tasks = list(self.pools.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ProcessorService(Service):
+    name = "downloader-processor"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.stats = Stats("processor", GAUGES)
+        self.stats.register(self.registry)
+        self.proc: Processor | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.healthy = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config.processor
+        storage = FileStorage(cfg.storage_dir, cfg.rootdir)
+        try:
+            storage.check_writable()
+        except OSError as exc:
+            raise RuntimeError(f"Error verifying storage directory is writable: {exc}") from exc
+        client = st.connect(self.config.redis.url(), "processor", 50 + cfg.max_concurrency)
+        connector = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=10, keepalive_timeout=30,
+            resolver=None if cfg.allow_private_networks else GuardedResolver())
+        session = aiohttp.ClientSession(
+            connector=connector, trust_env=True, auto_decompress=True,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout,
+                                          sock_read=cfg.read_timeout),
+        )
+        self.proc = Processor(self.config, st.Store(client), session, storage, self.stats)
+        self.healthy.set()
+        self.tasks = [asyncio.create_task(c) for c in (
+            self._scan_loop(), self._renew_loop(), self._reaper(), self._disk_checker(),
+            report_loop(self.stats, self.proc.store, cfg.stats_interval))]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.proc is not None:
+            await self.proc.cancel_pools()
+            await self.proc.session.close()
+            await self.proc.store.r.aclose()
+
+    def vars(self) -> Mapping[str, Any]:
+        return {"Processor": self.stats.snapshot()}
+
+    async def _scan_loop(self) -> None:
+        assert self.proc is not None
+        while True:
+            await self.healthy.wait()
+            try:
+                await self.proc.scan_once()
+            except RedisError as exc:
+                log.warning("scan failed: %s", exc)
+            await asyncio.sleep(self.config.processor.scan_interval)
+
+    async def _renew_loop(self) -> None:
+        assert self.proc is not None
+        lease = self.config.processor.inflight_lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.proc.store.renew_inflight(st.DOWNLOADS_INFLIGHT,
+                                                     list(self.proc.inflight), lease)
+            except RedisError as exc:
+                log.warning("could not renew in-flight leases: %s", exc)
+
+    async def _reaper(self) -> None:
+        """spec §3 Reaper; the id leaves the queue only after its file is gone."""
+        assert self.proc is not None
+        proc = self.proc
+        while True:
+            try:
+                job_id = await proc.store.pop_deletion()
+            except (st.Empty, st.RetryLater):
+                await asyncio.sleep(1.0)
+                continue
+            except RedisError as exc:
+                log.warning("reaper: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            rel = f"{job_id[:3]}/{job_id}"
+            try:
+                proc.storage.delete(rel)
+                await proc.store.drop_deleted(job_id)
+            except (OSError, RedisError) as exc:
+                proc.stats.incr("reaperFailures")
+                log.warning("reaper: could not delete %s: %s", rel, exc)
+                await asyncio.sleep(1.0)
+                continue
+            proc.stats.incr("reaperSuccessfulDeletions")
+            log.debug("reaper: Deleted file [%s]", rel)
+
+    async def _disk_checker(self) -> None:
+        """spec §3 Disk checker: above disk_high % pause (in-flight downloads are requeued),
+        at or below disk_low % resume."""
+        assert self.proc is not None
+        cfg = self.config.processor
+        while True:
+            usage = disk_usage(cfg.storage_dir)
+            if self.healthy.is_set() and usage > cfg.disk_high:
+                log.warning("disk usage %.1f%% above %.1f%%: pausing", usage, cfg.disk_high)
+                self.healthy.clear()
+                self.stats.set("paused", 1)
+                await self.proc.cancel_pools()
+            elif not self.healthy.is_set() and usage <= cfg.disk_low:
+                log.info("disk usage %.1f%%: resuming", usage)
+                self.stats.set("paused", 0)
+                self.healthy.set()
+            await asyncio.sleep(cfg.disk_check_interval)
+
+
+def disk_usage(path: str) -> float:
+    s = os.statvfs(path)
+    if s.f_blocks == 0:
+        return 0.0
+    return (s.f_blocks - s.f_bfree) * 100.0 / s.f_blocks

@@ -1,0 +1,51 @@
+"""The filesystem file storage (spec §3 step 10): ``<rootdir>/<id[0:3]>/<id>``, moved from
+the fsynced temp file ``<storage_dir>/<id>.tmp`` by rename (copy across devices)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+
+class FileStorage:
+    def __init__(self, storage_dir: str, rootdir: str) -> None:
+        self.storage_dir = storage_dir
+        self.rootdir = rootdir
+
+    def check_writable(self) -> None:
+        """Raise OSError unless storage_dir accepts a file (spec §3 Startup)."""
+        fd, path = tempfile.mkstemp(prefix="write-check-", dir=self.storage_dir)
+        try:
+            os.write(fd, b"ok")
+        finally:
+            os.close(fd)
+            os.unlink(path)
+        os.makedirs(self.rootdir, exist_ok=True)
+
+    def tmp_path(self, job_id: str) -> str:
+        return os.path.join(self.storage_dir, f"{job_id}.tmp")
+
+    def final_path(self, rel: str) -> str:
+        return os.path.join(self.rootdir, rel)
+
+    def store(self, tmp: str, rel: str) -> None:
+        dst = self.final_path(rel)
+        os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+        try:
+            os.replace(tmp, dst)
+        except OSError as exc:
+            if exc.errno != 18:  # EXDEV: another filesystem
+                raise
+            shutil.copyfile(tmp, dst)
+            os.unlink(tmp)
+
+    def delete(self, rel: str) -> None:
+        """Delete a stored file; a missing file is not an error (spec §3 Reaper)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.final_path(rel))
+
+    def discard_tmp(self, job_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp_path(job_id))

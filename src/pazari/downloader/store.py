@@ -1,0 +1,406 @@
+"""Every Redis key, script and score of the downloader, in one place (spec §2).
+
+Layout (the original's, so an existing Redis keeps working):
+
+- ``job:<id>`` HASH, fields as in :class:`~pazari.downloader.job.Job`;
+- ``aggr:<aggr_id>`` HASH ``ID Limit Proxy ExpiresAt`` (+ ``Rate`` when asked for);
+- ``jobs:<aggr_id>`` ZSET, member id, score = unix seconds when eligible;
+- ``CallbackQueue`` ZSET, ``JobDeletionQueue`` ZSET (score = now + deletion_interval);
+- ``stats:processor`` / ``stats:notifier`` STRING (JSON, TTL 2 * interval).
+
+Added to fix the original's job loss on a crash (limitation 2): ``DownloadsInFlight`` and
+``CallbacksInFlight`` ZSETs (member id, score = lease expiry in unix seconds). A pop moves
+the id atomically (Lua) from its queue to the in-flight set; finishing removes it in the
+same MULTI that writes the outcome; any processor/notifier moves expired entries back.
+Scores are compared as numbers (the original's Lua compared strings).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from pazari.downloader.job import PENDING, Aggregation, Job
+
+CALLBACK_QUEUE = "CallbackQueue"
+DELETION_QUEUE = "JobDeletionQueue"
+DOWNLOADS_INFLIGHT = "DownloadsInFlight"
+CALLBACKS_INFLIGHT = "CallbacksInFlight"
+JOBS_PREFIX = "jobs:"
+
+
+def job_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def aggr_key(aggr_id: str) -> str:
+    return f"aggr:{aggr_id}"
+
+
+def jobs_key(aggr_id: str) -> str:
+    return f"{JOBS_PREFIX}{aggr_id}"
+
+
+def stats_key(component: str) -> str:
+    return f"stats:{component}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# Enqueue a job, creating its aggregation if absent, atomically (the original's HMSET +
+# ZADD were separate, spec §2 Crash). KEYS: aggr, job, jobs. ARGV: now, n_aggr_pairs,
+# aggr pairs..., job pairs...
+_ENQUEUE = """
+local n = tonumber(ARGV[2])
+local created = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n))
+  created = 1
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3 + n, #ARGV))
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3 + n + 1])
+return created
+"""
+
+# Pop the first eligible member into the in-flight set (spec §2 zpop, plus the lease).
+# KEYS: queue, inflight. ARGV: now, lease_until. Returns the id, or errors EMPTY/RETRYLATER.
+_POP = """
+local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #top == 0 then return redis.error_reply('EMPTY') end
+if tonumber(top[2]) > tonumber(ARGV[1]) then return redis.error_reply('RETRYLATER') end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, 0)
+redis.call('ZADD', KEYS[2], ARGV[2], top[1])
+return top[1]
+"""
+
+# Pop for a download: also marks the job InProgress, counts the attempt and returns the hash
+# (one round trip instead of three). A popped id without a hash is dropped.
+# KEYS: jobs, inflight. ARGV: now, lease_until.
+_POP_DOWNLOAD = """
+local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #top == 0 then return redis.error_reply('EMPTY') end
+if tonumber(top[2]) > tonumber(ARGV[1]) then return redis.error_reply('RETRYLATER') end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, 0)
+local key = 'job:' .. top[1]
+local id = redis.call('HGET', key, 'ID')
+if not id or id == '' then return {top[1]} end
+redis.call('ZADD', KEYS[2], ARGV[2], top[1])
+redis.call('HSET', key, 'DownloadState', 'InProgress', 'DownloadMeta', '', 'ResponseCode', '0')
+redis.call('HINCRBY', key, 'DownloadCount', 1)
+return {top[1], redis.call('HGETALL', key)}
+"""
+
+# Move expired in-flight downloads back to their aggregation queue (crash recovery).
+# KEYS: inflight. ARGV: now, limit.
+_RECLAIM_DOWNLOADS = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local aggr = redis.call('HGET', 'job:' .. id, 'AggrID')
+  if aggr then
+    redis.call('HSET', 'job:' .. id, 'DownloadState', 'Pending')
+    redis.call('ZADD', 'jobs:' .. aggr, ARGV[1], id)
+  end
+end
+return #ids
+"""
+
+# Same for callbacks: back to CallbackQueue as Pending.
+_RECLAIM_CALLBACKS = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  if redis.call('EXISTS', 'job:' .. id) == 1 then
+    redis.call('HSET', 'job:' .. id, 'CallbackState', 'Pending')
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+  end
+end
+return #ids
+"""
+
+# Extend leases of in-flight ids only where they are still ours (XX: never resurrect).
+# spec §2 delaggr: drop an aggregation hash only when its queue is empty.
+_DELAGGR = """
+if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') > 0 then
+  redis.call('HSET', KEYS[2], 'ExpiresAt', '')
+  return 0
+end
+return redis.call('DEL', KEYS[2])
+"""
+
+# The aggregation lease (spec §2 aggrpop) with numeric comparison. A missing hash (the
+# original's NOTFOUND default aggregation, limit ARGV[3]) is created so it is leased too
+# (limitation 4). KEYS: aggr. ARGV: now, lease_seconds, default_limit, aggr_id.
+_AGGRPOP = """
+local exp = redis.call('HGET', KEYS[1], 'ExpiresAt')
+local now = tonumber(ARGV[1])
+if not exp then
+  redis.call('HSET', KEYS[1], 'ID', ARGV[4], 'Limit', ARGV[3], 'Proxy', '',
+             'ExpiresAt', tostring(now + tonumber(ARGV[2])))
+  return redis.call('HGETALL', KEYS[1])
+end
+if exp == '' or tonumber(exp) == nil or tonumber(exp) < now then
+  redis.call('HSET', KEYS[1], 'ExpiresAt', tostring(now + tonumber(ARGV[2])))
+  return redis.call('HGETALL', KEYS[1])
+end
+return redis.error_reply('BEINGPROCESSED')
+"""
+
+# Renew an aggregation lease only if the hash still exists (a busy pool keeps it,
+# limitation 4). KEYS: aggr. ARGV: expires_at.
+_RENEW_AGGR = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'ExpiresAt', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def connect(url: str, name: str, max_connections: int = 200) -> aioredis.Redis:
+    """A client that survives a Redis restart: commands are retried with backoff on
+    connection errors (the original used go-redis MaxRetries 5)."""
+    return aioredis.Redis.from_url(
+        url, client_name=name, max_connections=max_connections, health_check_interval=5,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 8),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=5,
+    )
+
+
+class Empty(Exception):
+    """The queue has no member."""
+
+
+class RetryLater(Exception):
+    """The queue's first member is not eligible yet."""
+
+
+class BeingProcessed(Exception):
+    """Another processor holds the aggregation's lease."""
+
+
+def _pairs(h: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for k, v in h.items():
+        out += (k, v)
+    return out
+
+
+def _decode_hash(flat: list[Any]) -> dict[str, str]:
+    it = iter(flat)
+    return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _raise_pop_error(exc: ResponseError) -> None:
+    text = str(exc)
+    if text.startswith("EMPTY"):
+        raise Empty from None
+    if text.startswith("RETRYLATER"):
+        raise RetryLater from None
+    if text.startswith("BEINGPROCESSED"):
+        raise BeingProcessed from None
+    raise exc
+
+
+class Store:
+    """The downloader's Redis operations."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.r = client
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._pop = client.register_script(_POP)
+        self._pop_download = client.register_script(_POP_DOWNLOAD)
+        self._reclaim_downloads = client.register_script(_RECLAIM_DOWNLOADS)
+        self._reclaim_callbacks = client.register_script(_RECLAIM_CALLBACKS)
+        self._delaggr = client.register_script(_DELAGGR)
+        self._aggrpop = client.register_script(_AGGRPOP)
+        self._renew_aggr = client.register_script(_RENEW_AGGR)
+
+    # ------------------------------------------------------------------------- api
+    async def job_exists(self, job_id: str) -> bool:
+        return bool(await self.r.exists(job_key(job_id)))
+
+    async def enqueue(self, job: Job, aggr: Aggregation) -> bool:
+        """Create the aggregation if absent (a present one keeps its limit and proxy, as in
+        the original) and queue the job Pending with score now; True if aggr was created."""
+        job.download_state = PENDING
+        a = _pairs(aggr.to_hash())
+        created = await self._enqueue(
+            keys=[aggr_key(aggr.id), job_key(job.id), jobs_key(job.aggr_id)],
+            args=[now(), len(a), *a, *_pairs(job.to_hash())],
+        )
+        return bool(created)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        raw = await self.r.hgetall(job_key(job_id))
+        h = {_s(k): _s(v) for k, v in raw.items()}
+        if not h.get("ID"):
+            return None
+        return Job.from_hash(h)
+
+    async def save_job(self, job: Job) -> None:
+        await self.r.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
+
+    async def queue_callback(self, job: Job, delay: float = 0) -> None:
+        async with self.r.pipeline(transaction=True) as p:
+            job.callback_state = PENDING
+            p.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
+            p.zadd(CALLBACK_QUEUE, {job.id: int(time.time() + delay)})
+            await p.execute()
+
+    async def aggregation_sizes(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        async for key in self.r.scan_iter(match=f"{JOBS_PREFIX}*", count=50):
+            name = _s(key)
+            try:
+                size = int(await self.r.zcount(name, "-inf", "+inf"))
+            except ResponseError:
+                size = -1
+            out.append((name, size))
+        return out
+
+    async def get_stats(self, component: str) -> bytes | None:
+        value = await self.r.get(stats_key(component))
+        return value if value is None or isinstance(value, bytes) else str(value).encode()
+
+    async def put_stats(self, component: str, doc: dict[str, Any], ttl_ms: int) -> None:
+        await self.r.set(stats_key(component), orjson.dumps(doc), px=ttl_ms)
+
+    # ------------------------------------------------------------------- processor
+    async def aggregation_ids(self) -> list[str]:
+        return [_s(k)[len(JOBS_PREFIX):]
+                async for k in self.r.scan_iter(match=f"{JOBS_PREFIX}*", count=50)]
+
+    async def lease_aggregation(self, aggr_id: str, lease: int, default_limit: int
+                                ) -> Aggregation:
+        try:
+            flat = await self._aggrpop(keys=[aggr_key(aggr_id)],
+                                       args=[now(), lease, default_limit, aggr_id])
+        except ResponseError as exc:
+            _raise_pop_error(exc)
+            raise
+        return Aggregation.from_hash(_decode_hash(flat))
+
+    async def renew_aggregation(self, aggr_id: str, lease: int) -> None:
+        await self._renew_aggr(keys=[aggr_key(aggr_id)], args=[now() + lease])
+
+    async def release_aggregation(self, aggr_id: str) -> None:
+        """delaggr: delete the hash if the queue drained, else clear the lease so the next
+        scan (here or on a peer) can take it at once."""
+        await self._delaggr(keys=[jobs_key(aggr_id), aggr_key(aggr_id)])
+
+    async def pop_download(self, aggr_id: str, lease: float) -> Job | None:
+        """Move the next eligible job to the in-flight set, marked InProgress with its
+        DownloadCount incremented. None if the popped id had no hash (it is dropped)."""
+        t = time.time()
+        try:
+            reply = await self._pop_download(
+                keys=[jobs_key(aggr_id), DOWNLOADS_INFLIGHT], args=[int(t), int(t + lease)])
+        except ResponseError as exc:
+            _raise_pop_error(exc)
+            raise
+        if len(reply) < 2:
+            return None
+        return Job.from_hash(_decode_hash(reply[1]))
+
+    async def renew_inflight(self, key: str, ids: Iterable[str], lease: float) -> None:
+        until = int(time.time() + lease)
+        mapping = {i: until for i in ids}
+        if mapping:
+            await self.r.zadd(key, mapping, xx=True)
+
+    async def reclaim_downloads(self, limit: int = 500) -> int:
+        return int(await self._reclaim_downloads(keys=[DOWNLOADS_INFLIGHT],
+                                                 args=[now(), limit]))
+
+    async def finish_download(self, job: Job, *, requeue_at: float | None,
+                              callback: bool, deletion_at: float | None) -> None:
+        """Write the outcome and leave the in-flight set in one MULTI: requeue (Pending,
+        score ``requeue_at``), or terminal with the callback queued, or terminal without
+        callback scheduled for deletion."""
+        async with self.r.pipeline(transaction=True) as p:
+            if callback and requeue_at is None:
+                job.callback_state = PENDING
+            p.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
+            p.zrem(DOWNLOADS_INFLIGHT, job.id)
+            if requeue_at is not None:
+                p.zadd(jobs_key(job.aggr_id), {job.id: int(requeue_at)})
+            elif callback:
+                p.zadd(CALLBACK_QUEUE, {job.id: now()})
+            elif deletion_at is not None:
+                p.zadd(DELETION_QUEUE, {job.id: int(deletion_at)})
+            await p.execute()
+
+    async def pop_deletion(self) -> str:
+        """Reaper pop (spec §3 Reaper): raises Empty/RetryLater."""
+        t = now()
+        try:
+            # The deletion queue needs no lease: a lost delete is retried by nobody in the
+            # original either; here the id is popped only after the file is gone (see reaper).
+            top: list[Any] = await self.r.zrange(DELETION_QUEUE, 0, 0, withscores=True)
+        except ResponseError as exc:
+            _raise_pop_error(exc)
+            raise
+        if not top:
+            raise Empty
+        member, score = top[0]
+        if float(score) > t:
+            raise RetryLater
+        return _s(member)
+
+    async def drop_deleted(self, job_id: str) -> None:
+        async with self.r.pipeline(transaction=True) as p:
+            p.zrem(DELETION_QUEUE, job_id)
+            p.delete(job_key(job_id))
+            await p.execute()
+
+    # -------------------------------------------------------------------- notifier
+    async def pop_callback(self, lease: float) -> str:
+        t = time.time()
+        try:
+            member = await self._pop(keys=[CALLBACK_QUEUE, CALLBACKS_INFLIGHT],
+                                     args=[int(t), int(t + lease)])
+        except ResponseError as exc:
+            _raise_pop_error(exc)
+            raise
+        return _s(member)
+
+    async def reclaim_callbacks(self, limit: int = 500) -> int:
+        return int(await self._reclaim_callbacks(
+            keys=[CALLBACKS_INFLIGHT, CALLBACK_QUEUE], args=[now(), limit]))
+
+    async def callback_delivered(self, job_id: str, deletion_at: float) -> None:
+        """spec §4: delete the hash and schedule the file for deletion."""
+        async with self.r.pipeline(transaction=True) as p:
+            p.delete(job_key(job_id))
+            p.zrem(CALLBACKS_INFLIGHT, job_id)
+            p.zadd(DELETION_QUEUE, {job_id: int(deletion_at)})
+            await p.execute()
+
+    async def callback_outcome(self, job: Job, retry_at: float | None) -> None:
+        """Save a failed (terminal) or retried callback and leave the in-flight set."""
+        async with self.r.pipeline(transaction=True) as p:
+            p.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
+            p.zrem(CALLBACKS_INFLIGHT, job.id)
+            if retry_at is not None:
+                p.zadd(CALLBACK_QUEUE, {job.id: int(retry_at)})
+            await p.execute()
+
+    async def forget_callback(self, job_id: str) -> None:
+        await self.r.zrem(CALLBACKS_INFLIGHT, job_id)
