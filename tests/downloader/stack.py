@@ -64,7 +64,7 @@ class Stack:
 
     async def stop_gracefully(self, within: float = 8.0) -> None:
         """SIGTERM every component and require a clean exit 0 (drain works)."""
-        for name, d in self.daemons.items():
+        for d in self.daemons.values():
             if d.running:
                 await d.astop(within=within)
 
