@@ -79,6 +79,7 @@ class FileServer:
             web.get("/gzip", self.gzipped),
             web.get("/headers", self.headers),
             web.get("/big/{size}", self.big),
+            web.get("/to", self.to),
         ])
         return app
 
@@ -138,6 +139,9 @@ class FileServer:
     async def loop(self, request: web.Request) -> web.Response:
         n = int(request.match_info["n"])
         raise web.HTTPFound(f"/loop/{n + 1}")
+
+    async def to(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["u"])
 
     async def short(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Length": "100000"})

@@ -8,6 +8,7 @@ in-flight leases, callback attempts/backoff and per-destination HMAC secrets.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ class ProcessorConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0  # longest silence between two body chunks
     allow_private_networks: bool = False
+    allowed_networks: list[str] = field(default_factory=list)  # CIDRs exempt from the guard
     max_concurrency: int = 1000  # global cap across aggregations
     scan_interval: float = 3.0
     poll_interval: float = 1.0
@@ -81,6 +83,11 @@ class ProcessorConfig:
                 return name, "must be greater than 0"
         if self.max_redirects < 0:
             return "max_redirects", "must not be negative"
+        for i, cidr in enumerate(self.allowed_networks):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                return f"allowed_networks[{i}]", str(exc)
         if not self.disk_low <= self.disk_high:
             return "disk_low", "must not exceed disk_high"
         return None

@@ -18,7 +18,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from pazari.downloader.errors import DownloadError
-from pazari.downloader.ssrf import ForbiddenAddress, check_host
+from pazari.downloader.ssrf import ForbiddenAddress, Networks, check_host
 from pazari.mime import SNIFF_LEN
 
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
@@ -32,6 +32,7 @@ class Limits:
     max_size: int
     max_redirects: int
     allow_private: bool
+    allowed: Networks = ()
 
 
 @dataclass
@@ -104,7 +105,7 @@ async def _request(session: aiohttp.ClientSession, url: str, headers: Mapping[st
                             retriable=True)
     try:
         if not limits.allow_private and not proxy and parts.hostname:
-            await check_host(parts.hostname, parts.port or 0)
+            await check_host(parts.hostname, parts.port or 0, limits.allowed)
         return await session.get(url, headers=CIMultiDict(headers), proxy=_proxy(proxy),
                                  allow_redirects=False)
     except ForbiddenAddress as exc:

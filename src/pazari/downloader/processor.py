@@ -21,7 +21,7 @@ from pazari.downloader.fetch import Limits, fetch
 from pazari.downloader.imagesize import ImageSizeError, image_size
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Aggregation, Job
 from pazari.downloader.pool import Pool
-from pazari.downloader.ssrf import GuardedResolver
+from pazari.downloader.ssrf import GuardedResolver, parse_networks
 from pazari.downloader.stats import Stats, report_loop
 from pazari.downloader.storage import FileStorage
 from pazari.mime import check_any, parse_mime_patterns, sniff
@@ -46,6 +46,7 @@ class Processor:
         self.stats = stats
         self.global_slots = asyncio.Semaphore(self.cfg.max_concurrency)
         self.inflight: set[str] = set()
+        self.allowed_networks = parse_networks(self.cfg.allowed_networks)
         self.pools: dict[str, asyncio.Task[None]] = {}
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
         deletion = config.notifier.deletion_interval or DEFAULT_DELETION_MINUTES
@@ -121,7 +122,8 @@ class Processor:
         headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
         limits = Limits(timeout=self.cfg.timeout, job_timeout=float(job.download_timeout),
                         max_size=self.cfg.max_file_size, max_redirects=self.cfg.max_redirects,
-                        allow_private=self.cfg.allow_private_networks)
+                        allow_private=self.cfg.allow_private_networks,
+                        allowed=self.allowed_networks)
         checked = bool(job.mime_type or job.mime_type_any or job.extract_image_size)
         sniffed: list[str] = []
 
@@ -232,7 +234,8 @@ class ProcessorService(Service):
         client = st.connect(self.config.redis.url(), "processor", 50 + cfg.max_concurrency)
         connector = aiohttp.TCPConnector(
             limit=0, ttl_dns_cache=10, keepalive_timeout=30,
-            resolver=None if cfg.allow_private_networks else GuardedResolver())
+            resolver=None if cfg.allow_private_networks
+            else GuardedResolver(parse_networks(cfg.allowed_networks)))
         session = aiohttp.ClientSession(
             connector=connector, trust_env=True, auto_decompress=True,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout,
