@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pazari.mistry.buildinfo import BuildInfo
+from pazari.mistry.duration import parse_duration
 from pazari.mistry.logstream import LogSink
 from pazari.mistry.names import check_group, check_param, check_project
 
@@ -32,29 +33,16 @@ class BadRequest(ValueError):
     pass
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a Go duration string (``90s``, ``1h30m``, ``1.5m``)."""
-    if isinstance(value, bool):
+def request_timeout(value: Any) -> float:
+    """A job's ``Timeout``: seconds as a number, or a Go duration string (``90s``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise BadRequest("Timeout must be a number of seconds or a duration string")
-    if isinstance(value, int | float):
-        return float(value)
-    if not isinstance(value, str) or not value:
-        raise BadRequest("Timeout must be a number of seconds or a duration string")
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-    total, i, text = 0.0, 0, value.strip()
-    while i < len(text):
-        j = i
-        while j < len(text) and (text[j].isdigit() or text[j] == "."):
-            j += 1
-        k = j
-        while k < len(text) and not (text[k].isdigit() or text[k] == "."):
-            k += 1
-        number, unit = text[i:j], text[j:k]
-        if not number or unit not in units:
-            raise BadRequest(f"invalid duration {value!r}")
-        total += float(number) * units[unit]
-        i = k
-    return total
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+    return float(value)
 
 
 @dataclass
@@ -91,7 +79,7 @@ class JobRequest:
         rebuild = low.get("rebuild") or False
         if not isinstance(rebuild, bool):
             raise BadRequest("Rebuild must be a boolean")
-        timeout = parse_duration(low["timeout"]) if low.get("timeout") else 0.0
+        timeout = request_timeout(low["timeout"]) if low.get("timeout") else 0.0
         if timeout < 0:
             raise BadRequest("Timeout must not be negative")
         return cls(check_project(project), check_group(group), params, rebuild, timeout)
