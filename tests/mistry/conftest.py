@@ -160,6 +160,40 @@ class Mistry:
 MistryFactory = Callable[..., Mistry]
 
 
+def write_config(
+    base: Path, engine: DockerEngine, overrides: dict[str, Any] | None
+) -> dict[str, Any]:
+    for sub in ("projects", "builds", "probe"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "projects_path": str(base / "projects"),
+        "build_path": str(base / "builds"),
+        "mounts": {str(base / "probe"): "/probe"},
+        "job_concurrency": 2,
+        "job_backlog": 20,
+        "docker_host": engine.url,
+    }
+    config.update(overrides or {})
+    (base / "config.json").write_text(json.dumps(config))
+    return config
+
+
+def mistryd_argv(base: Path, port: int) -> list[str]:
+    return [MISTRYD, "--config", str(base / "config.json"), "--addr", f"127.0.0.1:{port}"]
+
+
+@pytest.fixture(scope="module")
+def shared_mistry(
+    docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mistry]:
+    """One mistryd for a module's tests that need no isolation (no run counting)."""
+    base = tmp_path_factory.mktemp("shared-mistry")
+    config = write_config(base, docker_engine, None)
+    port = free_port()
+    with Daemon(mistryd_argv(base, port), timeout=60, workdir=base / "daemon") as daemon:
+        yield Mistry(daemon, port, base, config, docker_engine)
+
+
 @pytest.fixture
 def mistry_factory(
     daemon_factory: DaemonFactory, docker_engine: DockerEngine, tmp_path: Path
@@ -175,22 +209,10 @@ def mistry_factory(
         wait_ready: bool = True,
     ) -> Mistry:
         base = root or tmp_path / f"m{len(started)}"
-        for sub in ("projects", "builds", "probe"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
-        config: dict[str, Any] = {
-            "projects_path": str(base / "projects"),
-            "build_path": str(base / "builds"),
-            "mounts": {str(base / "probe"): "/probe"},
-            "job_concurrency": 2,
-            "job_backlog": 20,
-            "docker_host": docker_engine.url,
-        }
-        config.update(overrides or {})
-        (base / "config.json").write_text(json.dumps(config))
+        config = write_config(base, docker_engine, overrides)
         port = port or free_port()
-        argv = [MISTRYD, "--config", str(base / "config.json"), "--addr", f"127.0.0.1:{port}"]
         daemon = daemon_factory(
-            [*argv, *args], ready="notify" if wait_ready else "none", timeout=60
+            [*mistryd_argv(base, port), *args], ready="notify" if wait_ready else "none", timeout=60
         )
         m = Mistry(daemon, port, base, config, docker_engine)
         started.append(m)
