@@ -5,10 +5,12 @@ committed, everything acknowledged to a producer reaches Kafka, and the process 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 from tests.rafka.conftest import StartRafka, consume_values, encode
 from tests.support.daemon import DaemonFactory
+from tests.support.ports import wait_for
 from tests.support.services import KafkaBroker, consume_all, produce_messages
 
 SHUTDOWN = b"-CONS Server shutdown\r\n"
@@ -35,29 +37,43 @@ def test_graceful_shutdown_sequence(
     waiter = server.raw()
     waiter.call("CLIENT", "SETNAME", f"{group}-w:waiter")
     waiter.cmd("BLPOP", f"topics:{kafka_topic}-idle", "0")
-    # A producer-only client.
+    # A producer-only client, producing without pause from before the signal until the
+    # server closes it.
     producer = server.raw()
     assert producer.call("RPUSHX", f"topics:{kafka_topic}-p", "before") == b":1\r\n"
+    acked: list[tuple[str, float]] = []
 
+    def produce_until_closed() -> None:
+        for i in range(1_000_000):
+            try:
+                reply = producer.call("RPUSHX", f"topics:{kafka_topic}-p", f"during{i}")
+            except OSError:
+                return
+            if reply != b":1\r\n":
+                return
+            acked.append((f"during{i}", time.monotonic()))
+
+    producing = threading.Thread(target=produce_until_closed)
+    producing.start()
+    wait_for(lambda: len(acked) >= 10, 10, "the producer is producing")
+    signalled = time.monotonic()
     server.daemon.send_signal(signal.SIGTERM)
     assert waiter.read_reply() == SHUTDOWN
     assert waiter.read_until_closed() == b""
-    # Consumers are closing; the producer still works until the last phase.
-    acked: list[str] = []
-    for i in range(1000):
-        try:
-            if producer.call("RPUSHX", f"topics:{kafka_topic}-p", f"during{i}") != b":1\r\n":
-                break
-        except OSError:
-            break
-        acked.append(f"during{i}")
-    assert acked, "the producer-only client was closed before the consumers"
+    producing.join(30)
+    assert not producing.is_alive()
+    # The producer kept working after shutdown began, until the last phase.
+    assert any(stamp > signalled for _, stamp in acked), "producer closed at the signal"
     assert server.daemon.wait_exit(30) == 0
     logs = server.daemon.logs()
     assert "Shutting down..." in logs
+    # Spec §2.3: consumers close (step 2-3) before the producers flush and close (step 5).
+    consumer_bye = logs.index(f"msg=Bye consumer={group}:acker")
+    producer_bye = logs.index("msg=Bye producer=")
+    assert consumer_bye < producer_bye
     # Every message acknowledged to the producer is in Kafka.
     records = consume_all(kafka_broker.bootstrap, f"{kafka_topic}-p", 1 + len(acked))
-    assert {r.value for r in records} == {b"before", *(a.encode() for a in acked)}
+    assert {r.value for r in records} == {b"before", *(a.encode() for a, _ in acked)}
     # The close committed the stored offsets: the group resumes at m4.
     server.close_clients()
     server.restart(daemon_factory)
