@@ -71,6 +71,7 @@ def make_config(tmp: Path, redis: RedisServer, **sections: dict[str, Any]) -> di
             "scan_interval": 0.2,
             "poll_interval": 0.05,
             "inflight_lease": 3,
+            "aggregation_lease": 3,
             "retry_backoff": 0.2,
             "disk_check_interval": 0.2,
             "read_timeout": 5,
@@ -112,3 +113,15 @@ def spawn_downloader(daemon_factory: DaemonFactory) -> Spawner:
         return daemon_factory(argv, **kw)
 
     return make
+
+
+@pytest.fixture
+async def stack(daemon_factory: DaemonFactory, redis_server: RedisServer, tmp_path: Path
+                ) -> AsyncIterator[Any]:
+    """The three real subcommands (started by ``await stack.start(...)``), a file server and
+    a callback receiver; everything is stopped at teardown."""
+    from .stack import Stack
+
+    s = Stack(daemon_factory, redis_server, tmp_path)
+    yield s
+    await s.stop()

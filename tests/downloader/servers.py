@@ -47,7 +47,10 @@ class Running:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
+        # handler_cancellation: a download whose client died (kill -9) stops counting as
+        # in flight at once, so the concurrency measurement stays exact.
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5,
+                                    handler_cancellation=True)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.support.daemon import Daemon, DaemonFactory
 from tests.support.ports import free_port
@@ -85,11 +83,3 @@ class Stack:
             text = await resp.text()
             assert resp.status == 201, text
             return str(json.loads(text)["id"])
-
-
-@pytest.fixture
-async def stack(daemon_factory: DaemonFactory, redis_server: RedisServer, tmp_path: Path
-                ) -> AsyncIterator[Stack]:
-    s = Stack(daemon_factory, redis_server, tmp_path)
-    yield s
-    await s.stop()

@@ -65,7 +65,9 @@ class ProcessorConfig:
     max_concurrency: int = 1000  # global cap across aggregations
     scan_interval: float = 3.0
     poll_interval: float = 1.0
-    aggregation_lease: int = 300
+    # The original held 300 s and renewed only when idle; a short lease renewed every
+    # third of it keeps a busy aggregation and frees a crashed processor's soon.
+    aggregation_lease: int = 30
     inflight_lease: float = 30.0
     retry_backoff: float = 120.0  # seconds * DownloadCount
     default_aggr_limit: int = 4

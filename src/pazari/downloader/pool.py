@@ -94,6 +94,11 @@ class Pool:
         proc.started_download(job.id)
         try:
             await proc.perform(job, self.aggr)
+        except RedisError as exc:
+            # The outcome was not written: the job stays in flight and its lease brings it
+            # back (at-least-once), so nothing is lost.
+            proc.stats.incr("failures")
+            self.log.warning("could not record the outcome of %s: %s", job.id, exc)
         finally:
             proc.finished_download(job.id)
 
