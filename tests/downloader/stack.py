@@ -77,6 +77,7 @@ class Stack:
     async def post(self, url: str, **fields: Any) -> str:
         body = {"url": url, "aggr_id": "a", "aggr_limit": 4,
                 "callback_url": self.receiver.url, **fields}
+        body = {k: v for k, v in body.items() if v is not None}
         assert self.session is not None
         async with self.session.post(self.api_url + "/download",
                                      data=json.dumps(body)) as resp:

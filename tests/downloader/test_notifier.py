@@ -1,0 +1,183 @@
+"""The notifier through the real subcommands: Kafka delivery (tansu), HMAC signatures,
+retries then Failed, /retry, unknown backends, and cleanup of jobs without a callback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from pazari.downloader.job import Job
+from tests.support.ports import async_wait_for
+from tests.support.services import KafkaBroker, consume_all
+
+from .conftest import DOWNLOADER_BIN, make_config, write_config
+from .servers import HTML
+from .stack import Stack
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _r(stack: Stack) -> redis.Redis:
+    return redis.Redis(port=stack.redis.port, decode_responses=True)
+
+
+async def test_kafka_callbacks_with_delivery_reports(stack: Stack, kafka_broker: KafkaBroker,
+                                                     kafka_topic: str) -> None:
+    await stack.start(backends={"http": {"timeout": 5}, "kafka": {
+        "bootstrap.servers": kafka_broker.bootstrap, "go.delivery.reports": True,
+        "request.required.acks": -1, "message.send.max.retries": 3}},
+        notifier={"signing_secrets": {kafka_topic: "k-secret"}})
+    stack.files.files["p.html"] = (HTML, "text/html")
+    ids = [await stack.post(f"{stack.file_url}/file/p.html", callback_url=None,
+                            callback_type="kafka", callback_dst=kafka_topic, extra=str(i))
+           for i in range(5)]
+    records = await asyncio.to_thread(consume_all, kafka_broker.bootstrap, kafka_topic, 5, 60)
+    docs = [orjson.loads(rec.value) for rec in records]
+    assert sorted(d["job_id"] for d in docs) == sorted(ids)
+    assert all(d["success"] and d["delivered"] and d["delivery_error"] == "" for d in docs)
+    r = _r(stack)
+    try:
+        await async_wait_for(lambda: r.zcard("JobDeletionQueue") == 5, 20, "deletion schedule")
+        assert not [i for i in ids if r.exists(f"job:{i}")]
+    finally:
+        r.close()
+
+
+async def test_hmac_signature_and_failed_then_retry(stack: Stack) -> None:
+    secret = "s3cr3t"
+    await stack.start(notifier={"max_attempts": 2,
+                                "signing_secrets": {stack.receiver.url: secret}})
+    stack.files.files["p.html"] = (HTML, "text/html")
+    stack.receiver.fail_first = 2  # both attempts fail → Failed, kept for /retry
+    job_id = await stack.post(f"{stack.file_url}/file/p.html")
+    r = _r(stack)
+    try:
+        await async_wait_for(lambda: r.hget(f"job:{job_id}", "CallbackState") == "Failed", 30,
+                             "the callback to fail")
+        job = r.hgetall(f"job:{job_id}")
+        assert job["CallbackCount"] == "2"
+        assert job["CallbackMeta"] == "Received Status: 500 Internal Server Error"
+        assert job["DownloadURL"] == "http://localhost/assets"  # never grows (limitation 7)
+        assert stack.session is not None
+        async with stack.session.post(f"{stack.api_url}/retry/{job_id}") as resp:
+            assert resp.status == 204
+        await stack.receiver.wait_for_jobs({job_id}, timeout=30)
+    finally:
+        r.close()
+    got = stack.receiver.one(job_id)
+    assert got["download_url"] == f"http://localhost/assets/{job_id[:3]}/{job_id}"
+    sig = stack.receiver.headers[-1]["X-Downloader-Signature"]
+    assert sig == "sha256=" + hmac.new(secret.encode(), got["_raw"], hashlib.sha256).hexdigest()
+
+
+async def test_undefined_backend_fails_callback(stack: Stack) -> None:
+    await stack.start()
+    stack.files.files["p.html"] = (HTML, "text/html")
+    job_id = await stack.post(f"{stack.file_url}/file/p.html", callback_url=None,
+                              callback_type="sqs", callback_dst="queue")
+    r = _r(stack)
+    try:
+        await async_wait_for(lambda: r.hget(f"job:{job_id}", "CallbackState") == "Failed", 30,
+                             "the callback to fail")
+        meta = r.hget(f"job:{job_id}", "CallbackMeta") or ""
+    finally:
+        r.close()
+    assert meta.startswith(f"Undefined backend sqs for job Job{{ID:{job_id}")
+
+
+async def test_job_without_callback_is_cleaned(stack: Stack) -> None:
+    """Limitation 8: a job without a callback (s3_bucket only) is deleted after
+    deletion_interval instead of staying in Redis forever."""
+    await stack.start()
+    job_id = await stack.post(f"{stack.file_url}/file/none", callback_url=None,
+                              s3_bucket="b", s3_region="eu")
+    r = _r(stack)
+    try:
+        await async_wait_for(lambda: r.zscore("JobDeletionQueue", job_id) is not None, 30,
+                             "deletion schedule")
+        job = Job.from_hash(r.hgetall(f"job:{job_id}"))
+        assert job.download_state == "Failed" and job.callback_state == ""
+        # Make it due now: the reaper deletes the hash.
+        r.zadd("JobDeletionQueue", {job_id: 0})
+        await async_wait_for(lambda: not r.exists(f"job:{job_id}"), 10, "the reaper")
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize(("command", "change", "message"), [
+    ("notifier", {"backends": {"smtp": {"x": 1}}}, "$.backends.smtp: unknown backend"),
+    ("notifier", {"notifier": {"concurrency": 0}}, "$.notifier.concurrency"),
+    ("notifier", {"backends": {"http": {}}}, "No backends are enabled"),
+    ("processor", {"processor": {"download_url": "nope"}}, "Could not parse Download URL"),
+    ("processor", {"processor": {"storage_dir": ""}}, "$.processor.storage_dir"),
+    ("api", {"processor": {"bogus": 1}}, "$.processor.bogus: unknown key"),
+], ids=["unknown-backend", "no-concurrency", "no-backends", "bad-download-url",
+        "no-storage", "unknown-key"])
+def test_config_errors_exit_2(tmp_path: Path, command: str, change: dict[str, Any],
+                              message: str) -> None:
+    import subprocess
+
+    from tests.support.services import RedisServer
+
+    fake = RedisServer("redis-server", 1, tmp_path)
+    cfg = make_config(tmp_path, fake)
+    for section, values in change.items():
+        if section == "backends":
+            cfg["backends"] = values
+        else:
+            cfg[section].update(values)
+    path = write_config(tmp_path, cfg)
+    proc = subprocess.run([DOWNLOADER_BIN, command, "-c", str(path)], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_version_and_usage() -> None:
+    import subprocess
+
+    from pazari import __version__
+
+    out = subprocess.run([DOWNLOADER_BIN, "version"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0 and out.stdout == f"Downloader Version {__version__}\n"
+    bad = subprocess.run([DOWNLOADER_BIN, "nope"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+@pytest.mark.parametrize("purge", [False, True], ids=["dry-run", "purge"])
+def test_purge_assets(tmp_path: Path, purge: bool) -> None:
+    import subprocess
+
+    (tmp_path / "6QE").mkdir()
+    kept = tmp_path / "6QE" / "6QEywYsd0jrKAg"
+    kept.write_bytes(b"x")
+    (tmp_path / "abc").mkdir()
+    other = tmp_path / "abc" / "abcdefghijklmn"
+    other.write_bytes(b"y")
+    log = "\n".join([
+        '1.2.3.4 - - [x] "GET /assets/6QE/6QEywYsd0jrKAg HTTP/1.1" 200 1 "-" "ua"',
+        '1.2.3.4 - - [x] "GET /assets/abc/abcdefghijklmn HTTP/1.1" 404 1 "-" "ua"',
+        '1.2.3.4 - - [x] "GET /assets/zzz/zzzmissing HTTP/1.1" 200 1 "-" "ua"',
+        "garbage",
+    ]) + "\n"
+    env = {**os.environ, "ASSETS_PATH": str(tmp_path)}
+    argv = [DOWNLOADER_BIN, "purge-assets"] + (["--purge"] if purge else [])
+    out = subprocess.run(argv, input=log, capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{kept}\n"
+    assert kept.exists() != purge
+    assert other.exists() and (tmp_path / "6QE").is_dir()
+    no_env = subprocess.run([DOWNLOADER_BIN, "purge-assets"], input=log, capture_output=True,
+                            text=True, env={k: v for k, v in os.environ.items()
+                                            if k != "ASSETS_PATH"}, timeout=30)
+    assert no_env.returncode == 2 and "ASSETS_PATH" in no_env.stderr
