@@ -1,0 +1,117 @@
+"""Forwarders: one task per sink reads the spool from that sink's cursor and delivers the
+records of the tenants routed to it (spec "Persistence"). A failing sink retries with
+exponential backoff and only grows its own lag: the others read on independently."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+from pazari.runtime.logs import get_logger
+from pazari.scratchd.sinks.base import Sink
+from pazari.scratchd.spool import Record, Spool
+from pazari.scratchd.stats import SinkStats
+
+log = get_logger("scratchd.forwarder")
+
+READ_BYTES = 1 << 20
+
+
+class Forwarder:
+    def __init__(self, sink: Sink, spool: Spool, tenants: set[str], stats: SinkStats) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.spool = spool
+        self.tenants = tenants
+        self.stats = stats
+        self.cursor = spool.cursors[sink.name]
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"forward-{self.name}")
+
+    async def run(self) -> None:
+        while not (self.stopping and self.cursor >= self.spool.end):
+            records = self.spool.read(self.cursor, READ_BYTES)
+            if not records:
+                if self.stopping:
+                    return
+                if self.cursor < self.spool.end:  # only a partial record: never spin
+                    await asyncio.sleep(0.01)
+                await self.spool.wait_beyond(self.cursor, 0.5)
+                continue
+            mine = [r for r in records if r.tenant in self.tenants]
+            batch = max(1, self.sink.config.batch)
+            for i in range(0, len(mine), batch):
+                await self._deliver(mine[i:i + batch])
+                self.cursor = mine[min(i + batch, len(mine)) - 1].end
+            self.cursor = records[-1].end
+            self.stats.lag_bytes = self.spool.end - self.cursor
+
+    async def _deliver(self, chunk: Sequence[Record]) -> None:
+        delay = self.sink.config.retry_initial
+        while True:
+            try:
+                await self.sink.deliver(chunk)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.failures += 1
+                if self.stats.up:
+                    log.warning("sink %s: delivery failed, retrying: %s", self.name, exc)
+                self.stats.up = False
+                self.stats.lag_bytes = self.spool.end - self.cursor
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.sink.config.retry_max)
+                continue
+            if not self.stats.up:
+                log.info("sink %s: delivering again", self.name)
+            self.stats.up = True
+            delivered = self.stats.delivered
+            for r in chunk:
+                delivered[r.tenant] += 1
+            return
+
+    async def drain(self, deadline: float) -> bool:
+        """Deliver everything spooled until ``deadline`` (monotonic); True when caught up."""
+        self.stopping = True
+        if self.task is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            log.warning("sink %s: %d bytes left undelivered at shutdown (kept in the spool)",
+                        self.name, self.spool.end - self.cursor)
+            return False
+        return True
+
+
+async def persist_loop(spool: Spool, forwarders: Sequence[Forwarder], interval: float) -> None:
+    """Every ``interval``: sync each sink that moved, then persist its cursor."""
+    while True:
+        await asyncio.sleep(interval)
+        await persist_once(spool, forwarders)
+
+
+async def persist_once(spool: Spool, forwarders: Sequence[Forwarder]) -> None:
+    moved = False
+    for fwd in forwarders:
+        target = fwd.cursor
+        if target == spool.cursors.get(fwd.name):
+            continue
+        try:
+            await fwd.sink.sync()
+        except Exception as exc:
+            log.warning("sink %s: sync failed: %s", fwd.name, exc)
+            continue
+        spool.cursors[fwd.name] = target
+        moved = True
+    if moved:
+        await asyncio.to_thread(spool.write_cursors)
+        spool.drop_segments()

@@ -1,0 +1,155 @@
+"""From a request to a spooled event: who the client is (visitor cookie, IP, privacy
+signals), the tenant's policies (rate limit, DNT/GPC, sampling, size), encoding and the spool
+(spec "Tenancy", "The event", "Persistence"). The HTTP handlers only map outcomes to replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from pazari.event import EventError, encode_fields, encode_query
+from pazari.scratchd.ids import new_id
+from pazari.scratchd.privacy import (
+    anonymize_ip,
+    cookie_value,
+    is_bot,
+    privacy_signal,
+    valid_id,
+)
+from pazari.scratchd.spool import Spool, SpoolFull
+from pazari.scratchd.stats import Stats
+from pazari.scratchd.tenants import Tenant
+
+
+class Refused(Exception):
+    """The event is not recorded; ``status`` and ``reason`` go to the client (the pixel
+    answers its GIF anyway), ``counter`` names the rejected/dropped counter."""
+
+    def __init__(self, status: int, reason: str, counter: str, rejected: bool = True) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.counter = counter
+        self.rejected = rejected
+
+
+class Dropped(Exception):
+    """Not recorded on purpose (DNT/GPC, sampling): the client still gets a success."""
+
+    def __init__(self, counter: str) -> None:
+        super().__init__(counter)
+        self.counter = counter
+
+
+class Client:
+    """Who sent a request, as the tenant's settings want it recorded."""
+
+    __slots__ = ("anonymous", "bot", "ip", "secure", "set_cookie", "url", "user_agent",
+                 "visitor_id")
+
+    def __init__(self, request: web.Request, tenant: Tenant, trust_forwarded: bool) -> None:
+        headers = request.headers
+        if trust_forwarded:
+            forwarded = headers.get("X-Forwarded-For")
+            ip = forwarded.split(",", 1)[0].strip() if forwarded else request.remote
+            self.secure = headers.get("X-Forwarded-Proto") == "https" or request.secure
+        else:
+            ip = request.remote
+            self.secure = request.secure
+        ua = headers.get("User-Agent")
+        self.user_agent = ua
+        self.bot = is_bot(ua)
+        self.url = headers.get("Referer")
+        self.set_cookie: str | None = None
+        config = tenant.config
+        self.anonymous = config.dnt != "ignore" and privacy_signal(
+            headers.get("DNT"), headers.get("Sec-GPC")
+        )
+        if self.anonymous:
+            if config.dnt == "drop":
+                raise Dropped("dnt")
+            # Anonymous: no address, no cookie, a visitor id that lives for one event.
+            self.ip = None
+            self.visitor_id = new_id()
+            return
+        self.ip = anonymize_ip(ip) if ip and config.anonymize_ip else ip
+        visitor = cookie_value(headers.get("Cookie"), tenant.cookie_name)
+        if not valid_id(visitor):
+            visitor = new_id()
+            self.set_cookie = tenant.visitor_cookie(visitor, self.secure)
+        assert visitor is not None
+        self.visitor_id = visitor
+
+
+class Intake:
+    def __init__(self, spool: Spool, stats: Stats, trust_forwarded: bool) -> None:
+        self.spool = spool
+        self.stats = stats
+        self.trust_forwarded = trust_forwarded
+        self.clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+
+    def client(self, request: web.Request, tenant: Tenant, n: int = 1) -> Client:
+        """Identify the client and apply the rate limit; raises Refused/Dropped (counted)."""
+        counters = self.stats.tenants[tenant.id]
+        counters.received += n
+        self.stats.events_total += n
+        try:
+            client = Client(request, tenant, self.trust_forwarded)
+        except Dropped as drop:
+            counters.dropped[drop.counter] += n
+            raise
+        if not tenant.limiter.allow(client.ip or "", n):
+            counters.dropped["rate_limit"] += n
+            raise Refused(429, "rate limit exceeded", "rate_limit", rejected=False)
+        if not tenant.sampled(client.visitor_id):
+            counters.dropped["sampled"] += n
+            raise Dropped("sampled")
+        return client
+
+    def encode(self, tenant: Tenant, client: Client, kind: str, query: bytes | None,
+               fields: dict[str, Any] | None) -> bytes:
+        """Encode one event; raises Refused(400) with the reason (counted)."""
+        try:
+            if query is not None:
+                event = encode_query(query, new_id(), tenant.id, kind, self.clock(),
+                                     client.visitor_id, client.url, client.ip,
+                                     client.user_agent, client.bot)
+            else:
+                assert fields is not None
+                event = encode_fields(fields, new_id(), tenant.id, kind, self.clock(),
+                                      client.visitor_id, client.url, client.ip,
+                                      client.user_agent, client.bot)
+        except EventError as exc:
+            self.stats.tenants[tenant.id].rejected["invalid"] += 1
+            raise Refused(400, str(exc), "invalid") from None
+        if len(event) > tenant.config.max_event_bytes:
+            self.stats.tenants[tenant.id].rejected["too_large"] += 1
+            raise Refused(400, f"event too large ({len(event)} bytes, limit "
+                               f"{tenant.config.max_event_bytes})", "too_large")
+        return event
+
+    def spool_event(self, tenant: Tenant, client: Client, event: bytes) -> asyncio.Future[None]:
+        """Append to the spool; raises Refused(503) past the quota (counted as a drop)."""
+        try:
+            commit = self.spool.append(tenant.id_bytes, client.visitor_id.encode(), event)
+        except SpoolFull as exc:
+            self.stats.tenants[tenant.id].dropped["spool_full"] += 1
+            raise Refused(503, str(exc), "spool_full", rejected=False) from None
+        self.stats.tenants[tenant.id].spooled += 1
+        return commit
+
+    async def committed(self, tenant: Tenant, commit: asyncio.Future[None], n: int = 1) -> None:
+        """Wait for the fsync under ``ack: "spooled"``; a failed write is a 503."""
+        if not tenant.spooled_ack:
+            return
+        try:
+            await commit
+        except OSError as exc:
+            self.stats.tenants[tenant.id].dropped["spool_error"] += n
+            raise Refused(503, f"spool write failed: {exc}", "spool_error",
+                          rejected=False) from None

@@ -1,0 +1,126 @@
+"""The scratchd service: spool, sinks, forwarders and the HTTP listener, started and drained
+in order (spec "Persistence": graceful shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from pazari.runtime.logs import get_logger
+from pazari.runtime.service import EXIT_FAILED, Service
+from pazari.scratchd.app import Dispatcher, Endpoints
+from pazari.scratchd.config import ScratchdConfig
+from pazari.scratchd.forwarder import Forwarder, persist_loop, persist_once
+from pazari.scratchd.intake import Intake
+from pazari.scratchd.partner import Partner
+from pazari.scratchd.sinks import build_sink
+from pazari.scratchd.spool import Spool
+from pazari.scratchd.stats import Stats, StatsCollector
+from pazari.scratchd.tenants import TenantRouter
+
+log = get_logger("scratchd.service")
+
+MAX_LINE = 65536  # long pixel query strings (an event may be 32 KiB once decoded)
+
+
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Spec "Scale": one process per core on one port, the kernel spreads connections.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class Scratchd(Service):
+    name = "scratchd"
+
+    def __init__(self, config: ScratchdConfig, host: str, port: int,
+                 reuse_port: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.host = host
+        self.port = port
+        self.reuse_port = reuse_port
+        self.stats = Stats()
+        self.registry.register(StatsCollector(self.stats))
+        self.router = TenantRouter(config.tenants)
+        self.spool = Spool(config.spool)
+        self.stats.spool_bytes = self.spool.disk_bytes
+        self.intake = Intake(self.spool, self.stats, config.trust_forwarded_for)
+        self.stopping = False
+        self.forwarders: list[Forwarder] = []
+        self._runner: web.ServerRunner | None = None
+        self._persist: asyncio.Task[None] | None = None
+
+    def healthy(self) -> bool:
+        return not self.stopping and not self.spool.over_quota()
+
+    async def start(self) -> None:
+        used = sorted({s for t in self.config.tenants for s in t.sinks})
+        self.spool.open(used)
+        await self.spool.start()
+        for name in used:
+            sink = build_sink(name, self.config.sinks[name])
+            await sink.start()
+            routed = {t.id for t in self.config.tenants if name in t.sinks}
+            fwd = Forwarder(sink, self.spool, routed, self.stats.sinks[name])
+            fwd.start()
+            self.forwarders.append(fwd)
+        interval = self.config.spool.cursor_interval_ms / 1000
+        self._persist = asyncio.create_task(persist_loop(self.spool, self.forwarders, interval))
+        self._persist.add_done_callback(self._persist_died)
+        endpoints = Endpoints(self.router, self.intake, self.healthy)
+        dispatch = Dispatcher(endpoints, Partner(endpoints), self.registry, self.vars)
+        server = web.Server(dispatch, access_log=None,
+                            max_line_size=MAX_LINE, max_field_size=MAX_LINE)
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
+        await self._runner.setup()
+        sock = bind_socket(self.host, self.port, self.reuse_port)
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+
+    def _persist_died(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cursor persistence failed: %s", task.exception())
+            self.request_stop(EXIT_FAILED)
+
+    async def stop(self) -> None:
+        """Stop accepting, drain requests, flush the spool, let each sink deliver for a
+        bounded time, persist the cursors, exit (spec "Persistence")."""
+        self.stopping = True
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.spool.stop_writes()
+        deadline = time.monotonic() + self.config.shutdown_deliver_timeout
+        await asyncio.gather(*(f.drain(deadline) for f in self.forwarders))
+        if self._persist is not None:
+            self._persist.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._persist
+        await persist_once(self.spool, self.forwarders)
+        for fwd in self.forwarders:
+            try:
+                await fwd.sink.close()
+            except Exception as exc:
+                log.warning("sink %s: close failed: %s", fwd.name, exc)
+        self.spool.close()
+
+    def vars(self) -> Mapping[str, Any]:
+        return {"scratchd": {**self.stats.as_dict(),
+                             "spool": {"end": self.spool.end, "durable": self.spool.durable,
+                                       "segments": len(self.spool.bases),
+                                       "cursors": dict(self.spool.persisted)}}}
+
+    def listeners(self) -> Mapping[str, str]:
+        return {"http": f"http://{self.host}:{self.port}"}
