@@ -80,8 +80,7 @@ async def run_job(proc: Processor, url: str, **fields: Any) -> Job:
     job = Job(id="J" + str(time.monotonic_ns())[-13:], url=url, aggr_id="bad",
               callback_url="http://127.0.0.1:9/cb", max_retries=0, **fields)
     await proc.store.enqueue(job, Aggregation("bad", 4))
-    popped = await proc.store.pop_download("bad", 30)
-    assert popped is not None
+    [popped] = await proc.store.pop_downloads("bad", 1, 30)
     await asyncio.wait_for(proc.perform(popped, Aggregation("bad", 4)), timeout=15)
     done = await proc.store.get_job(job.id)
     assert done is not None

@@ -41,14 +41,18 @@ async def post_many(stack: Stack, n: int, aggrs: int, limit: int, delay: float) 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-def assert_all_terminal_once(stack: Stack, ids: list[str]) -> None:
+async def assert_all_terminal_once(stack: Stack, ids: list[str]) -> None:
     """Each job reported success in every callback it got (never both outcomes), and Redis
-    holds nothing of it any more except the deletion schedule."""
+    ends up holding nothing of it except the deletion schedule (a callback whose outcome
+    write was cut off comes back by its lease: at-least-once)."""
     for job_id in ids:
         outcomes = {c["success"] for c in stack.receiver.by_job[job_id]}
         assert outcomes == {True}, (job_id, stack.receiver.by_job[job_id])
     r = redis.Redis(port=stack.redis.port)
     try:
+        await async_wait_for(
+            lambda: r.zcard("CallbacksInFlight") == 0 and r.zcard("DownloadsInFlight") == 0,
+            30, "in-flight sets to drain")
         assert r.zcard("DownloadsInFlight") == 0
         assert r.zcard("CallbacksInFlight") == 0
         assert not list(r.scan_iter("jobs:*"))
@@ -70,7 +74,7 @@ async def test_processor_kill9_loses_nothing(stack: Stack) -> None:
     await stack.receiver.wait_for_jobs(set(ids), timeout=120)
     assert peak >= 450
     assert max(stack.files.peak.values()) <= 10
-    assert_all_terminal_once(stack, ids)
+    await assert_all_terminal_once(stack, ids)
 
 
 async def test_redis_restart_mid_run(daemon_factory: DaemonFactory,
@@ -83,7 +87,7 @@ async def test_redis_restart_mid_run(daemon_factory: DaemonFactory,
         await async_wait_for(lambda: len(stack.receiver.by_job) >= 20, 60, "first callbacks")
         await asyncio.to_thread(server.restart)
         await stack.receiver.wait_for_jobs(set(ids), timeout=120)
-        assert_all_terminal_once(stack, ids)
+        await assert_all_terminal_once(stack, ids)
         assert all(d.running for d in stack.daemons.values())
     finally:
         await stack.stop()
@@ -108,7 +112,7 @@ async def test_receiver_outage_then_back(stack: Stack) -> None:
         r.close()
     await stack.receiver.start()
     await stack.receiver.wait_for_jobs(set(ids), timeout=60)
-    assert_all_terminal_once(stack, ids)
+    await assert_all_terminal_once(stack, ids)
 
 
 @pytest.fixture
@@ -147,4 +151,4 @@ async def test_disk_full_pauses_and_resumes(stack: Stack, tiny_disk: Path) -> No
         assert b'"paused":0' in (r.get("stats:processor") or b"")
     finally:
         r.close()
-    assert_all_terminal_once(stack, ids)
+    await assert_all_terminal_once(stack, ids)

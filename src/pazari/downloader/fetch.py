@@ -40,6 +40,7 @@ class Result:
     status: int
     head: bytes
     size: int
+    fd: int  # the temp file, still open: the caller fsyncs and closes it off the loop
 
 
 def _tls_error(exc: BaseException) -> bool:
@@ -138,7 +139,10 @@ async def _read(resp: aiohttp.ClientResponse, limits: Limits, tmp_path: str,
                             f"Content-Length {length} exceeds the maximum file size of "
                             f"{limits.max_size} bytes", retriable=False)
     try:
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # Metadata operations can wait on the filesystem journal behind other jobs' fsyncs:
+        # never on the event loop.
+        fd = await asyncio.to_thread(os.open, tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                     0o644)
     except OSError as exc:
         raise DownloadError("creating tmp file", str(exc), retriable=True,
                             internal=True) from None
@@ -170,9 +174,10 @@ async def _read(resp: aiohttp.ClientResponse, limits: Limits, tmp_path: str,
             _write_all(fd, chunk)
         if not head_done:
             on_head(bytes(head))
-    finally:
+    except BaseException:
         os.close(fd)
-    return Result(status=status, head=bytes(head), size=size)
+        raise
+    return Result(status=status, head=bytes(head), size=size, fd=fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

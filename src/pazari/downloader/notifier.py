@@ -6,6 +6,7 @@ reclaimed when their lease expires."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import time
@@ -17,7 +18,7 @@ from redis.exceptions import RedisError
 from pazari.downloader import store as st
 from pazari.downloader.backends import Backend, DeliveryError, build
 from pazari.downloader.config import Config, test_time
-from pazari.downloader.job import FAILED, IN_PROGRESS, PENDING, SUCCESS, Job
+from pazari.downloader.job import FAILED, PENDING, SUCCESS, Job
 from pazari.downloader.stats import Stats, report_loop
 from pazari.runtime import Service, get_logger
 
@@ -42,6 +43,7 @@ class NotifierService(Service):
         self.store: st.Store | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.inflight: set[str] = set()
+        self.deliveries: set[asyncio.Task[None]] = set()
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
 
     async def start(self) -> None:
@@ -51,15 +53,15 @@ class NotifierService(Service):
             self.backends[name] = backend
         self.store = st.Store(st.connect(self.config.redis.url(), "notifier",
                                          20 + self.cfg.concurrency))
-        self.tasks = [asyncio.create_task(self._worker()) for _ in range(self.cfg.concurrency)]
-        self.tasks += [asyncio.create_task(self._keeper()),
+        self.tasks = [asyncio.create_task(self._dispatcher()),
+                      asyncio.create_task(self._keeper()),
                        asyncio.create_task(report_loop(self.stats, self.store,
                                                        self.cfg.stats_interval))]
 
     async def stop(self) -> None:
-        for t in self.tasks:
+        for t in [*self.tasks, *self.deliveries]:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.deliveries, return_exceptions=True)
         for backend in self.backends.values():
             try:
                 await backend.stop()
@@ -86,42 +88,50 @@ class NotifierService(Service):
                 log.warning("lease keeper: %s", exc)
             await asyncio.sleep(min(1.0, lease / 3))
 
-    async def _worker(self) -> None:
+    async def _dispatcher(self) -> None:
+        """One poller: pops as many due callbacks as there are free workers (``concurrency``
+        deliveries at most), so an idle notifier costs one Redis call per poll interval."""
         assert self.store is not None
+        free = asyncio.Semaphore(self.cfg.concurrency)
         while True:
+            await free.acquire()
+            n = 1
+            while not free.locked():
+                await free.acquire()
+                n += 1
             try:
-                job_id = await self.store.pop_callback(self.cfg.inflight_lease)
-            except (st.Empty, st.RetryLater):
+                jobs = await self.store.pop_callbacks(n, self.cfg.inflight_lease)
+            except (st.Empty, st.RetryLater, RedisError) as exc:
+                for _ in range(n):
+                    free.release()
+                if isinstance(exc, RedisError):
+                    log.warning("pop failed: %s", exc)
                 await asyncio.sleep(self.cfg.poll_interval)
                 continue
-            except RedisError as exc:
-                log.warning("pop failed: %s", exc)
-                await asyncio.sleep(self.cfg.poll_interval)
-                continue
-            self.inflight.add(job_id)
-            try:
-                await self._deliver_callback(job_id)
-            except RedisError as exc:
-                # The lease brings it back once Redis answers again.
-                log.warning("callback %s: %s", job_id, exc)
-            finally:
-                self.inflight.discard(job_id)
+            for _ in range(n - len(jobs)):
+                free.release()
+            for job in jobs:
+                self.inflight.add(job.id)
+                task = asyncio.create_task(self._deliver(job))
+                self.deliveries.add(task)
+                task.add_done_callback(functools.partial(self._delivered, free, job.id))
 
-    async def _deliver_callback(self, job_id: str) -> None:
-        assert self.store is not None
+    def _delivered(self, free: asyncio.Semaphore, job_id: str, task: asyncio.Task[None]
+                   ) -> None:
+        self.deliveries.discard(task)
+        self.inflight.discard(job_id)
+        free.release()
+
+    async def _deliver(self, job: Job) -> None:
         try:
-            job = await self.store.get_job(job_id)
-        except ValueError as exc:
-            log.error("job %s unreadable: %s", job_id, exc)
-            await self.store.forget_callback(job_id)
-            return
-        if job is None:
-            await self.store.forget_callback(job_id)
-            return
-        job.callback_count += 1
-        job.callback_state = IN_PROGRESS
-        job.callback_meta = ""
-        await self.store.save_job(job)
+            await self._deliver_callback(job)
+        except RedisError as exc:
+            # The outcome was not written; the lease brings the callback back.
+            log.warning("callback %s: %s", job.id, exc)
+
+    async def _deliver_callback(self, job: Job) -> None:
+        """spec §4 per job; CallbackCount/InProgress were set by the pop."""
+        assert self.store is not None
         if job.download_state not in (SUCCESS, FAILED):
             await self._mark_failed(job, f"Invalid job download state: '{job.download_state}'")
             return

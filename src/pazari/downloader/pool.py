@@ -55,16 +55,11 @@ class Pool:
         proc = self.proc
         poll = proc.cfg.poll_interval
         while True:
-            await self.slots.acquire()
-            await proc.global_slots.acquire()
-            if self.bucket is not None:
-                await self.bucket.take()
+            n = await self._acquire_slots()
             try:
-                job = await proc.store.pop_download(self.aggr.id, proc.cfg.inflight_lease)
+                jobs = await proc.store.pop_downloads(self.aggr.id, n, proc.cfg.inflight_lease)
             except (st.Empty, st.RetryLater, RedisError) as exc:
-                self._release()
-                if self.bucket is not None:
-                    self.bucket.refund()
+                self._release(n)
                 if isinstance(exc, st.Empty) and not self.active:
                     return
                 if isinstance(exc, RedisError):
@@ -72,18 +67,33 @@ class Pool:
                     proc.stats.incr("failures")
                 await asyncio.sleep(poll)
                 continue
-            if job is None:
-                self._release()
-                proc.stats.incr("failures")
-                continue
-            self.downloads += 1
-            task = asyncio.create_task(self._perform(job))
-            self.active.add(task)
-            task.add_done_callback(self._done)
+            self._release(n - len(jobs))
+            for job in jobs:
+                self.downloads += 1
+                task = asyncio.create_task(self._perform(job))
+                self.active.add(task)
+                task.add_done_callback(self._done)
 
-    def _release(self) -> None:
-        self.slots.release()
-        self.proc.global_slots.release()
+    async def _acquire_slots(self) -> int:
+        """Wait for one slot (aggregation, then global, then a rate token), then take every
+        other slot free right now: one pop fetches as many jobs as may start."""
+        proc = self.proc
+        await self.slots.acquire()
+        await proc.global_slots.acquire()
+        if self.bucket is not None:
+            await self.bucket.take()
+            return 1  # rate-limited: one token, one job
+        n = 1
+        while not self.slots.locked() and not proc.global_slots.locked():
+            await self.slots.acquire()
+            await proc.global_slots.acquire()
+            n += 1
+        return n
+
+    def _release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.slots.release()
+            self.proc.global_slots.release()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.active.discard(task)

@@ -21,6 +21,7 @@ from pazari.downloader.fetch import Limits, fetch
 from pazari.downloader.imagesize import ImageSizeError, image_size
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Aggregation, Job
 from pazari.downloader.pool import Pool
+from pazari.downloader.proxies import EnvProxies
 from pazari.downloader.ssrf import GuardedResolver, parse_networks
 from pazari.downloader.stats import Stats, report_loop
 from pazari.downloader.storage import FileStorage
@@ -47,6 +48,7 @@ class Processor:
         self.global_slots = asyncio.Semaphore(self.cfg.max_concurrency)
         self.inflight: set[str] = set()
         self.allowed_networks = parse_networks(self.cfg.allowed_networks)
+        self.proxies = EnvProxies()
         self.pools: dict[str, asyncio.Task[None]] = {}
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
         deletion = config.notifier.deletion_interval or DEFAULT_DELETION_MINUTES
@@ -146,24 +148,36 @@ class Processor:
                                     stat="download.response.mime")
 
         tmp = self.storage.tmp_path(job.id)
-        await fetch(self.session, job.url, headers, aggr.proxy, limits, tmp, on_head, on_status)
+        proxy = aggr.proxy or self.proxies.for_url(job.url)
+        result = await fetch(self.session, job.url, headers, proxy, limits, tmp, on_head,
+                             on_status)
+        mime = sniffed[0] if job.extract_image_size and sniffed else None
+        # fsync, image size and the rename run in one worker-thread hop (spec §3 steps 8-10).
+        size = await asyncio.to_thread(self._finish_file, result.fd, tmp, mime, job.path())
+        if size is not None:
+            job.image_size = size
+
+    def _finish_file(self, fd: int, tmp: str, mime: str | None, rel: str) -> str | None:
         try:
-            await asyncio.to_thread(_fsync, tmp)
+            os.fsync(fd)
         except OSError as exc:
             raise DownloadError("syncing to disk", str(exc), retriable=True,
                                 internal=True) from None
-        if job.extract_image_size and sniffed:
+        finally:
+            os.close(fd)
+        size = None
+        if mime is not None:
             try:
-                size = image_size(tmp, sniffed[0])
+                size = image_size(tmp, mime) or ""
             except ImageSizeError as exc:
                 raise DownloadError("extracting image-size", str(exc), retriable=False,
                                     stat="download.response.image-size") from None
-            job.image_size = size or ""
         try:
-            self.storage.store(tmp, job.path())
+            self.storage.store(tmp, rel)
         except OSError as exc:
             raise DownloadError("storing file to default storage backend", str(exc),
                                 retriable=False) from None
+        return size
 
     # --------------------------------------------------------------------- spawning
     def spawn(self, aggr: Aggregation) -> None:
@@ -204,14 +218,6 @@ class Processor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ProcessorService(Service):
     name = "downloader-processor"
 
@@ -237,7 +243,7 @@ class ProcessorService(Service):
             resolver=None if cfg.allow_private_networks
             else GuardedResolver(parse_networks(cfg.allowed_networks)))
         session = aiohttp.ClientSession(
-            connector=connector, trust_env=True, auto_decompress=True,
+            connector=connector, trust_env=False, auto_decompress=True,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout,
                                           sock_read=cfg.read_timeout),
         )

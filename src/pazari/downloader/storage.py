@@ -13,6 +13,7 @@ class FileStorage:
     def __init__(self, storage_dir: str, rootdir: str) -> None:
         self.storage_dir = storage_dir
         self.rootdir = rootdir
+        self._made: set[str] = set()
 
     def check_writable(self) -> None:
         """Raise OSError unless storage_dir accepts a file (spec §3 Startup)."""
@@ -32,7 +33,10 @@ class FileStorage:
 
     def store(self, tmp: str, rel: str) -> None:
         dst = self.final_path(rel)
-        os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+        parent = os.path.dirname(dst)
+        if parent not in self._made:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+            self._made.add(parent)
         try:
             os.replace(tmp, dst)
         except OSError as exc:

@@ -17,8 +17,9 @@ Scores are compared as numbers (the original's Lua compared strings).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -73,32 +74,54 @@ redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3 + n + 1])
 return created
 """
 
-# Pop the first eligible member into the in-flight set (spec §2 zpop, plus the lease).
-# KEYS: queue, inflight. ARGV: now, lease_until. Returns the id, or errors EMPTY/RETRYLATER.
-_POP = """
-local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+# Pop up to ARGV[3] eligible jobs for download: each moves to the in-flight set, is marked
+# InProgress and has its attempt counted; the hashes come back in the same round trip. A
+# popped id without a hash is dropped. KEYS: jobs, inflight. ARGV: now, lease_until, n.
+_POP_DOWNLOADS = """
+local now = tonumber(ARGV[1])
+local top = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
 if #top == 0 then return redis.error_reply('EMPTY') end
-if tonumber(top[2]) > tonumber(ARGV[1]) then return redis.error_reply('RETRYLATER') end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, 0)
-redis.call('ZADD', KEYS[2], ARGV[2], top[1])
-return top[1]
+if tonumber(top[2]) > now then return redis.error_reply('RETRYLATER') end
+local out = {}
+for i = 1, #top, 2 do
+  local id = top[i]
+  if tonumber(top[i + 1]) > now then break end
+  redis.call('ZREM', KEYS[1], id)
+  local key = 'job:' .. id
+  local hid = redis.call('HGET', key, 'ID')
+  if hid and hid ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    redis.call('HSET', key, 'DownloadState', 'InProgress', 'DownloadMeta', '',
+               'ResponseCode', '0')
+    redis.call('HINCRBY', key, 'DownloadCount', 1)
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
 """
 
-# Pop for a download: also marks the job InProgress, counts the attempt and returns the hash
-# (one round trip instead of three). A popped id without a hash is dropped.
-# KEYS: jobs, inflight. ARGV: now, lease_until.
-_POP_DOWNLOAD = """
-local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+# The same for callbacks: InProgress, CallbackMeta cleared, CallbackCount counted (spec §4).
+# KEYS: CallbackQueue, inflight. ARGV: now, lease_until, n.
+_POP_CALLBACKS = """
+local now = tonumber(ARGV[1])
+local top = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
 if #top == 0 then return redis.error_reply('EMPTY') end
-if tonumber(top[2]) > tonumber(ARGV[1]) then return redis.error_reply('RETRYLATER') end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, 0)
-local key = 'job:' .. top[1]
-local id = redis.call('HGET', key, 'ID')
-if not id or id == '' then return {top[1]} end
-redis.call('ZADD', KEYS[2], ARGV[2], top[1])
-redis.call('HSET', key, 'DownloadState', 'InProgress', 'DownloadMeta', '', 'ResponseCode', '0')
-redis.call('HINCRBY', key, 'DownloadCount', 1)
-return {top[1], redis.call('HGETALL', key)}
+if tonumber(top[2]) > now then return redis.error_reply('RETRYLATER') end
+local out = {}
+for i = 1, #top, 2 do
+  local id = top[i]
+  if tonumber(top[i + 1]) > now then break end
+  redis.call('ZREM', KEYS[1], id)
+  local key = 'job:' .. id
+  local hid = redis.call('HGET', key, 'ID')
+  if hid and hid ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    redis.call('HSET', key, 'CallbackState', 'InProgress', 'CallbackMeta', '')
+    redis.call('HINCRBY', key, 'CallbackCount', 1)
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
 """
 
 # Move expired in-flight downloads back to their aggregation queue (crash recovery).
@@ -218,14 +241,33 @@ def _raise_pop_error(exc: ResponseError) -> None:
     raise exc
 
 
+OUTCOME_RETRIES = 12
+
+
+async def _retrying(op: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an idempotent outcome write (HSET/ZREM/ZADD/DEL in one MULTI) until Redis takes it,
+    for about 20 s: a Redis restart must not turn finished work into a lease expiry and a
+    second download (the lease still covers a longer outage)."""
+    delay = 0.05
+    for attempt in range(OUTCOME_RETRIES):
+        try:
+            return await op()
+        except (RedisConnectionError, RedisTimeoutError):
+            if attempt == OUTCOME_RETRIES - 1:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+    raise AssertionError("unreachable")
+
+
 class Store:
     """The downloader's Redis operations."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.r = client
         self._enqueue = client.register_script(_ENQUEUE)
-        self._pop = client.register_script(_POP)
-        self._pop_download = client.register_script(_POP_DOWNLOAD)
+        self._pop_downloads = client.register_script(_POP_DOWNLOADS)
+        self._pop_callbacks = client.register_script(_POP_CALLBACKS)
         self._reclaim_downloads = client.register_script(_RECLAIM_DOWNLOADS)
         self._reclaim_callbacks = client.register_script(_RECLAIM_CALLBACKS)
         self._delaggr = client.register_script(_DELAGGR)
@@ -305,19 +347,27 @@ class Store:
         scan (here or on a peer) can take it at once."""
         await self._delaggr(keys=[jobs_key(aggr_id), aggr_key(aggr_id)])
 
-    async def pop_download(self, aggr_id: str, lease: float) -> Job | None:
-        """Move the next eligible job to the in-flight set, marked InProgress with its
-        DownloadCount incremented. None if the popped id had no hash (it is dropped)."""
+    async def pop_downloads(self, aggr_id: str, n: int, lease: float) -> list[Job]:
+        """Move up to ``n`` eligible jobs to the in-flight set, marked InProgress with their
+        DownloadCount incremented (raises Empty/RetryLater when there is none)."""
+        return await self._pop_jobs(self._pop_downloads, jobs_key(aggr_id),
+                                    DOWNLOADS_INFLIGHT, n, lease)
+
+    async def pop_callbacks(self, n: int, lease: float) -> list[Job]:
+        """Move up to ``n`` due callbacks to the in-flight set, marked InProgress with their
+        CallbackCount incremented (raises Empty/RetryLater when there is none)."""
+        return await self._pop_jobs(self._pop_callbacks, CALLBACK_QUEUE, CALLBACKS_INFLIGHT,
+                                    n, lease)
+
+    async def _pop_jobs(self, script: Any, queue: str, inflight: str, n: int, lease: float
+                        ) -> list[Job]:
         t = time.time()
         try:
-            reply = await self._pop_download(
-                keys=[jobs_key(aggr_id), DOWNLOADS_INFLIGHT], args=[int(t), int(t + lease)])
+            reply = await script(keys=[queue, inflight], args=[int(t), int(t + lease), n])
         except ResponseError as exc:
             _raise_pop_error(exc)
             raise
-        if len(reply) < 2:
-            return None
-        return Job.from_hash(_decode_hash(reply[1]))
+        return [Job.from_hash(_decode_hash(flat)) for flat in reply]
 
     async def renew_inflight(self, key: str, ids: Iterable[str], lease: float) -> None:
         until = int(time.time() + lease)
@@ -334,6 +384,10 @@ class Store:
         """Write the outcome and leave the in-flight set in one MULTI: requeue (Pending,
         score ``requeue_at``), or terminal with the callback queued, or terminal without
         callback scheduled for deletion."""
+        await _retrying(lambda: self._finish_download(job, requeue_at, callback, deletion_at))
+
+    async def _finish_download(self, job: Job, requeue_at: float | None, callback: bool,
+                               deletion_at: float | None) -> None:
         async with self.r.pipeline(transaction=True) as p:
             if callback and requeue_at is None:
                 job.callback_state = PENDING
@@ -371,22 +425,15 @@ class Store:
             await p.execute()
 
     # -------------------------------------------------------------------- notifier
-    async def pop_callback(self, lease: float) -> str:
-        t = time.time()
-        try:
-            member = await self._pop(keys=[CALLBACK_QUEUE, CALLBACKS_INFLIGHT],
-                                     args=[int(t), int(t + lease)])
-        except ResponseError as exc:
-            _raise_pop_error(exc)
-            raise
-        return _s(member)
-
     async def reclaim_callbacks(self, limit: int = 500) -> int:
         return int(await self._reclaim_callbacks(
             keys=[CALLBACKS_INFLIGHT, CALLBACK_QUEUE], args=[now(), limit]))
 
     async def callback_delivered(self, job_id: str, deletion_at: float) -> None:
         """spec §4: delete the hash and schedule the file for deletion."""
+        await _retrying(lambda: self._callback_delivered(job_id, deletion_at))
+
+    async def _callback_delivered(self, job_id: str, deletion_at: float) -> None:
         async with self.r.pipeline(transaction=True) as p:
             p.delete(job_key(job_id))
             p.zrem(CALLBACKS_INFLIGHT, job_id)
@@ -395,6 +442,9 @@ class Store:
 
     async def callback_outcome(self, job: Job, retry_at: float | None) -> None:
         """Save a failed (terminal) or retried callback and leave the in-flight set."""
+        await _retrying(lambda: self._callback_outcome(job, retry_at))
+
+    async def _callback_outcome(self, job: Job, retry_at: float | None) -> None:
         async with self.r.pipeline(transaction=True) as p:
             p.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
             p.zrem(CALLBACKS_INFLIGHT, job.id)
