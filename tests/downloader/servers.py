@@ -67,6 +67,8 @@ class FileServer:
     peak: Counter[str] = field(default_factory=Counter)
     hits: Counter[str] = field(default_factory=Counter)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
+    hit_times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    proxied: list[str] = field(default_factory=list)
     server: Running | None = None
 
     def app(self) -> web.Application:
@@ -83,6 +85,7 @@ class FileServer:
             web.get("/headers", self.headers),
             web.get("/big/{size}", self.big),
             web.get("/to", self.to),
+            web.get("/{tail:.*}", self.as_proxy),
         ])
         return app
 
@@ -100,6 +103,7 @@ class FileServer:
         aggr = request.query.get("a", "")
         delay = float(request.query.get("delay", "0"))
         self.hits[name] += 1
+        self.hit_times[aggr].append(asyncio.get_running_loop().time())
         self.current[aggr] += 1
         self.peak[aggr] = max(self.peak[aggr], self.current[aggr])
         try:
@@ -142,6 +146,11 @@ class FileServer:
     async def loop(self, request: web.Request) -> web.Response:
         n = int(request.match_info["n"])
         raise web.HTTPFound(f"/loop/{n + 1}")
+
+    async def as_proxy(self, request: web.Request) -> web.Response:
+        """Anything else: answer as an HTTP proxy would for an absolute-form request."""
+        self.proxied.append(f"{request.host}{request.path}")
+        return web.Response(body=HTML, content_type="text/html")
 
     async def to(self, request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["u"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,47 @@ def test_purge_assets(tmp_path: Path, purge: bool) -> None:
                             text=True, env={k: v for k, v in os.environ.items()
                                             if k != "ASSETS_PATH"}, timeout=30)
     assert no_env.returncode == 2 and "ASSETS_PATH" in no_env.stderr
+
+
+def test_api_through_redis_sentinel(daemon_factory: Any, redis_server: Any,
+                                    tmp_path: Path) -> None:
+    """``redis.sentinel`` + ``redis.master_name``: the api finds the master via Sentinel."""
+    import subprocess
+    import urllib.request
+
+    from tests.support.ports import free_port, wait_for
+
+    sport = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {sport}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                    f"sentinel monitor pz 127.0.0.1 {redis_server.port} 1\n")
+    sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        cfg = make_config(tmp_path, redis_server)
+        cfg["redis"] = {"addr": "127.0.0.1:1", "sentinel": [f"127.0.0.1:{sport}"],
+                        "master_name": "pz"}
+        path = write_config(tmp_path, cfg)
+        port = free_port()
+        daemon_factory([DOWNLOADER_BIN, "api", "-c", str(path), "--host", "127.0.0.1",
+                        "-p", str(port)])
+        body = json.dumps({"url": "http://x/y", "aggr_id": "s", "aggr_limit": 1,
+                           "callback_url": "http://x/cb"}).encode()
+
+        def post() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/download", body,
+                                            timeout=5) as resp:
+                    return bool(resp.status == 201)
+            except OSError:
+                return False
+
+        wait_for(post, 30, "a job enqueued through Sentinel")
+        r = redis.Redis(port=redis_server.port)
+        try:
+            assert r.zcard("jobs:s") >= 1
+        finally:
+            r.close()
+    finally:
+        sentinel.terminate()
+        sentinel.wait(10)

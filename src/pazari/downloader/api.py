@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from pazari.downloader import validate
 from pazari.downloader.config import Config
 from pazari.downloader.job import FAILED, new_job_id
-from pazari.downloader.store import Store, connect
+from pazari.downloader.store import Store, connect_config
 from pazari.runtime import Service, get_logger, metrics_routes
 
 log = get_logger("downloader.api")
@@ -177,7 +177,7 @@ class ApiService(Service):
         self._url = ""
 
     async def start(self) -> None:
-        self.client = connect(self.config.redis.url(), "api")
+        self.client = connect_config(self.config.redis, "api")
         self.api = Api(Store(self.client), self.config.api.heartbeat_path)
         app = web.Application(client_max_size=16 << 20)
         app.add_routes(metrics_routes(self.registry, self.vars))

@@ -51,7 +51,7 @@ class NotifierService(Service):
             backend = build(name, settings)
             await backend.start()
             self.backends[name] = backend
-        self.store = st.Store(st.connect(self.config.redis.url(), "notifier",
+        self.store = st.Store(st.connect_config(self.config.redis, "notifier",
                                          20 + self.cfg.concurrency))
         self.tasks = [asyncio.create_task(self._dispatcher()),
                       asyncio.create_task(self._keeper()),

@@ -237,7 +237,7 @@ class ProcessorService(Service):
             storage.check_writable()
         except OSError as exc:
             raise RuntimeError(f"Error verifying storage directory is writable: {exc}") from exc
-        client = st.connect(self.config.redis.url(), "processor", 50 + cfg.max_concurrency)
+        client = st.connect_config(self.config.redis, "processor", 50 + cfg.max_concurrency)
         connector = aiohttp.TCPConnector(
             limit=0, ttl_dns_cache=10, keepalive_timeout=30,
             resolver=None if cfg.allow_private_networks
