@@ -9,7 +9,6 @@ original's one producer per connection.
 from __future__ import annotations
 
 import asyncio
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,6 +19,9 @@ from pazari.rafka.stats import Stats
 from pazari.runtime.logs import get_logger
 
 log = get_logger("rafka.producer")
+
+#: How often the event loop serves librdkafka's callbacks (seconds).
+POLL_INTERVAL = 0.05
 
 
 class ProduceError(Exception):
@@ -48,10 +50,14 @@ class Producer:
         self._producer = confluent_kafka.Producer(conf)
         #: librdkafka's produce, unwrapped, for the hot path: (topic, value, key).
         self.produce_raw = self._producer.produce
-        self._closed = threading.Event()
-        # Delivery reports only reach Python from poll(); a thread keeps calling it.
-        self._poller = threading.Thread(target=self._poll_loop, name=self.name, daemon=True)
-        self._poller.start()
+        # Delivery reports (failures only) and error/stats callbacks reach Python through
+        # poll(). The event loop polls without blocking every POLL_INTERVAL: a polling thread
+        # would contend for the GIL with the loop and put its switch interval into the tail
+        # latency of every reply.
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
+            POLL_INTERVAL, self._poll_tick
+        )
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-flush")
         log.info("Started working...", extra={"producer": self.name})
 
@@ -80,8 +86,10 @@ class Producer:
         if left:
             log.warning("Error flushing: %d unflushed events", left, extra={"producer": self.name})
             self.stats.unflushed_messages += left
-        self._closed.set()
-        await asyncio.get_running_loop().run_in_executor(None, self._poller.join)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._producer.poll(0)
         self._executor.shutdown(wait=False)
         self.stats.librdkafka.pop(self.name, None)
         log.info("Bye", extra={"producer": self.name})
@@ -92,9 +100,9 @@ class Producer:
         metadata = self._producer.list_topics(timeout=timeout)
         return list(metadata.topics)
 
-    def _poll_loop(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(0.1)
+    def _poll_tick(self) -> None:
+        self._producer.poll(0)
+        self._timer = self._loop.call_later(POLL_INTERVAL, self._poll_tick)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is None:
