@@ -194,11 +194,11 @@ def shared_mistry(
         yield Mistry(daemon, port, base, config, docker_engine)
 
 
-@pytest.fixture
-def mistry_factory(
+def make_mistry_factory(
     daemon_factory: DaemonFactory, docker_engine: DockerEngine, tmp_path: Path
-) -> Iterator[MistryFactory]:
-    """``mistry_factory(config_overrides=None, args=(), root=None)`` starts a mistryd."""
+) -> MistryFactory:
+    """``factory(config_overrides=None, args=(), root=None, port=None)`` starts a mistryd
+    (stopped by daemon_factory's teardown)."""
     started: list[Mistry] = []
 
     def make(
@@ -218,7 +218,14 @@ def mistry_factory(
         started.append(m)
         return m
 
-    yield make
+    return make
+
+
+@pytest.fixture
+def mistry_factory(
+    daemon_factory: DaemonFactory, docker_engine: DockerEngine, tmp_path: Path
+) -> MistryFactory:
+    return make_mistry_factory(daemon_factory, docker_engine, tmp_path)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import time
@@ -16,8 +17,10 @@ from pazari.mistry.config import MistryConfig
 from pazari.mistry.engine import (
     LABEL,
     LABEL_BUILD_PATH,
+    LABEL_CONTEXT,
     LABEL_JOB,
     LABEL_PROJECT,
+    LABEL_UID,
     Engine,
     EngineError,
 )
@@ -153,25 +156,44 @@ class Builder:
                 for sub in ("data", "data/cache", "data/artifacts"):
                     os.chown(pending / sub, uid, -1)
 
+    async def _image_current(self, image: str, labels: dict[str, str]) -> bool:
+        try:
+            doc = await self.engine.inspect_image(image)
+        except EngineError:
+            return False
+        have = (doc.get("Config") or {}).get("Labels") or {}
+        return all(have.get(k) == v for k, v in labels.items())
+
     async def _execute(self, job: Job, info: BuildInfo, pending: Path) -> int:
         assert job.log is not None
         log = job.log
         image = f"mistry-{job.project}"
         context = await asyncio.to_thread(build_context, self.projects / job.project)
-        try:
-            await self.engine.build_image(
-                context,
-                image,
-                buildargs={"uid": self.config.user},
-                labels={LABEL: "1", LABEL_PROJECT: job.project},
-                nocache=job.request.rebuild,
-                pull=False,
-                on_output=log.text,
-            )
-        except EngineError as exc:
-            raise JobError(
-                f"work: could not build docker image; could not build docker image '{image}': {exc}"
-            ) from None
+        digest = hashlib.sha256(context).hexdigest()
+        labels = {
+            LABEL: "1", LABEL_PROJECT: job.project, LABEL_CONTEXT: digest,
+            LABEL_UID: self.config.user,
+        }  # fmt: skip
+        if not job.request.rebuild and await self._image_current(image, labels):
+            # Same context and build args as the existing image: the engine's layer cache
+            # would rebuild it identically, only slower.
+            log.text(f"Using image {image}: build context unchanged ({digest[:12]})\n")
+        else:
+            try:
+                await self.engine.build_image(
+                    context,
+                    image,
+                    buildargs={"uid": self.config.user},
+                    labels=labels,
+                    nocache=job.request.rebuild,
+                    pull=False,
+                    on_output=log.text,
+                )
+            except EngineError as exc:
+                raise JobError(
+                    "work: could not build docker image; "
+                    f"could not build docker image '{image}': {exc}"
+                ) from None
         binds = [f"{pending / 'data'}:/data"]
         binds += [f"{src}:{dst}" for src, dst in self.config.mounts.items()]
         spec = {

@@ -21,6 +21,8 @@ LABEL = "pazari.mistry"
 LABEL_PROJECT = "pazari.mistry.project"
 LABEL_JOB = "pazari.mistry.job"
 LABEL_BUILD_PATH = "pazari.mistry.build-path"
+LABEL_CONTEXT = "pazari.mistry.context"
+LABEL_UID = "pazari.mistry.uid"
 
 STDOUT, STDERR = 1, 2
 

@@ -37,6 +37,8 @@ class LogSink:
         if self.closed or not data:
             return
         self._file.write(data)
+        # Readers (the job page, /job JSON) open out.log themselves: keep it current.
+        self._file.flush()
         if stream == STDERR:
             self._stderr += data
             if len(self._stderr) > 2 * STDERR_KEEP:
@@ -86,6 +88,10 @@ class LogSink:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
 
     @property
     def stderr(self) -> str:

@@ -97,6 +97,9 @@ class MistryService(Service):
                 "running": len(self.scheduler.running),
                 "inflight": len(self.scheduler.inflight),
                 "indexed_jobs": len(self.index),
+                "log_subscribers": sum(
+                    j.log.subscribers for j in self.scheduler.running if j.log is not None
+                ),
             }
         }
 

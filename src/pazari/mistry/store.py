@@ -160,12 +160,16 @@ class JobIndex:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], IndexEntry] = {}
         self._order: list[tuple[tuple[int, str, str], IndexEntry]] = []
+        # Encoded pages, dropped on any change: the web view polls the same page every 3 s
+        # and /index/ with 10k jobs is a 6 MB body that need not be re-joined per request.
+        self._pages: dict[tuple[int, int | None, str], bytes] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, project: str, job_id: str, state: State, info: BuildInfo) -> None:
         self.remove(project, job_id)
+        self._pages.clear()
         entry = IndexEntry(project, job_id, state, info, _encode(project, job_id, state, info))
         self._entries[(project, job_id)] = entry
         bisect.insort(self._order, (entry.sort_key, entry), key=lambda item: item[0])
@@ -174,6 +178,7 @@ class JobIndex:
         entry = self._entries.pop((project, job_id), None)
         if entry is None:
             return
+        self._pages.clear()
         i = bisect.bisect_left(self._order, entry.sort_key, key=lambda item: item[0])
         while i < len(self._order) and self._order[i][1] is not entry:
             i += 1
@@ -193,7 +198,14 @@ class JobIndex:
         return [e for _, e in self._order[offset:end]]
 
     def encode_page(self, offset: int = 0, limit: int | None = None, project: str = "") -> bytes:
-        return b"[" + b",".join(e.encoded for e in self.page(offset, limit, project)) + b"]"
+        key = (offset, limit, project)
+        body = self._pages.get(key)
+        if body is None:
+            body = b"[" + b",".join(e.encoded for e in self.page(offset, limit, project)) + b"]"
+            if len(self._pages) >= 64:
+                self._pages.clear()
+            self._pages[key] = body
+        return body
 
     def entries(self) -> Iterator[IndexEntry]:
         return iter(list(self._entries.values()))
@@ -203,6 +215,7 @@ class JobIndex:
         removed by ``mistryd delete-build`` from another process)."""
         self._entries.clear()
         self._order.clear()
+        self._pages.clear()
         for p in layout.projects():
             for state in ("pending", "ready"):
                 st: State = "pending" if state == "pending" else "ready"

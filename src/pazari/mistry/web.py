@@ -57,7 +57,7 @@ setInterval(refresh,3000);
 
 JOB_JS = """
 const root=document.getElementById('job');
-if(root.dataset.state==='pending'){
+function tail(){
   const log=document.getElementById('log');
   let buffer=[];
   const src=new EventSource('/log/'+root.dataset.project+'/'+root.dataset.id+
@@ -71,6 +71,8 @@ if(root.dataset.state==='pending'){
     if(r.ok&&(await r.json()).State==='ready') location.reload();
   },3000);
 }
+// Start tailing once the page has loaded: the open stream must not hold up the load event.
+if(root.dataset.state==='pending') window.addEventListener('load',()=>setTimeout(tail,0));
 """
 
 
