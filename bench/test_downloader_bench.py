@@ -186,7 +186,8 @@ async def _spawn_processor(daemon_factory: DaemonFactory, redis_server: RedisSer
 
 async def _enqueue(redis_server: RedisServer, urls: list[str], aggrs: int, limit: int) -> None:
     from pazari.downloader.job import Aggregation, Job
-    from pazari.downloader.store import Store, connect
+    from pazari.downloader.redisconn import connect
+    from pazari.downloader.store import Store
 
     client = connect(redis_server.url, "bench")
     store = Store(client)

@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from pazari.downloader.api import Api
-from pazari.downloader.store import Store, connect
+from pazari.downloader.redisconn import connect
+from pazari.downloader.store import Store
 from tests.support.daemon import Daemon, DaemonFactory
 from tests.support.ports import free_port
 from tests.support.services import RedisServer

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import redis
 
-from pazari.downloader.job import Job
+from pazari.downloader.store import decode_job
 from tests.support.ports import async_wait_for
 from tests.support.services import KafkaBroker, consume_all
 
@@ -104,7 +104,7 @@ async def test_job_without_callback_is_cleaned(stack: Stack) -> None:
     try:
         await async_wait_for(lambda: r.zscore("JobDeletionQueue", job_id) is not None, 30,
                              "deletion schedule")
-        job = Job.from_hash(r.hgetall(f"job:{job_id}"))
+        job = decode_job(r.hgetall(f"job:{job_id}"))
         assert job.download_state == "Failed" and job.callback_state == ""
         # Make it due now: the reaper deletes the hash.
         r.zadd("JobDeletionQueue", {job_id: 0})

@@ -17,7 +17,8 @@ from redis.exceptions import RedisError
 from pazari.downloader import validate
 from pazari.downloader.config import Config
 from pazari.downloader.job import FAILED, new_job_id
-from pazari.downloader.store import Store, connect_config
+from pazari.downloader.redisconn import connect_config
+from pazari.downloader.store import Store
 from pazari.runtime import Service, get_logger, metrics_routes
 
 log = get_logger("downloader.api")

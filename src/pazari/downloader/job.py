@@ -1,9 +1,5 @@
-"""The Job and Aggregation records and the callback payload (spec §2, §4).
-
-Hash field names and value encodings are the original's, so that an existing Redis and the
-Go services keep working: bools are ``"1"``/``"0"``, ``MaxRetries`` is ``"null"`` or an
-integer, ``RequestHeaders`` is a JSON string (``"null"`` when none).
-"""
+"""The Job and Aggregation records and the callback payload (spec §2, §4). Their Redis
+encoding lives in :mod:`pazari.downloader.store`."""
 
 from __future__ import annotations
 
@@ -63,50 +59,6 @@ class Job:
     # reject unknown fields, keep working with jobs that do not use it.
     mime_type_any: list[str] = field(default_factory=list)
 
-    # ---------------------------------------------------------------- Redis encoding
-    def to_hash(self) -> dict[str, str]:
-        """Every field, as the original's HMSET wrote them."""
-        h = {
-            "ID": self.id,
-            "URL": self.url,
-            "AggrID": self.aggr_id,
-            "MaxRetries": "null" if self.max_retries is None else str(self.max_retries),
-            "DownloadState": self.download_state,
-            "DownloadCount": str(self.download_count),
-            "DownloadMeta": self.download_meta,
-            "CallbackState": self.callback_state,
-            "CallbackType": self.callback_type,
-            "CallbackDst": self.callback_dst,
-            "CallbackURL": self.callback_url,
-            "DownloadURL": self.download_url,
-            "CallbackMeta": self.callback_meta,
-            "CallbackCount": str(self.callback_count),
-            "Extra": self.extra,
-            "ResponseCode": str(self.response_code),
-            "MimeType": self.mime_type,
-            "ExtractImageSize": "1" if self.extract_image_size else "0",
-            "ImageSize": self.image_size,
-            "DownloadTimeout": str(self.download_timeout),
-            "RequestHeaders": orjson.dumps(self.request_headers).decode(),
-            "S3Bucket": self.s3_bucket,
-            "S3Region": self.s3_region,
-        }
-        if self.mime_type_any:
-            h["MimeTypeAny"] = orjson.dumps(self.mime_type_any).decode()
-        return h
-
-    @classmethod
-    def from_hash(cls, h: dict[str, str]) -> Job:
-        """Decode an HGETALL reply; raise ValueError like the original's reader on an
-        unknown field or a bad value."""
-        job = cls()
-        for key, value in h.items():
-            setter = _SETTERS.get(key)
-            if setter is None:
-                raise ValueError(f"Field {key} with value {value} was not found in Job struct")
-            setter(job, value)
-        return job
-
     # ------------------------------------------------------------------- behaviour
     def has_callback(self) -> bool:
         return self.callback_url != "" or self.callback_dst != ""
@@ -160,62 +112,6 @@ class Job:
         )
 
 
-def _int(v: str) -> int:
-    return int(v) if v else 0
-
-
-def _set_max_retries(j: Job, v: str) -> None:
-    j.max_retries = None if v in ("", "null") else int(v)
-
-
-def _set_headers(j: Job, v: str) -> None:
-    j.request_headers = orjson.loads(v) if v else None
-
-
-def _set_any(j: Job, v: str) -> None:
-    j.mime_type_any = list(orjson.loads(v)) if v else []
-
-
-def _str(name: str):  # type: ignore[no-untyped-def]
-    def set_(j: Job, v: str) -> None:
-        setattr(j, name, v)
-    return set_
-
-
-def _num(name: str):  # type: ignore[no-untyped-def]
-    def set_(j: Job, v: str) -> None:
-        setattr(j, name, _int(v))
-    return set_
-
-
-_SETTERS = {
-    "ID": _str("id"),
-    "URL": _str("url"),
-    "AggrID": _str("aggr_id"),
-    "MaxRetries": _set_max_retries,
-    "DownloadState": _str("download_state"),
-    "DownloadCount": _num("download_count"),
-    "DownloadMeta": _str("download_meta"),
-    "CallbackState": _str("callback_state"),
-    "CallbackType": _str("callback_type"),
-    "CallbackDst": _str("callback_dst"),
-    "CallbackURL": _str("callback_url"),
-    "DownloadURL": _str("download_url"),
-    "CallbackMeta": _str("callback_meta"),
-    "CallbackCount": _num("callback_count"),
-    "Extra": _str("extra"),
-    "ResponseCode": _num("response_code"),
-    "MimeType": _str("mime_type"),
-    "ExtractImageSize": lambda j, v: setattr(j, "extract_image_size", v in ("1", "true")),
-    "ImageSize": _str("image_size"),
-    "DownloadTimeout": _num("download_timeout"),
-    "RequestHeaders": _set_headers,
-    "S3Bucket": _str("s3_bucket"),
-    "S3Region": _str("s3_region"),
-    "MimeTypeAny": _set_any,
-}
-
-
 @dataclass
 class Aggregation:
     """``aggr:<id>``: ``ID``, ``Limit``, ``Proxy``, ``ExpiresAt`` (the lease, unix seconds or
@@ -226,21 +122,3 @@ class Aggregation:
     proxy: str = ""
     expires_at: str = ""
     rate: float = 0.0
-
-    def to_hash(self) -> dict[str, str]:
-        h = {"ID": self.id, "Limit": str(self.limit), "Proxy": self.proxy,
-             "ExpiresAt": self.expires_at}
-        if self.rate:
-            h["Rate"] = repr(self.rate)
-        return h
-
-    @classmethod
-    def from_hash(cls, h: dict[str, str]) -> Aggregation:
-        known = {"ID", "Limit", "Proxy", "ExpiresAt", "Rate"}
-        for key, value in h.items():
-            if key not in known:
-                raise ValueError(
-                    f"Field {key} with value {value} was not found in Aggregation struct")
-        return cls(id=h.get("ID", ""), limit=_int(h.get("Limit", "")),
-                   proxy=h.get("Proxy", ""), expires_at=h.get("ExpiresAt", ""),
-                   rate=float(h.get("Rate") or 0))

@@ -19,6 +19,7 @@ from pazari.downloader import store as st
 from pazari.downloader.backends import Backend, DeliveryError, build
 from pazari.downloader.config import Config, test_time
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Job
+from pazari.downloader.redisconn import connect_config
 from pazari.downloader.stats import Stats, report_loop
 from pazari.runtime import Service, get_logger
 
@@ -51,7 +52,7 @@ class NotifierService(Service):
             backend = build(name, settings)
             await backend.start()
             self.backends[name] = backend
-        self.store = st.Store(st.connect_config(self.config.redis, "notifier",
+        self.store = st.Store(connect_config(self.config.redis, "notifier",
                                          20 + self.cfg.concurrency))
         self.tasks = [asyncio.create_task(self._dispatcher()),
                       asyncio.create_task(self._keeper()),

@@ -22,6 +22,7 @@ from pazari.downloader.imagesize import ImageSizeError, image_size
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Aggregation, Job
 from pazari.downloader.pool import Pool
 from pazari.downloader.proxies import EnvProxies
+from pazari.downloader.redisconn import connect_config
 from pazari.downloader.ssrf import GuardedResolver, parse_networks
 from pazari.downloader.stats import Stats, report_loop
 from pazari.downloader.storage import FileStorage
@@ -237,7 +238,7 @@ class ProcessorService(Service):
             storage.check_writable()
         except OSError as exc:
             raise RuntimeError(f"Error verifying storage directory is writable: {exc}") from exc
-        client = st.connect_config(self.config.redis, "processor", 50 + cfg.max_concurrency)
+        client = connect_config(self.config.redis, "processor", 50 + cfg.max_concurrency)
         connector = aiohttp.TCPConnector(
             limit=0, ttl_dns_cache=10, keepalive_timeout=30,
             resolver=None if cfg.allow_private_networks

@@ -24,13 +24,11 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
+from pazari.downloader import scripts
 from pazari.downloader.job import PENDING, Aggregation, Job
 
 CALLBACK_QUEUE = "CallbackQueue"
@@ -60,166 +58,126 @@ def now() -> int:
     return int(time.time())
 
 
-# Enqueue a job, creating its aggregation if absent, atomically (the original's HMSET +
-# ZADD were separate, spec §2 Crash). KEYS: aggr, job, jobs. ARGV: now, n_aggr_pairs,
-# aggr pairs..., job pairs...
-_ENQUEUE = """
-local n = tonumber(ARGV[2])
-local created = 0
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n))
-  created = 1
-end
-redis.call('HSET', KEYS[2], unpack(ARGV, 3 + n, #ARGV))
-redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3 + n + 1])
-return created
-"""
+# ---------------------------------------------------------------- hash encodings
+# Field names and value encodings are the original's, so an existing Redis and the Go
+# services keep working: bools are "1"/"0", MaxRetries is "null" or an integer,
+# RequestHeaders is a JSON string ("null" when none), counters are decimal strings.
 
-# Pop up to ARGV[3] eligible jobs for download: each moves to the in-flight set, is marked
-# InProgress and has its attempt counted; the hashes come back in the same round trip. A
-# popped id without a hash is dropped. KEYS: jobs, inflight. ARGV: now, lease_until, n.
-_POP_DOWNLOADS = """
-local now = tonumber(ARGV[1])
-local top = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
-if #top == 0 then return redis.error_reply('EMPTY') end
-if tonumber(top[2]) > now then return redis.error_reply('RETRYLATER') end
-local out = {}
-for i = 1, #top, 2 do
-  local id = top[i]
-  if tonumber(top[i + 1]) > now then break end
-  redis.call('ZREM', KEYS[1], id)
-  local key = 'job:' .. id
-  local hid = redis.call('HGET', key, 'ID')
-  if hid and hid ~= '' then
-    redis.call('ZADD', KEYS[2], ARGV[2], id)
-    redis.call('HSET', key, 'DownloadState', 'InProgress', 'DownloadMeta', '',
-               'ResponseCode', '0')
-    redis.call('HINCRBY', key, 'DownloadCount', 1)
-    out[#out + 1] = redis.call('HGETALL', key)
-  end
-end
-return out
-"""
+def encode_job(job: Job) -> dict[str, str]:
+    """Every field, as the original's HMSET wrote them."""
+    h = {
+        "ID": job.id,
+        "URL": job.url,
+        "AggrID": job.aggr_id,
+        "MaxRetries": "null" if job.max_retries is None else str(job.max_retries),
+        "DownloadState": job.download_state,
+        "DownloadCount": str(job.download_count),
+        "DownloadMeta": job.download_meta,
+        "CallbackState": job.callback_state,
+        "CallbackType": job.callback_type,
+        "CallbackDst": job.callback_dst,
+        "CallbackURL": job.callback_url,
+        "DownloadURL": job.download_url,
+        "CallbackMeta": job.callback_meta,
+        "CallbackCount": str(job.callback_count),
+        "Extra": job.extra,
+        "ResponseCode": str(job.response_code),
+        "MimeType": job.mime_type,
+        "ExtractImageSize": "1" if job.extract_image_size else "0",
+        "ImageSize": job.image_size,
+        "DownloadTimeout": str(job.download_timeout),
+        "RequestHeaders": orjson.dumps(job.request_headers).decode(),
+        "S3Bucket": job.s3_bucket,
+        "S3Region": job.s3_region,
+    }
+    if job.mime_type_any:
+        h["MimeTypeAny"] = orjson.dumps(job.mime_type_any).decode()
+    return h
 
-# The same for callbacks: InProgress, CallbackMeta cleared, CallbackCount counted (spec §4).
-# KEYS: CallbackQueue, inflight. ARGV: now, lease_until, n.
-_POP_CALLBACKS = """
-local now = tonumber(ARGV[1])
-local top = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
-if #top == 0 then return redis.error_reply('EMPTY') end
-if tonumber(top[2]) > now then return redis.error_reply('RETRYLATER') end
-local out = {}
-for i = 1, #top, 2 do
-  local id = top[i]
-  if tonumber(top[i + 1]) > now then break end
-  redis.call('ZREM', KEYS[1], id)
-  local key = 'job:' .. id
-  local hid = redis.call('HGET', key, 'ID')
-  if hid and hid ~= '' then
-    redis.call('ZADD', KEYS[2], ARGV[2], id)
-    redis.call('HSET', key, 'CallbackState', 'InProgress', 'CallbackMeta', '')
-    redis.call('HINCRBY', key, 'CallbackCount', 1)
-    out[#out + 1] = redis.call('HGETALL', key)
-  end
-end
-return out
-"""
-
-# Move expired in-flight downloads back to their aggregation queue (crash recovery).
-# KEYS: inflight. ARGV: now, limit.
-_RECLAIM_DOWNLOADS = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  local aggr = redis.call('HGET', 'job:' .. id, 'AggrID')
-  if aggr then
-    redis.call('HSET', 'job:' .. id, 'DownloadState', 'Pending')
-    redis.call('ZADD', 'jobs:' .. aggr, ARGV[1], id)
-  end
-end
-return #ids
-"""
-
-# Same for callbacks: back to CallbackQueue as Pending.
-_RECLAIM_CALLBACKS = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  if redis.call('EXISTS', 'job:' .. id) == 1 then
-    redis.call('HSET', 'job:' .. id, 'CallbackState', 'Pending')
-    redis.call('ZADD', KEYS[2], ARGV[1], id)
-  end
-end
-return #ids
-"""
-
-# Extend leases of in-flight ids only where they are still ours (XX: never resurrect).
-# spec §2 delaggr: drop an aggregation hash only when its queue is empty.
-_DELAGGR = """
-if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') > 0 then
-  redis.call('HSET', KEYS[2], 'ExpiresAt', '')
-  return 0
-end
-return redis.call('DEL', KEYS[2])
-"""
-
-# The aggregation lease (spec §2 aggrpop) with numeric comparison. A missing hash (the
-# original's NOTFOUND default aggregation, limit ARGV[3]) is created so it is leased too
-# (limitation 4). KEYS: aggr. ARGV: now, lease_seconds, default_limit, aggr_id.
-_AGGRPOP = """
-local exp = redis.call('HGET', KEYS[1], 'ExpiresAt')
-local now = tonumber(ARGV[1])
-if not exp then
-  redis.call('HSET', KEYS[1], 'ID', ARGV[4], 'Limit', ARGV[3], 'Proxy', '',
-             'ExpiresAt', tostring(now + tonumber(ARGV[2])))
-  return redis.call('HGETALL', KEYS[1])
-end
-if exp == '' or tonumber(exp) == nil or tonumber(exp) < now then
-  redis.call('HSET', KEYS[1], 'ExpiresAt', tostring(now + tonumber(ARGV[2])))
-  return redis.call('HGETALL', KEYS[1])
-end
-return redis.error_reply('BEINGPROCESSED')
-"""
-
-# Renew an aggregation lease only if the hash still exists (a busy pool keeps it,
-# limitation 4). KEYS: aggr. ARGV: expires_at.
-_RENEW_AGGR = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'ExpiresAt', ARGV[1])
-  return 1
-end
-return 0
-"""
+def decode_job(h: dict[str, str]) -> Job:
+    """Decode an HGETALL reply; raise ValueError like the original's reader on an
+    unknown field or a bad value."""
+    job = Job()
+    for key, value in h.items():
+        setter = _SETTERS.get(key)
+        if setter is None:
+            raise ValueError(f"Field {key} with value {value} was not found in Job struct")
+        setter(job, value)
+    return job
 
 
-def connect(url: str, name: str, max_connections: int = 200) -> aioredis.Redis:
-    """A client that survives a Redis restart: commands are retried with backoff on
-    connection errors (the original used go-redis MaxRetries 5)."""
-    return aioredis.Redis.from_url(
-        url, client_name=name, max_connections=max_connections, health_check_interval=5,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 8),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        socket_connect_timeout=5,
-    )
+def _int(v: str) -> int:
+    return int(v) if v else 0
 
 
-def connect_config(redis_cfg: Any, name: str, max_connections: int = 200) -> aioredis.Redis:
-    """``connect`` for the config's ``redis`` section: Sentinel mode iff both ``sentinel`` and
-    ``master_name`` are set (spec §5); redis-py's sentinel pool follows a failover by itself
-    (the original re-created its client on ``+switch-master``)."""
-    if redis_cfg.sentinel and redis_cfg.master_name:
-        hosts = []
-        for addr in redis_cfg.sentinel:
-            host, _, port = addr.rpartition(":")
-            hosts.append((host or "127.0.0.1", int(port)))
-        sentinel = Sentinel(hosts, socket_connect_timeout=5)  # type: ignore[no-untyped-call]
-        client: aioredis.Redis = sentinel.master_for(
-            redis_cfg.master_name, client_name=name, db=redis_cfg.db,
-            max_connections=max_connections,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 8),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError])
-        return client
-    return connect(redis_cfg.url(), name, max_connections)
+def _set_max_retries(j: Job, v: str) -> None:
+    j.max_retries = None if v in ("", "null") else int(v)
+
+
+def _set_headers(j: Job, v: str) -> None:
+    j.request_headers = orjson.loads(v) if v else None
+
+
+def _set_any(j: Job, v: str) -> None:
+    j.mime_type_any = list(orjson.loads(v)) if v else []
+
+
+def _str(name: str):  # type: ignore[no-untyped-def]
+    def set_(j: Job, v: str) -> None:
+        setattr(j, name, v)
+    return set_
+
+
+def _num(name: str):  # type: ignore[no-untyped-def]
+    def set_(j: Job, v: str) -> None:
+        setattr(j, name, _int(v))
+    return set_
+
+
+_SETTERS = {
+    "ID": _str("id"),
+    "URL": _str("url"),
+    "AggrID": _str("aggr_id"),
+    "MaxRetries": _set_max_retries,
+    "DownloadState": _str("download_state"),
+    "DownloadCount": _num("download_count"),
+    "DownloadMeta": _str("download_meta"),
+    "CallbackState": _str("callback_state"),
+    "CallbackType": _str("callback_type"),
+    "CallbackDst": _str("callback_dst"),
+    "CallbackURL": _str("callback_url"),
+    "DownloadURL": _str("download_url"),
+    "CallbackMeta": _str("callback_meta"),
+    "CallbackCount": _num("callback_count"),
+    "Extra": _str("extra"),
+    "ResponseCode": _num("response_code"),
+    "MimeType": _str("mime_type"),
+    "ExtractImageSize": lambda j, v: setattr(j, "extract_image_size", v in ("1", "true")),
+    "ImageSize": _str("image_size"),
+    "DownloadTimeout": _num("download_timeout"),
+    "RequestHeaders": _set_headers,
+    "S3Bucket": _str("s3_bucket"),
+    "S3Region": _str("s3_region"),
+    "MimeTypeAny": _set_any,
+}
+
+
+def encode_aggr(aggr: Aggregation) -> dict[str, str]:
+    h = {"ID": aggr.id, "Limit": str(aggr.limit), "Proxy": aggr.proxy,
+         "ExpiresAt": aggr.expires_at}
+    if aggr.rate:
+        h["Rate"] = repr(aggr.rate)
+    return h
+
+def decode_aggr(h: dict[str, str]) -> Aggregation:
+    known = {"ID", "Limit", "Proxy", "ExpiresAt", "Rate"}
+    for key, value in h.items():
+        if key not in known:
+            raise ValueError(
+                f"Field {key} with value {value} was not found in Aggregation struct")
+    return Aggregation(id=h.get("ID", ""), limit=_int(h.get("Limit", "")),
+               proxy=h.get("Proxy", ""), expires_at=h.get("ExpiresAt", ""),
+               rate=float(h.get("Rate") or 0))
 
 
 class Empty(Exception):
@@ -285,14 +243,14 @@ class Store:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.r = client
-        self._enqueue = client.register_script(_ENQUEUE)
-        self._pop_downloads = client.register_script(_POP_DOWNLOADS)
-        self._pop_callbacks = client.register_script(_POP_CALLBACKS)
-        self._reclaim_downloads = client.register_script(_RECLAIM_DOWNLOADS)
-        self._reclaim_callbacks = client.register_script(_RECLAIM_CALLBACKS)
-        self._delaggr = client.register_script(_DELAGGR)
-        self._aggrpop = client.register_script(_AGGRPOP)
-        self._renew_aggr = client.register_script(_RENEW_AGGR)
+        self._enqueue = client.register_script(scripts.ENQUEUE)
+        self._pop_downloads = client.register_script(scripts.POP_DOWNLOADS)
+        self._pop_callbacks = client.register_script(scripts.POP_CALLBACKS)
+        self._reclaim_downloads = client.register_script(scripts.RECLAIM_DOWNLOADS)
+        self._reclaim_callbacks = client.register_script(scripts.RECLAIM_CALLBACKS)
+        self._delaggr = client.register_script(scripts.DELAGGR)
+        self._aggrpop = client.register_script(scripts.AGGRPOP)
+        self._renew_aggr = client.register_script(scripts.RENEW_AGGR)
 
     # ------------------------------------------------------------------------- api
     async def job_exists(self, job_id: str) -> bool:
@@ -302,10 +260,10 @@ class Store:
         """Create the aggregation if absent (a present one keeps its limit and proxy, as in
         the original) and queue the job Pending with score now; True if aggr was created."""
         job.download_state = PENDING
-        a = _pairs(aggr.to_hash())
+        a = _pairs(encode_aggr(aggr))
         created = await self._enqueue(
             keys=[aggr_key(aggr.id), job_key(job.id), jobs_key(job.aggr_id)],
-            args=[now(), len(a), *a, *_pairs(job.to_hash())],
+            args=[now(), len(a), *a, *_pairs(encode_job(job))],
         )
         return bool(created)
 
@@ -314,15 +272,15 @@ class Store:
         h = {_s(k): _s(v) for k, v in raw.items()}
         if not h.get("ID"):
             return None
-        return Job.from_hash(h)
+        return decode_job(h)
 
     async def save_job(self, job: Job) -> None:
-        await self.r.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
+        await self.r.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type]
 
     async def queue_callback(self, job: Job, delay: float = 0) -> None:
         async with self.r.pipeline(transaction=True) as p:
             job.callback_state = PENDING
-            p.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
+            p.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type]
             p.zadd(CALLBACK_QUEUE, {job.id: int(time.time() + delay)})
             await p.execute()
 
@@ -357,7 +315,7 @@ class Store:
         except ResponseError as exc:
             _raise_pop_error(exc)
             raise
-        return Aggregation.from_hash(_decode_hash(flat))
+        return decode_aggr(_decode_hash(flat))
 
     async def renew_aggregation(self, aggr_id: str, lease: int) -> None:
         await self._renew_aggr(keys=[aggr_key(aggr_id)], args=[now() + lease])
@@ -387,7 +345,7 @@ class Store:
         except ResponseError as exc:
             _raise_pop_error(exc)
             raise
-        return [Job.from_hash(_decode_hash(flat)) for flat in reply]
+        return [decode_job(_decode_hash(flat)) for flat in reply]
 
     async def renew_inflight(self, key: str, ids: Iterable[str], lease: float) -> None:
         until = int(time.time() + lease)
@@ -411,7 +369,7 @@ class Store:
         async with self.r.pipeline(transaction=True) as p:
             if callback and requeue_at is None:
                 job.callback_state = PENDING
-            p.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
+            p.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type]
             p.zrem(DOWNLOADS_INFLIGHT, job.id)
             if requeue_at is not None:
                 p.zadd(jobs_key(job.aggr_id), {job.id: int(requeue_at)})
@@ -466,7 +424,7 @@ class Store:
 
     async def _callback_outcome(self, job: Job, retry_at: float | None) -> None:
         async with self.r.pipeline(transaction=True) as p:
-            p.hset(job_key(job.id), mapping=job.to_hash())  # type: ignore[arg-type]
+            p.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type]
             p.zrem(CALLBACKS_INFLIGHT, job.id)
             if retry_at is not None:
                 p.zadd(CALLBACK_QUEUE, {job.id: int(retry_at)})
