@@ -26,6 +26,7 @@ class Stack:
         self.files = FileServer()
         self.receiver = Receiver()
         self.api_port = free_port()
+        self.metrics_ports = {"processor": free_port(), "notifier": free_port()}
         self.daemons: dict[str, Daemon] = {}
         self.config: dict[str, Any] = {}
         self.config_path = tmp / "config.json"
@@ -52,7 +53,10 @@ class Stack:
         return self
 
     async def start_component(self, name: str) -> Daemon:
-        extra = ["--host", "127.0.0.1", "-p", str(self.api_port)] if name == "api" else []
+        if name == "api":
+            extra = ["--host", "127.0.0.1", "-p", str(self.api_port)]
+        else:
+            extra = ["--metrics-addr", f"127.0.0.1:{self.metrics_ports[name]}"]
         env = dict(os.environ)
         d = self.factory([DOWNLOADER_BIN, name, "-c", str(self.config_path), *extra],
                          env=env, start=False)

@@ -74,6 +74,16 @@ async def test_end_to_end_cases(stack: Stack) -> None:
         assert r.zcard("DownloadsInFlight") == 0 and r.zcard("CallbacksInFlight") == 0
     finally:
         r.close()
+    # Prometheus /metrics per component: the api on its own port, the others on
+    # --metrics-addr; the original's expvar keys become gauges.
+    assert stack.session is not None
+    async with stack.session.get(stack.api_url + "/metrics") as resp:
+        assert resp.status == 200 and "python_gc" in await resp.text()
+    for name, metric in (("processor", "downloader_processor_download_response_404 1.0"),
+                         ("notifier", "downloader_notifier_successfulCallbacks")):
+        url = f"http://127.0.0.1:{stack.metrics_ports[name]}/metrics"
+        async with stack.session.get(url) as resp:
+            assert metric in await resp.text(), name
     await stack.stop_gracefully()
 
 
