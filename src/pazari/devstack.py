@@ -114,6 +114,44 @@ def plan() -> list[Proc]:
             lambda: _port_open(rafka_port),
         )
     )
+    api_port = _free_port(8000)
+    downloads = STATE / "downloads"
+    downloads.mkdir(exist_ok=True)
+    downloader_config = _write_json(
+        STATE / "downloader.json",
+        {
+            "redis": {"addr": f"127.0.0.1:{redis_port}"},
+            "api": {"heartbeat_path": str((STATE / "downloader-disabled").resolve())},
+            "processor": {
+                "storage_dir": str(downloads.resolve()),
+                "download_url": f"http://127.0.0.1:{api_port}/assets",
+            },
+            "notifier": {"concurrency": 10, "deletion_interval": 180},
+            "backends": {"http": {"timeout": 30}},
+        },
+    )
+    downloader = [sys.executable, "-m", "pazari.downloader"]
+    procs.append(
+        Proc(
+            "downloader api",
+            [*downloader, "api", "-c", downloader_config, "--host", "127.0.0.1",
+             "-p", str(api_port)],
+            f"http://127.0.0.1:{api_port} (dashboard /, metrics /metrics)",
+            lambda: _port_open(api_port),
+        )
+    )
+    for component, preferred in (("processor", 9401), ("notifier", 9402)):
+        metrics_port = _free_port(preferred)
+        procs.append(
+            Proc(
+                f"downloader {component}",
+                [*downloader, component, "-c", downloader_config,
+                 "--metrics-addr", f"127.0.0.1:{metrics_port}"],
+                f"metrics http://127.0.0.1:{metrics_port}/metrics",
+                # Bound by its own metrics listener once it is up.
+                lambda port=metrics_port: _port_open(port),  # type: ignore[misc]
+            )
+        )
     demo_port = _free_port(8099)
     demo_metrics = _free_port(9099)
     procs.append(
@@ -153,7 +191,7 @@ def main() -> int:
                 time.sleep(0.05)  # probing a port: there is no event to await across processes
         print("\npazari stack is up (Ctrl-C stops it):")
         for proc in procs:
-            print(f"  {proc.name:<14} {proc.url}")
+            print(f"  {proc.name:<22} {proc.url}")
         print(flush=True)
         # Children are running: from now on wait for a signal synchronously (a child exiting
         # raises SIGCHLD), so there is no polling loop and no race with the handler.
