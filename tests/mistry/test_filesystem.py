@@ -77,3 +77,18 @@ async def test_btrfs_errors_are_reported(tmp_path: Path) -> None:
 def test_unknown_adapter() -> None:
     with pytest.raises(FilesystemError, match="unknown filesystem adapter"):
         make_filesystem("zfs")
+
+
+def test_mistryd_on_btrfs_snapshots_group_builds(btrfs_root: Path, mistry_factory: object) -> None:
+    from tests.mistry.conftest import MistryFactory
+    from tests.mistry.test_client_build import GROUP_SCRIPT
+
+    factory: MistryFactory = mistry_factory  # type: ignore[assignment]
+    m = factory(root=btrfs_root / "mistry", args=("--filesystem", "btrfs"))
+    m.project("snap", GROUP_SCRIPT)
+    first = m.post({"project": "snap", "group": "g", "params": {"v": "1"}}).json()
+    second = m.post({"project": "snap", "group": "g", "params": {"v": "2"}}).json()
+    assert (first["ExitCode"], second["ExitCode"]) == (0, 0)
+    assert (first["Incremental"], second["Incremental"]) == (False, True)
+    ready = Path(second["Path"]).parents[1]
+    assert is_subvolume(ready) and (ready / "data" / "cache" / "n").read_text() == "2\n"

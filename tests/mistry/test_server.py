@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.request
 
 import pytest
@@ -169,7 +168,11 @@ def test_live_log_is_shared_by_subscribers(mistry: Mistry) -> None:
     threads = [threading.Thread(target=subscribe, args=(s,)) for s in streams]
     for t in threads:
         t.start()
-    time.sleep(0.5)  # both subscribers connected: there is no server-side event to await
+    wait_for(
+        lambda: mistry.get("/debug/vars").json()["mistry"]["log_subscribers"] == 2,
+        30,
+        "both subscribers connected",
+    )
     (mistry.probe / "go").write_text("")
     for t in threads:
         t.join(60)
