@@ -184,6 +184,8 @@ def test_image_build_failure(mistry: Mistry) -> None:
     assert done.returncode == 1
     assert "(error: 500)" in done.stderr
     assert "could not build docker image 'mistry-badimage'" in done.stderr
+    assert "Image build output (last lines):" in done.stderr
+    assert "image-step-output" in done.stderr
     ready = list((mistry.builds / "badimage" / "ready").iterdir())
     assert len(ready) == 1 and not list((mistry.builds / "badimage" / "pending").iterdir())
     info = json.loads((ready[0] / "build_info.json").read_text())

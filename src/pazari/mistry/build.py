@@ -39,6 +39,17 @@ class Aborted(JobError):
     pass
 
 
+def log_tail(path: Path, lines: int = 20, limit: int = 16384) -> str:
+    """The last lines of out.log, for error reports."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - limit, 0))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
 class Builder:
     def __init__(
         self,
@@ -192,7 +203,8 @@ class Builder:
             except EngineError as exc:
                 raise JobError(
                     "work: could not build docker image; "
-                    f"could not build docker image '{image}': {exc}"
+                    f"could not build docker image '{image}': {exc}",
+                    detail=log_tail(log.path),
                 ) from None
         binds = [f"{pending / 'data'}:/data"]
         binds += [f"{src}:{dst}" for src, dst in self.config.mounts.items()]

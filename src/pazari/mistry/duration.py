@@ -28,17 +28,3 @@ def parse_duration(text: str) -> float:
     if not s:
         raise ValueError(f'time: invalid duration "{text}"')
     return sign * total
-
-
-def format_duration(seconds: float) -> str:
-    """Go's Duration.String() for whole seconds and up (``1h0m0s``, ``1m30s``, ``2s``)."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    whole = int(seconds)
-    h, rest = divmod(whole, 3600)
-    m, s = divmod(rest, 60)
-    if h:
-        return f"{h}h{m}m{s}s"
-    if m:
-        return f"{m}m{s}s"
-    return f"{s}s"

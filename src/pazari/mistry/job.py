@@ -14,7 +14,12 @@ from pazari.mistry.names import check_group, check_param, check_project
 
 
 class JobError(Exception):
-    """A job that could not be built; ``str()`` is the original's ``work: ...`` text."""
+    """A job that could not be built; ``str()`` is the original's ``work: ...`` text and
+    ``detail`` what the user needs to see beside it (the tail of a failed image build)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class UnknownProject(JobError):

@@ -149,7 +149,10 @@ class Api:
         except ShuttingDown as exc:
             return text_error(503, str(exc))
         except JobError as exc:
-            return text_error(500, f"Error building {name}: {exc}")
+            text = f"Error building {name}: {exc}"
+            if exc.detail:
+                text += f"\n\nImage build output (last lines):\n{exc.detail}"
+            return text_error(500, text)
         if info is None:
             return web.Response(status=201)
         return json_response(info.to_json(), status=201)
