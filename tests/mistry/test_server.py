@@ -261,3 +261,15 @@ def test_config_errors_exit_2(tmp_path: object) -> None:
         [MISTRYD, "--config", str(cfg), "--filesystem", "zfs"], capture_output=True, text=True
     )
     assert bad_fs.returncode == 2 and "invalid choice" in bad_fs.stderr
+
+
+def test_starts_without_an_engine_and_says_so(mistry_factory: MistryFactory) -> None:
+    m = mistry_factory({"docker_host": "unix:///nonexistent/docker.sock"})
+    m.project("quick", QUICK)
+    assert "container engine at unix:///nonexistent/docker.sock is not reachable" in (
+        m.daemon.logs()
+    )
+    resp = m.post({"project": "quick"})
+    assert resp.status == 500 and "Error building {project=quick" in resp.text
+    assert not list((m.builds / "quick" / "pending").iterdir())
+    assert m.get("/index/").json()[0]["buildInfo"]["ErrBuild"].startswith("work: ")
