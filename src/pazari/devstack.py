@@ -152,6 +152,31 @@ def plan() -> list[Proc]:
                 lambda port=metrics_port: _port_open(port),  # type: ignore[misc]
             )
         )
+    scratchd_port = _free_port(8080)
+    scratchd_metrics = _free_port(9480)
+    scratchd_state = (STATE / "scratchd").resolve()
+    scratchd_config = _write_json(
+        STATE / "scratchd.json",
+        {
+            "tenants": [{"id": "default", "hosts": ["*"], "sinks": ["file", "kafka"],
+                         "allowed_origins": ["*"]}],
+            "sinks": {
+                "file": {"type": "file", "path": str(scratchd_state / "events")},
+                "kafka": {"type": "kafka", "kafka": {"bootstrap.servers": bootstrap}},
+            },
+            "spool": {"dir": str(scratchd_state / "spool")},
+        },
+    )
+    procs.append(
+        Proc(
+            "scratchd",
+            [sys.executable, "-m", "pazari.scratchd", "--config", scratchd_config,
+             "--listen", f"127.0.0.1:{scratchd_port}",
+             "--metrics-addr", f"127.0.0.1:{scratchd_metrics}"],
+            f"http://127.0.0.1:{scratchd_port}/track (events in {scratchd_state / 'events'})",
+            lambda: _port_open(scratchd_port),
+        )
+    )
     demo_port = _free_port(8099)
     demo_metrics = _free_port(9099)
     procs.append(
