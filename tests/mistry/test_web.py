@@ -39,11 +39,15 @@ def test_job_list_and_job_page(mistry: Mistry, chromium: str, tmp_path: Path) ->
     mistry.project("webview", "echo visible-log-line\necho ok > artifacts/ok\n")
     info = mistry.post({"project": "webview", "params": {"k": "v"}}).json()
     job_id = info["URL"].rsplit("/", 1)[-1]
+    mistry.project("webfail", "exit 5\n")
+    failed_id = mistry.post({"project": "webfail"}).json()["URL"].rsplit("/", 1)[-1]
     home = dump_dom(chromium, mistry.url + "/", tmp_path / "profile")
     row = re.search(rf'<tr><td class="id"><a href="/job/webview/{job_id}">{job_id}</a>.*?</tr>',
                     home)  # fmt: skip
     assert row is not None, home[:3000]
-    assert "webview" in row.group(0) and "ready" in row.group(0)
+    assert "webview" in row.group(0) and '<td class="state-ready">ready</td>' in row.group(0)
+    failed = re.search(rf'<a href="/job/webfail/{failed_id}">.*?</tr>', home)
+    assert failed is not None and '<td class="failed">ready (failed)</td>' in failed.group(0)
     page = dump_dom(chromium, f"{mistry.url}/job/webview/{job_id}", tmp_path / "profile")
     log = re.search(r'<pre id="log">(.*?)</pre>', page, re.S)
     assert log is not None and "visible-log-line" in log.group(1)

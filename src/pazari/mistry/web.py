@@ -20,6 +20,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#2
 header{background:#2c3e50;color:#fff;padding:.6rem 1.2rem}
 header a{color:#fff;text-decoration:none;font-weight:600}
 main{padding:1rem 1.2rem}
+h1{word-break:break-all;font-size:1.6rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #ddd;font-size:.92rem}
 th{background:#f4f4f4}
@@ -46,7 +47,10 @@ async function refresh(){
       const a=document.createElement('a');a.href='/job/'+j.project+'/'+j.id;a.textContent=j.id;
       id.appendChild(a);tr.appendChild(id);
       tr.appendChild(cell(j.project));tr.appendChild(cell(j.startedAt));
-      const st=cell(j.state);st.className='state-'+j.state;tr.appendChild(st);
+      const bi=j.buildInfo||{};
+      const failed=j.state==='ready'&&(bi.ExitCode!==0||bi.ErrBuild);
+      const st=cell(failed?'ready (failed)':j.state);
+      st.className=failed?'failed':'state-'+j.state;tr.appendChild(st);
       body.appendChild(tr);
     }
     document.getElementById('empty').hidden=jobs.length>0;
@@ -91,11 +95,13 @@ def render_index(entries: Iterable[IndexEntry], total: int) -> str:
     rows = []
     for e in entries:
         href = f"/job/{e.project}/{e.job_id}"
+        failed = e.state == "ready" and (e.info.exit_code != 0 or bool(e.info.err_build))
+        state, cls = ("ready (failed)", "failed") if failed else (e.state, f"state-{e.state}")
         rows.append(
             f'<tr><td class="id"><a href="{html.escape(href)}">{e.job_id}</a></td>'
             f"<td>{html.escape(e.project)}</td>"
             f"<td>{html.escape(index_time(e.info.started_at_ns))}</td>"
-            f'<td class="state-{e.state}">{e.state}</td></tr>'
+            f'<td class="{cls}">{state}</td></tr>'
         )
     body = (
         f"<h1>Jobs</h1><p>{total} jobs</p>"
