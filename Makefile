@@ -6,8 +6,8 @@ PYTEST_ARGS ?=
 
 # System packages the tests and the local stack use (Debian names).
 APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby ruby-redis rsync \
-            libmagic1 procps openssl chromium wrk nginx
-APT_RUN  := redis-server
+            libmagic1 procps openssl chromium wrk nginx btrfs-progs
+APT_RUN  := redis-server podman runc busybox-static
 
 .PHONY: all deps venv build lint test test-fast bench bench-gate run wheel clean
 

@@ -7,12 +7,14 @@ State lives under ``.run/`` in the current directory.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +63,77 @@ def _tansu_bin() -> str:
 def _write_json(path: Path, doc: object) -> str:
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     return str(path)
+
+
+_CONTAINERS_CONF = """\
+[containers]
+default_ulimits = []
+log_driver = "k8s-file"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+BASE_IMAGE = "localhost/pazari-busybox:latest"
+_HELLO_DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+ARG uid
+WORKDIR /data
+COPY build.sh /build.sh
+CMD ["/bin/sh", "/build.sh"]
+"""
+_HELLO_SCRIPT = """\
+set -e
+echo "hello from mistry; params: $(ls /data/params 2>/dev/null | tr '\\n' ' ')"
+mkdir -p /data/artifacts
+date > /data/artifacts/built-at
+"""
+
+
+def _busybox_rootfs(dest: Path, busybox: str) -> None:
+    """A rootfs tar holding a static busybox and a link per applet (no registry needed)."""
+    applets = subprocess.run(
+        [busybox, "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    with tarfile.open(dest, "w") as tar:
+        for name, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("data", 0o755)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+        tar.add(busybox, "bin/busybox")
+        for applet in applets:
+            if applet != "busybox":
+                info = tarfile.TarInfo(f"bin/{applet}")
+                info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(info)
+        data = b"root:x:0:0:root:/root:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+def _podman(state: Path) -> tuple[Proc, str] | None:
+    """A podman serving the Docker Engine API for mistryd, with storage under .run/, or
+    None (with the reason printed) when podman, runc or a static busybox is missing."""
+    podman, runc = shutil.which("podman"), shutil.which("runc") or "/usr/sbin/runc"
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if podman is None or not Path(runc).exists() or not Path(busybox).exists():
+        print("mistryd runs without a container engine: "
+              "apt-get install -y podman runc busybox-static", file=sys.stderr)
+        return None
+    state.mkdir(parents=True, exist_ok=True)
+    conf = state / "containers.conf"
+    conf.write_text(_CONTAINERS_CONF)
+    env = {"CONTAINERS_CONF": str(conf.resolve())}
+    argv = [podman, "--root", str(state / "storage"), "--runroot", str(state / "run"),
+            "--storage-driver", "vfs", "--runtime", runc, "--cgroup-manager", "cgroupfs"]
+    rootfs = state / "busybox.tar"
+    _busybox_rootfs(rootfs, busybox)
+    subprocess.run([*argv, "import", "--change", 'CMD=["/bin/sh"]', str(rootfs), BASE_IMAGE],
+                   env={**os.environ, **env}, check=True, capture_output=True)
+    sock = (state / "docker.sock").resolve()
+    proc = Proc("podman (Docker API)", [*argv, "system", "service", "--time=0", f"unix://{sock}"],
+                f"unix://{sock}", lambda: sock.exists(), env=env)
+    return proc, f"unix://{sock}"
 
 
 def plan() -> list[Proc]:
@@ -175,6 +248,34 @@ def plan() -> list[Proc]:
              "--metrics-addr", f"127.0.0.1:{scratchd_metrics}"],
             f"http://127.0.0.1:{scratchd_port}/track (events in {scratchd_state / 'events'})",
             lambda: _port_open(scratchd_port),
+        )
+    )
+    mistry_state = (STATE / "mistry").resolve()
+    hello = mistry_state / "projects" / "hello"
+    hello.mkdir(parents=True, exist_ok=True)
+    (hello / "Dockerfile").write_text(_HELLO_DOCKERFILE)
+    (hello / "build.sh").write_text(_HELLO_SCRIPT)
+    (mistry_state / "builds").mkdir(exist_ok=True)
+    engine = _podman(STATE / "podman")
+    if engine is not None:
+        procs.append(engine[0])
+    mistry_port = _free_port(8462)
+    mistry_config = _write_json(
+        mistry_state / "config.json",
+        {
+            "projects_path": str(mistry_state / "projects"),
+            "build_path": str(mistry_state / "builds"),
+            "docker_host": engine[1] if engine is not None else "",
+        },
+    )
+    procs.append(
+        Proc(
+            "mistryd",
+            [sys.executable, "-m", "pazari.mistry", "--addr", f"127.0.0.1:{mistry_port}",
+             "--config", mistry_config],
+            f"http://127.0.0.1:{mistry_port} (try: mistry build --host 127.0.0.1 "
+            f"--port {mistry_port} --project hello)",
+            lambda: _port_open(mistry_port),
         )
     )
     demo_port = _free_port(8099)
