@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -52,15 +52,17 @@ class Client:
     __slots__ = ("anonymous", "bot", "ip", "secure", "set_cookie", "url", "user_agent",
                  "visitor_id")
 
-    def __init__(self, request: web.Request, tenant: Tenant, trust_forwarded: bool) -> None:
-        headers = request.headers
+    def __init__(self, headers: Mapping[str, str], remote: str | None, secure: bool,
+                 tenant: Tenant, trust_forwarded: bool) -> None:
+        # ``headers`` is aiohttp's case-insensitive mapping, or the pixel fast path's dict of
+        # the few headers read here under their canonical names (pixel.py).
         if trust_forwarded:
             forwarded = headers.get("X-Forwarded-For")
-            ip = forwarded.split(",", 1)[0].strip() if forwarded else request.remote
-            self.secure = headers.get("X-Forwarded-Proto") == "https" or request.secure
+            ip = forwarded.split(",", 1)[0].strip() if forwarded else remote
+            self.secure = headers.get("X-Forwarded-Proto") == "https" or secure
         else:
-            ip = request.remote
-            self.secure = request.secure
+            ip = remote
+            self.secure = secure
         ua = headers.get("User-Agent")
         self.user_agent = ua
         self.bot = is_bot(ua)
@@ -95,11 +97,16 @@ class Intake:
 
     def client(self, request: web.Request, tenant: Tenant, n: int = 1) -> Client:
         """Identify the client and apply the rate limit; raises Refused/Dropped (counted)."""
+        return self.client_of(request.headers, request.remote, request.secure, tenant, n)
+
+    def client_of(self, headers: Mapping[str, str], remote: str | None, secure: bool,
+                  tenant: Tenant, n: int = 1) -> Client:
+        """``client`` from the parts of a request (the pixel fast path has no web.Request)."""
         counters = self.stats.tenants[tenant.id]
         counters.received += n
         self.stats.events_total += n
         try:
-            client = Client(request, tenant, self.trust_forwarded)
+            client = Client(headers, remote, secure, tenant, self.trust_forwarded)
         except Dropped as drop:
             counters.dropped[drop.counter] += n
             raise

@@ -19,6 +19,7 @@ from pazari.scratchd.config import ScratchdConfig
 from pazari.scratchd.forwarder import Forwarder, persist_loop, persist_once
 from pazari.scratchd.intake import Intake
 from pazari.scratchd.partner import Partner
+from pazari.scratchd.pixel import PixelServer
 from pazari.scratchd.sinks import build_sink
 from pazari.scratchd.spool import Spool
 from pazari.scratchd.stats import Stats, StatsCollector
@@ -27,6 +28,7 @@ from pazari.scratchd.tenants import TenantRouter
 log = get_logger("scratchd.service")
 
 MAX_LINE = 65536  # long pixel query strings (an event may be 32 KiB once decoded)
+MAX_HEAD = 4 * MAX_LINE  # an unfinished request head past this goes to aiohttp (400/431)
 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -61,6 +63,7 @@ class Scratchd(Service):
         self.stopping = False
         self.forwarders: list[Forwarder] = []
         self._runner: web.ServerRunner | None = None
+        self._pixel: PixelServer | None = None
         self._persist: asyncio.Task[None] | None = None
 
     def healthy(self) -> bool:
@@ -84,11 +87,14 @@ class Scratchd(Service):
         dispatch = Dispatcher(endpoints, Partner(endpoints), self.registry, self.vars)
         server = web.Server(dispatch, access_log=None,
                             max_line_size=MAX_LINE, max_field_size=MAX_LINE)
+        # aiohttp's server is not bound to the socket itself: the pixel fast path owns the
+        # listener and hands it every connection that asks for something else (pixel.py).
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
         sock = bind_socket(self.host, self.port, self.reuse_port)
         self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._pixel = PixelServer(self.router, self.intake, server, MAX_HEAD)
+        await self._pixel.start(sock)
 
     def _persist_died(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -99,6 +105,8 @@ class Scratchd(Service):
         """Stop accepting, drain requests, flush the spool, let each sink deliver for a
         bounded time, persist the cursors, exit (spec "Persistence")."""
         self.stopping = True
+        if self._pixel is not None:
+            await self._pixel.stop(5.0)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.spool.stop_writes()

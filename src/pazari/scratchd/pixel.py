@@ -1,0 +1,358 @@
+"""The pixel fast path (issue 6: "drop to a raw uvloop protocol with an HTTP parser (httptools)
+for the pixel path if measurement shows aiohttp is the limit" — it was: 0.49x a bare aiohttp
+app, the request/response objects and one task per request dominating the profile).
+
+One :class:`PixelProtocol` per connection owns the listener's connections. It frames each
+request head itself (``\\r\\n\\r\\n``) and answers the common pixel request — ``GET /track``
+without a body, for a tenant found by ``Host`` — from a pre-built response, parsing the head
+with ``httptools.HttpRequestParser`` and encoding the event from the raw query bytes. Anything
+else (another endpoint, a body, an unknown host, a parser error, a bare-LF head) hands the
+connection, from the first byte of that request on, to aiohttp's low-level server, which
+then serves it to the end: every endpoint, error answer and limit stays in one place
+(``app.py``), and the pixel path only answers what it answers exactly like aiohttp would.
+
+Responses leave in request order (pipelining-safe) with one ``transport.write`` per batch:
+under ``ack: "spooled"`` a response waits for the spool's group-commit future of its cycle —
+one future shared by every request of that cycle, one done-callback per connection and cycle,
+no task and no future per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import formatdate
+from typing import Any, cast
+
+import httptools
+from aiohttp import web
+
+from pazari.scratchd.app import GIF
+from pazari.scratchd.intake import Dropped, Intake, Refused
+from pazari.scratchd.tenants import TenantRouter
+
+_HEAD_END = b"\r\n\r\n"
+_PREFIX = b"GET /track"
+_PREFIX_LEN = len(_PREFIX)
+_QMARK = 0x3F
+_SPACE = 0x20
+# The request headers the intake reads (intake.Client), by lower-case name → the canonical
+# name it asks for; Host picks the tenant.
+_WANTED = {
+    b"host": "Host", b"user-agent": "User-Agent", b"referer": "Referer", b"cookie": "Cookie",
+    b"dnt": "DNT", b"sec-gpc": "Sec-GPC", b"x-forwarded-for": "X-Forwarded-For",
+    b"x-forwarded-proto": "X-Forwarded-Proto",
+}
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+MAX_PENDING = 256  # pipelined responses waiting for a commit before reading pauses
+KEEPALIVE_TIMEOUT = 75.0  # as aiohttp's default: an idle keep-alive connection is closed
+
+
+class _Foreign(Exception):
+    """This request is not for the fast path: hand the connection to aiohttp."""
+
+
+class PixelServer:
+    """The listener's protocol factory, the shared response bytes and the connection set."""
+
+    def __init__(self, router: TenantRouter, intake: Intake, fallback: web.Server,
+                 max_head: int) -> None:
+        self.router = router
+        self.intake = intake
+        self.fallback = fallback
+        # An unfinished head longer than this goes to aiohttp, which answers 400/431.
+        self.max_head = max_head
+        self.connections: set[PixelProtocol] = set()
+        self.closing = False
+        self.loop = asyncio.get_running_loop()
+        self._server: asyncio.AbstractServer | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self.now = 0.0
+        self.head_ok = self.response_ok = b""
+        self._refresh()
+
+    def __call__(self) -> PixelProtocol:
+        return PixelProtocol(self)
+
+    async def start(self, sock: Any) -> None:
+        self._server = await self.loop.create_server(self, sock=sock, backlog=4096)
+
+    def _refresh(self) -> None:
+        """Once a second: the Date header (RFC 9110 §6.6.1) and the idle-connection sweep."""
+        self.now = self.loop.time()
+        date = formatdate(time.time(), usegmt=True).encode()
+        self.head_ok = (b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\n"
+                        b"Cache-Control: no-store\r\nContent-Length: 43\r\nDate: " + date)
+        self.response_ok = self.head_ok + b"\r\n\r\n" + GIF
+        idle_before = self.now - KEEPALIVE_TIMEOUT
+        for conn in [c for c in self.connections if c.last_seen < idle_before]:
+            conn.close_idle()
+        self._tick = self.loop.call_later(1.0, self._refresh)
+
+    def response(self, set_cookie: str | None, keep_alive: bool, http10: bool) -> bytes:
+        """The GIF answer; the common case (keep-alive HTTP/1.1, no cookie) is pre-built."""
+        if set_cookie is None and keep_alive and not http10:
+            return self.response_ok
+        extra = b"" if set_cookie is None else b"\r\nSet-Cookie: " + set_cookie.encode()
+        if not keep_alive:
+            extra += b"\r\nConnection: close"
+        elif http10:
+            extra += b"\r\nConnection: keep-alive"
+        return self.head_ok + extra + b"\r\n\r\n" + GIF
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting; answer what waits for the spool, close the connections."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        if self._tick is not None:
+            self._tick.cancel()
+        for conn in list(self.connections):
+            conn.begin_close()
+        deadline = self.loop.time() + timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.abort()
+
+
+class PixelProtocol(asyncio.Protocol):
+    """One connection on the fast path (see the module docstring)."""
+
+    __slots__ = (
+        "_buf", "_close_after", "_done", "_foreign", "_groups", "_handover", "_headers",
+        "_keep_alive", "_parser", "_throttled", "_url", "_waiting", "last_seen", "remote",
+        "server", "transport",
+    )
+
+    def __init__(self, server: PixelServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self.last_seen = server.now
+        self._buf = b""
+        self._parser = httptools.HttpRequestParser(self)
+        self._headers: dict[str, str] = {}
+        self._url = b""
+        self._done = False
+        self._keep_alive = True
+        self._foreign = False
+        # Responses waiting for a spool commit, in request order: [commit, [bytes, ...]].
+        self._groups: list[tuple[asyncio.Future[None], list[bytes]]] = []
+        self._waiting = 0  # responses in _groups
+        self._throttled = False  # reading paused until the waiting responses are out
+        self._handover: bytes | None = None
+        self._close_after = False
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is not registered as an asyncio.Transport subclass.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else None
+        if self.server.closing:
+            transport.close()
+            return
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self._groups.clear()
+
+    def pause_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self.transport is not None
+        if self._handover is None and not self._close_after and not self._throttled:
+            self.transport.resume_reading()
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.lower()
+        canonical = _WANTED.get(key)
+        if canonical is not None:
+            if canonical not in self._headers:  # the first one wins, as headers.get() does
+                # aiohttp decodes header values the same way (utf-8, surrogateescape).
+                self._headers[canonical] = value.decode("utf-8", "surrogateescape")
+        elif key in _BODY_HEADERS and (key != b"content-length" or value.strip() != b"0"):
+            self._foreign = True  # a GET with a body: aiohttp frames it
+
+    def on_message_complete(self) -> None:
+        # llhttp clears its flags once the message is complete: ask now, not after feed_data.
+        self._keep_alive = self._parser.should_keep_alive()
+        self._done = True
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        self.last_seen = server.now
+        if self._handover is not None:
+            self._handover += data  # reading is paused; whatever was in flight goes along
+            return
+        if self._close_after:
+            return
+        scan_from = max(len(self._buf) - 3, 0)
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        pos = 0
+        out: list[bytes] = []
+        while True:
+            end = buf.find(_HEAD_END, max(pos, scan_from))
+            if end < 0:
+                break
+            stop = end + 4
+            if not buf.startswith(_PREFIX, pos) or buf[pos + _PREFIX_LEN] not in (_QMARK,
+                                                                                 _SPACE):
+                self._flush(out)
+                self._hand_over(buf[pos:])
+                return
+            try:
+                self._answer(memoryview(buf)[pos:stop], out)
+            except _Foreign:
+                self._flush(out)
+                self._hand_over(buf[pos:])
+                return
+            pos = stop
+            if self._close_after:
+                break
+        self._flush(out)
+        if self._close_after:
+            if not self._groups:
+                assert self.transport is not None
+                self.transport.close()
+            return
+        rest = buf[pos:]
+        if rest and (len(rest) > server.max_head or b"\n\n" in rest):
+            # Too long for a head (aiohttp answers 431/400), or bare-LF line ends.
+            self._hand_over(rest)
+            return
+        self._buf = rest
+
+    def _answer(self, head: memoryview, out: list[bytes]) -> None:
+        """Parse one whole request head and answer it (into ``out`` or a commit group)."""
+        self._url = b""
+        self._headers = {}
+        self._done = self._foreign = False
+        parser = self._parser
+        try:
+            parser.feed_data(head)
+        except httptools.HttpParserError:
+            raise _Foreign() from None
+        if self._foreign or not self._done:
+            raise _Foreign()
+        server = self.server
+        headers = self._headers
+        tenant = server.router.lookup(headers.get("Host"))
+        if tenant is None or tenant.config.allow_tenant_param:
+            raise _Foreign()  # 404 and the tenant parameter: aiohttp answers
+        intake = server.intake
+        url = self._url
+        query = url[7:].partition(b"#")[0] if url[6:7] == b"?" else b""
+        commit: asyncio.Future[None] | None = None
+        set_cookie: str | None = None
+        try:
+            client = intake.client_of(headers, self.remote, False, tenant)
+            set_cookie = client.set_cookie
+            event = intake.encode(tenant, client, "pageview", query, None)
+            commit = intake.spool_event(tenant, client, event)
+            if not tenant.spooled_ack:
+                commit = None
+        except (Refused, Dropped):
+            pass  # counted by the intake; browsers never read pixel errors: the GIF anyway
+        keep_alive = self._keep_alive
+        if not keep_alive:
+            self._close_after = True
+        response = server.response(set_cookie, keep_alive, parser.get_http_version() == "1.0")
+        groups = self._groups
+        if not groups and (commit is None or commit.done()):
+            out.append(response)
+            return
+        if groups and (commit is None or commit is groups[-1][0] or commit.done()):
+            groups[-1][1].append(response)  # behind an earlier answer still waiting
+        else:
+            assert commit is not None
+            groups.append((commit, [response]))
+            commit.add_done_callback(self._committed)
+        self._waiting += 1
+        if self._waiting >= MAX_PENDING and not self._throttled:
+            assert self.transport is not None
+            self._throttled = True
+            self.transport.pause_reading()
+
+    def _flush(self, out: list[bytes]) -> None:
+        if out:
+            assert self.transport is not None
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _committed(self, commit: asyncio.Future[None]) -> None:
+        """A spool commit resolved: write every response whose commit is done, in order."""
+        if not commit.cancelled():
+            commit.exception()  # a failed fsync: the pixel answers anyway (the drop is counted)
+        transport = self.transport
+        groups = self._groups
+        if transport is None or transport.is_closing():
+            groups.clear()
+            return
+        ready: list[bytes] = []
+        while groups and groups[0][0].done():
+            ready.extend(groups.pop(0)[1])
+        self._waiting -= len(ready)
+        self._flush(ready)
+        if groups:
+            return
+        if self._close_after or self.server.closing:
+            transport.close()
+        elif self._handover is not None:
+            rest, self._handover = self._handover, None
+            self._switch(rest)
+        elif self._throttled:
+            self._throttled = False
+            transport.resume_reading()
+
+    def _hand_over(self, rest: bytes) -> None:
+        """From this request on, aiohttp serves the connection (after our answers left)."""
+        if self._groups:
+            assert self.transport is not None
+            self._handover = rest
+            self.transport.pause_reading()
+            return
+        self._switch(rest)
+
+    def _switch(self, rest: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.server.connections.discard(self)
+        handler = self.server.fallback()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if rest:
+            handler.data_received(rest)
+        transport.resume_reading()
+        self.transport = None
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def begin_close(self) -> None:
+        """Graceful stop: read nothing more; close once the waiting responses are out."""
+        if self.transport is None:
+            return
+        self.transport.pause_reading()
+        if not self._groups:
+            self.transport.close()
+
+    def close_idle(self) -> None:
+        if self.transport is not None and not self._groups and not self._buf:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
