@@ -3,6 +3,7 @@ dashboard. Errors are written the way Go's ``http.Error`` writes them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 from collections.abc import Mapping
@@ -75,35 +76,36 @@ class Api:
             raw = await request.read()
         except Exception as exc:
             return go_error(f"Error reading request body: {exc}", 400)
-        body = raw.decode(errors="replace")
         try:
             doc = validate.decode_body(raw)
             job = validate.parse_job(doc)
         except validate.Invalid as exc:
+            body = raw.decode(errors="replace")
             return go_error(f"Error unmarshalling body '{body}' to Job: {exc}", 400)
+        try:
+            aggr = validate.parse_aggregation(doc)
+        except validate.Invalid as exc:
+            body = raw.decode(errors="replace")
+            return go_error(f"Error unmarshalling body '{body}' to Aggregation: {exc}", 400)
+        # The uniqueness check is part of the enqueue script (one round trip, batched with
+        # the concurrent requests): a taken id writes nothing and we draw another.
         try:
             for _ in range(ID_TRIES):
                 job.id = new_job_id()
-                if not await self.store.job_exists(job.id):
+                created = await self.store.enqueue_new(job, aggr)
+                if created >= 0:
                     break
             else:
                 return go_error(f"Could not find unique ID after {ID_TRIES} tries for {job}",
                                 500)
         except RedisError as exc:
-            return go_error(f"Error fetching {job} from Redis: {exc}", 500)
-        try:
-            aggr = validate.parse_aggregation(doc)
-        except validate.Invalid as exc:
-            return go_error(f"Error unmarshalling body '{body}' to Aggregation: {exc}", 400)
-        try:
-            created = await self.store.enqueue(job, aggr)
-        except RedisError as exc:
             return go_error(f"Error queueing {job}: {exc}", 500)
         self.enqueued += 1
-        if created:
-            log.debug("aggregation_save", extra={"aggregation_id": aggr.id,
-                                                 "aggregation_limit": aggr.limit})
-        log.debug("job_enqueue", extra={"job_id": job.id, "job_url": job.url})
+        if log.isEnabledFor(logging.DEBUG):
+            if created:
+                log.debug("aggregation_save", extra={"aggregation_id": aggr.id,
+                                                     "aggregation_limit": aggr.limit})
+            log.debug("job_enqueue", extra={"job_id": job.id, "job_url": job.url})
         # Quirk kept: Go sniffed the type because it was set after WriteHeader.
         return web.Response(status=201, body=b'{"id":"' + job.id.encode() + b'"}',
                             headers={"Content-Type": "text/plain; charset=utf-8"})
@@ -195,6 +197,8 @@ class ApiService(Service):
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.api is not None:
+            await self.api.store.drain()
         if self.client is not None:
             await self.client.aclose()
 

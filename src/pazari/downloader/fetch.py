@@ -23,6 +23,10 @@ from pazari.mime import SNIFF_LEN
 
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
 CHUNK = 64 * 1024
+#: A body announced at most this long (and not content-encoded, so it cannot inflate) is
+#: read into memory and written, synced and renamed by one worker-thread hop; longer or
+#: unannounced bodies stream to the temp file.
+SMALL_BODY = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Result:
     head: bytes
     size: int
     fd: int  # the temp file, still open: the caller fsyncs and closes it off the loop
+    body: bytes | None = None  # a small body, not yet on disk (then fd is -1)
 
 
 def _tls_error(exc: BaseException) -> bool:
@@ -138,6 +143,8 @@ async def _read(resp: aiohttp.ClientResponse, limits: Limits, tmp_path: str,
         raise DownloadError("processing response",
                             f"Content-Length {length} exceeds the maximum file size of "
                             f"{limits.max_size} bytes", retriable=False)
+    if length is not None and length <= SMALL_BODY and "Content-Encoding" not in resp.headers:
+        return await _read_small(resp, limits, status, on_head)
     try:
         # Metadata operations can wait on the filesystem journal behind other jobs' fsyncs:
         # never on the event loop.
@@ -178,6 +185,40 @@ async def _read(resp: aiohttp.ClientResponse, limits: Limits, tmp_path: str,
         os.close(fd)
         raise
     return Result(status=status, head=bytes(head), size=size, fd=fd)
+
+
+async def _read_small(resp: aiohttp.ClientResponse, limits: Limits, status: int,
+                      on_head: Callable[[bytes], None]) -> Result:
+    try:
+        body = await resp.read()
+    except (aiohttp.ClientError, OSError) as exc:
+        raise DownloadError("downloading file", _body_error(exc), retriable=True,
+                            stat="download.response.body") from None
+    except TimeoutError:
+        raise DownloadError("downloading file", "no data received within the read timeout",
+                            retriable=True, stat="download.response.body") from None
+    if len(body) > limits.max_size:
+        raise DownloadError("downloading file", f"file exceeds the maximum size of "
+                            f"{limits.max_size} bytes", retriable=False)
+    head = body[:SNIFF_LEN]
+    on_head(head)
+    return Result(status=status, head=head, size=len(body), fd=-1, body=body)
+
+
+def write_file(path: str, data: bytes) -> int:
+    """Create ``path`` and write ``data`` (a worker thread's half of the small-body path);
+    return the open descriptor for the caller to fsync and close."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        raise DownloadError("creating tmp file", str(exc), retriable=True,
+                            internal=True) from None
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:

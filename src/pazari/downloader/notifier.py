@@ -69,6 +69,7 @@ class NotifierService(Service):
             except Exception as exc:
                 log.error("backend stop: %s", exc)
         if self.store is not None:
+            await self.store.drain()
             await self.store.r.aclose()
 
     def vars(self) -> Mapping[str, Any]:

@@ -9,15 +9,18 @@ import functools
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from redis.exceptions import RedisError
 
 from pazari.downloader import store as st
+from pazari.downloader.batching import Coalescer
 from pazari.downloader.config import Config, test_time
 from pazari.downloader.errors import DownloadError
-from pazari.downloader.fetch import Limits, fetch
+from pazari.downloader.fetch import Limits, fetch, write_file
 from pazari.downloader.imagesize import ImageSizeError, image_size
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Aggregation, Job
 from pazari.downloader.pool import Pool
@@ -33,6 +36,16 @@ log = get_logger("downloader.processor")
 
 GAUGES = ("workers", "workerPools", "paused")
 DEFAULT_DELETION_MINUTES = 180
+FILE_THREADS = 4
+
+
+@dataclass(slots=True)
+class FileToFinish:
+    fd: int  # the streamed temp file, open; -1 when ``body`` holds a small body instead
+    body: bytes | None
+    tmp: str
+    mime: str | None  # the sniffed type when the image size is wanted
+    rel: str
 
 
 class Processor:
@@ -54,6 +67,10 @@ class Processor:
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
         deletion = config.notifier.deletion_interval or DEFAULT_DELETION_MINUTES
         self.deletion_seconds = deletion * 60
+        # A few threads: fsyncs of different files overlap in the filesystem journal.
+        self.file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="files")
+        self.finisher: Coalescer[FileToFinish, str | None] = Coalescer(
+            self._finish_batch, max_batch=64, parallel=FILE_THREADS, name="finish-files")
 
     # ------------------------------------------------------------------- bookkeeping
     def started_download(self, job_id: str) -> None:
@@ -153,10 +170,27 @@ class Processor:
         result = await fetch(self.session, job.url, headers, proxy, limits, tmp, on_head,
                              on_status)
         mime = sniffed[0] if job.extract_image_size and sniffed else None
-        # fsync, image size and the rename run in one worker-thread hop (spec §3 steps 8-10).
-        size = await asyncio.to_thread(self._finish_file, result.fd, tmp, mime, job.path())
+        # Writing a small body, fsync, image size and the rename run in a worker thread,
+        # batched with the other jobs finishing now (spec §3 steps 8-10).
+        size = await self.finisher.submit(
+            FileToFinish(result.fd, result.body, tmp, mime, job.path()))
         if size is not None:
             job.image_size = size
+
+    async def _finish_batch(self, items: list[FileToFinish]
+                            ) -> list[str | BaseException | None]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.file_threads, self._finish_files, items)
+
+    def _finish_files(self, items: list[FileToFinish]) -> list[str | BaseException | None]:
+        out: list[str | BaseException | None] = []
+        for f in items:
+            try:
+                fd = f.fd if f.body is None else write_file(f.tmp, f.body)
+                out.append(self._finish_file(fd, f.tmp, f.mime, f.rel))
+            except Exception as exc:  # that job's failure only
+                out.append(exc)
+        return out
 
     def _finish_file(self, fd: int, tmp: str, mime: str | None, rel: str) -> str | None:
         try:
@@ -245,6 +279,7 @@ class ProcessorService(Service):
             else GuardedResolver(parse_networks(cfg.allowed_networks)))
         session = aiohttp.ClientSession(
             connector=connector, trust_env=False, auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),  # Go's client keeps no cookies either
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout,
                                           sock_read=cfg.read_timeout),
         )
@@ -260,7 +295,10 @@ class ProcessorService(Service):
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.proc is not None:
             await self.proc.cancel_pools()
+            await self.proc.finisher.drain()
+            self.proc.file_threads.shutdown(wait=True)
             await self.proc.session.close()
+            await self.proc.store.drain()
             await self.proc.store.r.aclose()
 
     def vars(self) -> Mapping[str, Any]:

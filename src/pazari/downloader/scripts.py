@@ -20,33 +20,9 @@ redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3 + n + 1])
 return created
 """
 
-# Pop up to ARGV[3] eligible jobs for download: each moves to the in-flight set, is marked
-# InProgress and has its attempt counted; the hashes come back in the same round trip. A
-# popped id without a hash is dropped. KEYS: jobs, inflight. ARGV: now, lease_until, n.
-POP_DOWNLOADS = """
-local now = tonumber(ARGV[1])
-local top = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
-if #top == 0 then return redis.error_reply('EMPTY') end
-if tonumber(top[2]) > now then return redis.error_reply('RETRYLATER') end
-local out = {}
-for i = 1, #top, 2 do
-  local id = top[i]
-  if tonumber(top[i + 1]) > now then break end
-  redis.call('ZREM', KEYS[1], id)
-  local key = 'job:' .. id
-  local hid = redis.call('HGET', key, 'ID')
-  if hid and hid ~= '' then
-    redis.call('ZADD', KEYS[2], ARGV[2], id)
-    redis.call('HSET', key, 'DownloadState', 'InProgress', 'DownloadMeta', '',
-               'ResponseCode', '0')
-    redis.call('HINCRBY', key, 'DownloadCount', 1)
-    out[#out + 1] = redis.call('HGETALL', key)
-  end
-end
-return out
-"""
-
-# The same for callbacks: InProgress, CallbackMeta cleared, CallbackCount counted (spec §4).
+# Pop up to ARGV[3] due callbacks: each moves to the in-flight set, is marked InProgress with
+# CallbackMeta cleared and its attempt counted (spec §4); the hashes come back in the same
+# round trip. A popped id without a hash is dropped.
 # KEYS: CallbackQueue, inflight. ARGV: now, lease_until, n.
 POP_CALLBACKS = """
 local now = tonumber(ARGV[1])
@@ -134,4 +110,108 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return 1
 end
 return 0
+"""
+
+# ---------------------------------------------------------------------------------------
+# Batched forms (one call per batch of jobs; the per-job writes are those of the scripts and
+# MULTIs above). ARGV[1] is a JSON array built by the store, every value a string, so the
+# Python side packs one argument per batch instead of dozens per job.
+
+# Enqueue many jobs (ENQUEUE each), refusing an id that is already taken so the api needs no
+# separate EXISTS round trip. Item: [job_id, aggr_id, [aggr pairs], [job pairs]].
+# Returns per item: 1 aggregation created, 0 queued, -1 id taken (nothing written). A taken
+# id whose URL, aggregation and Extra are ours is our own write replayed by a client retry
+# after a lost reply: 0, so the retry does not queue the job twice. Item: [job_id, aggr_id,
+# [aggr pairs], [job pairs], url, extra]. ARGV: json, now.
+ENQUEUE_MANY = """
+local items = cjson.decode(ARGV[1])
+local out = {}
+for i, it in ipairs(items) do
+  local jkey = 'job:' .. it[1]
+  if redis.call('EXISTS', jkey) == 1 then
+    local h = redis.call('HMGET', jkey, 'URL', 'AggrID', 'Extra')
+    if h[1] == it[5] and h[2] == it[2] and h[3] == it[6] then out[i] = 0 else out[i] = -1 end
+  else
+    local akey = 'aggr:' .. it[2]
+    out[i] = 0
+    if redis.call('EXISTS', akey) == 0 then
+      redis.call('HSET', akey, unpack(it[3]))
+      out[i] = 1
+    end
+    redis.call('HSET', jkey, unpack(it[4]))
+    redis.call('ZADD', 'jobs:' .. it[2], ARGV[2], it[1])
+  end
+end
+return out
+"""
+
+# Write download outcomes and leave the in-flight set (Store.finish_download per item).
+# Item: [job_id, [changed field pairs], target zset or '', score]. A job whose hash is gone
+# (delivered and reaped after its lease was reclaimed) is only dropped from the in-flight
+# set, never resurrected. KEYS: DownloadsInFlight. ARGV: json.
+FINISH_DOWNLOADS = """
+local items = cjson.decode(ARGV[1])
+for _, it in ipairs(items) do
+  local id = it[1]
+  redis.call('ZREM', KEYS[1], id)
+  local key = 'job:' .. id
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, unpack(it[2]))
+    if it[3] ~= '' then redis.call('ZADD', it[3], it[4], id) end
+  end
+end
+return #items
+"""
+
+# Delivered callbacks (Store.callback_delivered per item): delete the hash, leave the
+# in-flight set, schedule the file for deletion. Item: [job_id, score].
+# KEYS: CallbacksInFlight, JobDeletionQueue. ARGV: json.
+CALLBACKS_DELIVERED = """
+local items = cjson.decode(ARGV[1])
+for _, it in ipairs(items) do
+  redis.call('DEL', 'job:' .. it[1])
+  redis.call('ZREM', KEYS[1], it[1])
+  redis.call('ZADD', KEYS[2], it[2], it[1])
+end
+return #items
+"""
+
+# Pop eligible jobs for download from many aggregations in one call (the pools that have
+# free slots now): each job moves to the in-flight set, is marked InProgress and has its
+# attempt counted; the hashes come back in the same round trip. A popped id without a hash
+# is dropped.
+# Request: [aggr_id, n, lease_until]. Reply per request: {'EMPTY'}, {'RETRYLATER'} or
+# {'OK', hash, hash, ...}.
+# KEYS: inflight. ARGV: now, json.
+POP_DOWNLOADS_MANY = """
+local now = tonumber(ARGV[1])
+local reqs = cjson.decode(ARGV[2])
+local out = {}
+for r, req in ipairs(reqs) do
+  local top = redis.call('ZRANGE', 'jobs:' .. req[1], 0, tonumber(req[2]) - 1, 'WITHSCORES')
+  local res
+  if #top == 0 then
+    res = {'EMPTY'}
+  elseif tonumber(top[2]) > now then
+    res = {'RETRYLATER'}
+  else
+    res = {'OK'}
+    for i = 1, #top, 2 do
+      local id = top[i]
+      if tonumber(top[i + 1]) > now then break end
+      redis.call('ZREM', 'jobs:' .. req[1], id)
+      local key = 'job:' .. id
+      local hid = redis.call('HGET', key, 'ID')
+      if hid and hid ~= '' then
+        redis.call('ZADD', KEYS[1], req[3], id)
+        redis.call('HSET', key, 'DownloadState', 'InProgress', 'DownloadMeta', '',
+                   'ResponseCode', '0')
+        redis.call('HINCRBY', key, 'DownloadCount', 1)
+        res[#res + 1] = redis.call('HGETALL', key)
+      end
+    end
+  end
+  out[r] = res
+end
+return out
 """

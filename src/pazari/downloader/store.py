@@ -1,4 +1,5 @@
-"""Every Redis key, script and score of the downloader, in one place (spec §2).
+"""Every Redis key, script and score of the downloader, in one place (spec §2); the hash
+encodings are in :mod:`pazari.downloader.codec`, the Lua in :mod:`pazari.downloader.scripts`.
 
 Layout (the original's, so an existing Redis keeps working):
 
@@ -11,7 +12,11 @@ Layout (the original's, so an existing Redis keeps working):
 Added to fix the original's job loss on a crash (limitation 2): ``DownloadsInFlight`` and
 ``CallbacksInFlight`` ZSETs (member id, score = lease expiry in unix seconds). A pop moves
 the id atomically (Lua) from its queue to the in-flight set; finishing removes it in the
-same MULTI that writes the outcome; any processor/notifier moves expired entries back.
+same atomic step that writes the outcome; any processor/notifier moves expired entries back.
+
+Per-job writes of concurrent jobs (enqueue, pop, outcome, delivered callback) are coalesced
+into one script call per batch (:mod:`pazari.downloader.batching`); each job's writes stay
+atomic, a batch is simply several of them in one round trip.
 Scores are compared as numbers (the original's Lua compared strings).
 """
 
@@ -29,6 +34,18 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pazari.downloader import scripts
+from pazari.downloader.batching import Coalescer
+from pazari.downloader.codec import (
+    decode_aggr,
+    decode_hash,
+    decode_job,
+    encode_aggr,
+    encode_job,
+    job_pairs,
+    outcome_pairs,
+    pairs,
+    to_str,
+)
 from pazari.downloader.job import PENDING, Aggregation, Job
 
 CALLBACK_QUEUE = "CallbackQueue"
@@ -58,128 +75,6 @@ def now() -> int:
     return int(time.time())
 
 
-# ---------------------------------------------------------------- hash encodings
-# Field names and value encodings are the original's, so an existing Redis and the Go
-# services keep working: bools are "1"/"0", MaxRetries is "null" or an integer,
-# RequestHeaders is a JSON string ("null" when none), counters are decimal strings.
-
-def encode_job(job: Job) -> dict[str, str]:
-    """Every field, as the original's HMSET wrote them."""
-    h = {
-        "ID": job.id,
-        "URL": job.url,
-        "AggrID": job.aggr_id,
-        "MaxRetries": "null" if job.max_retries is None else str(job.max_retries),
-        "DownloadState": job.download_state,
-        "DownloadCount": str(job.download_count),
-        "DownloadMeta": job.download_meta,
-        "CallbackState": job.callback_state,
-        "CallbackType": job.callback_type,
-        "CallbackDst": job.callback_dst,
-        "CallbackURL": job.callback_url,
-        "DownloadURL": job.download_url,
-        "CallbackMeta": job.callback_meta,
-        "CallbackCount": str(job.callback_count),
-        "Extra": job.extra,
-        "ResponseCode": str(job.response_code),
-        "MimeType": job.mime_type,
-        "ExtractImageSize": "1" if job.extract_image_size else "0",
-        "ImageSize": job.image_size,
-        "DownloadTimeout": str(job.download_timeout),
-        "RequestHeaders": orjson.dumps(job.request_headers).decode(),
-        "S3Bucket": job.s3_bucket,
-        "S3Region": job.s3_region,
-    }
-    if job.mime_type_any:
-        h["MimeTypeAny"] = orjson.dumps(job.mime_type_any).decode()
-    return h
-
-def decode_job(h: dict[str, str]) -> Job:
-    """Decode an HGETALL reply; raise ValueError like the original's reader on an
-    unknown field or a bad value."""
-    job = Job()
-    for key, value in h.items():
-        setter = _SETTERS.get(key)
-        if setter is None:
-            raise ValueError(f"Field {key} with value {value} was not found in Job struct")
-        setter(job, value)
-    return job
-
-
-def _int(v: str) -> int:
-    return int(v) if v else 0
-
-
-def _set_max_retries(j: Job, v: str) -> None:
-    j.max_retries = None if v in ("", "null") else int(v)
-
-
-def _set_headers(j: Job, v: str) -> None:
-    j.request_headers = orjson.loads(v) if v else None
-
-
-def _set_any(j: Job, v: str) -> None:
-    j.mime_type_any = list(orjson.loads(v)) if v else []
-
-
-def _str(name: str):  # type: ignore[no-untyped-def]
-    def set_(j: Job, v: str) -> None:
-        setattr(j, name, v)
-    return set_
-
-
-def _num(name: str):  # type: ignore[no-untyped-def]
-    def set_(j: Job, v: str) -> None:
-        setattr(j, name, _int(v))
-    return set_
-
-
-_SETTERS = {
-    "ID": _str("id"),
-    "URL": _str("url"),
-    "AggrID": _str("aggr_id"),
-    "MaxRetries": _set_max_retries,
-    "DownloadState": _str("download_state"),
-    "DownloadCount": _num("download_count"),
-    "DownloadMeta": _str("download_meta"),
-    "CallbackState": _str("callback_state"),
-    "CallbackType": _str("callback_type"),
-    "CallbackDst": _str("callback_dst"),
-    "CallbackURL": _str("callback_url"),
-    "DownloadURL": _str("download_url"),
-    "CallbackMeta": _str("callback_meta"),
-    "CallbackCount": _num("callback_count"),
-    "Extra": _str("extra"),
-    "ResponseCode": _num("response_code"),
-    "MimeType": _str("mime_type"),
-    "ExtractImageSize": lambda j, v: setattr(j, "extract_image_size", v in ("1", "true")),
-    "ImageSize": _str("image_size"),
-    "DownloadTimeout": _num("download_timeout"),
-    "RequestHeaders": _set_headers,
-    "S3Bucket": _str("s3_bucket"),
-    "S3Region": _str("s3_region"),
-    "MimeTypeAny": _set_any,
-}
-
-
-def encode_aggr(aggr: Aggregation) -> dict[str, str]:
-    h = {"ID": aggr.id, "Limit": str(aggr.limit), "Proxy": aggr.proxy,
-         "ExpiresAt": aggr.expires_at}
-    if aggr.rate:
-        h["Rate"] = repr(aggr.rate)
-    return h
-
-def decode_aggr(h: dict[str, str]) -> Aggregation:
-    known = {"ID", "Limit", "Proxy", "ExpiresAt", "Rate"}
-    for key, value in h.items():
-        if key not in known:
-            raise ValueError(
-                f"Field {key} with value {value} was not found in Aggregation struct")
-    return Aggregation(id=h.get("ID", ""), limit=_int(h.get("Limit", "")),
-               proxy=h.get("Proxy", ""), expires_at=h.get("ExpiresAt", ""),
-               rate=float(h.get("Rate") or 0))
-
-
 class Empty(Exception):
     """The queue has no member."""
 
@@ -190,22 +85,6 @@ class RetryLater(Exception):
 
 class BeingProcessed(Exception):
     """Another processor holds the aggregation's lease."""
-
-
-def _pairs(h: dict[str, str]) -> list[str]:
-    out: list[str] = []
-    for k, v in h.items():
-        out += (k, v)
-    return out
-
-
-def _decode_hash(flat: list[Any]) -> dict[str, str]:
-    it = iter(flat)
-    return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _raise_pop_error(exc: ResponseError) -> None:
@@ -244,13 +123,33 @@ class Store:
     def __init__(self, client: aioredis.Redis) -> None:
         self.r = client
         self._enqueue = client.register_script(scripts.ENQUEUE)
-        self._pop_downloads = client.register_script(scripts.POP_DOWNLOADS)
         self._pop_callbacks = client.register_script(scripts.POP_CALLBACKS)
         self._reclaim_downloads = client.register_script(scripts.RECLAIM_DOWNLOADS)
         self._reclaim_callbacks = client.register_script(scripts.RECLAIM_CALLBACKS)
         self._delaggr = client.register_script(scripts.DELAGGR)
         self._aggrpop = client.register_script(scripts.AGGRPOP)
         self._renew_aggr = client.register_script(scripts.RENEW_AGGR)
+        self._enqueue_many = client.register_script(scripts.ENQUEUE_MANY)
+        self._finish_downloads = client.register_script(scripts.FINISH_DOWNLOADS)
+        self._callbacks_delivered = client.register_script(scripts.CALLBACKS_DELIVERED)
+        self._pop_downloads_many = client.register_script(scripts.POP_DOWNLOADS_MANY)
+        # Concurrent requests/jobs share one script call per batch (see batching.py): the
+        # per-job Redis cost was most of the api's, processor's and notifier's CPU.
+        self._enqueues: Coalescer[list[Any], int] = Coalescer(
+            self._run_enqueues, name="enqueue-batch")
+        self._outcomes: Coalescer[list[Any], None] = Coalescer(
+            self._run_outcomes, name="outcome-batch")
+        self._deliveries: Coalescer[list[str], None] = Coalescer(
+            self._run_deliveries, name="delivered-batch")
+        self._pops: Coalescer[list[str], list[Job]] = Coalescer(
+            self._run_pops, name="pop-batch", orphan=self._requeue_orphans)
+
+    async def drain(self) -> None:
+        """Wait for every batched write submitted so far (before closing the client)."""
+        # Pops first: jobs popped for a pool that was stopped meanwhile are requeued
+        # through the outcome batch.
+        for batch in (self._pops, self._enqueues, self._outcomes, self._deliveries):
+            await batch.drain()
 
     # ------------------------------------------------------------------------- api
     async def job_exists(self, job_id: str) -> bool:
@@ -260,16 +159,27 @@ class Store:
         """Create the aggregation if absent (a present one keeps its limit and proxy, as in
         the original) and queue the job Pending with score now; True if aggr was created."""
         job.download_state = PENDING
-        a = _pairs(encode_aggr(aggr))
+        a = pairs(encode_aggr(aggr))
         created = await self._enqueue(
             keys=[aggr_key(aggr.id), job_key(job.id), jobs_key(job.aggr_id)],
-            args=[now(), len(a), *a, *_pairs(encode_job(job))],
+            args=[now(), len(a), *a, *pairs(encode_job(job))],
         )
         return bool(created)
 
+    async def enqueue_new(self, job: Job, aggr: Aggregation) -> int:
+        """``enqueue`` for a fresh id, batched with concurrent calls: 1 if the aggregation
+        was created, 0 if only the job was queued, -1 if the id is taken (nothing written)."""
+        job.download_state = PENDING
+        return await self._enqueues.submit(
+            [job.id, aggr.id, pairs(encode_aggr(aggr)), job_pairs(job), job.url, job.extra])
+
+    async def _run_enqueues(self, items: list[list[Any]]) -> list[int | BaseException]:
+        reply = await self._enqueue_many(args=[orjson.dumps(items), now()])
+        return [int(x) for x in reply]
+
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.r.hgetall(job_key(job_id))
-        h = {_s(k): _s(v) for k, v in raw.items()}
+        h = {to_str(k): to_str(v) for k, v in raw.items()}
         if not h.get("ID"):
             return None
         return decode_job(h)
@@ -287,7 +197,7 @@ class Store:
     async def aggregation_sizes(self) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
         async for key in self.r.scan_iter(match=f"{JOBS_PREFIX}*", count=50):
-            name = _s(key)
+            name = to_str(key)
             try:
                 size = int(await self.r.zcount(name, "-inf", "+inf"))
             except ResponseError:
@@ -304,7 +214,7 @@ class Store:
 
     # ------------------------------------------------------------------- processor
     async def aggregation_ids(self) -> list[str]:
-        return [_s(k)[len(JOBS_PREFIX):]
+        return [to_str(k)[len(JOBS_PREFIX):]
                 async for k in self.r.scan_iter(match=f"{JOBS_PREFIX}*", count=50)]
 
     async def lease_aggregation(self, aggr_id: str, lease: int, default_limit: int
@@ -315,7 +225,7 @@ class Store:
         except ResponseError as exc:
             _raise_pop_error(exc)
             raise
-        return decode_aggr(_decode_hash(flat))
+        return decode_aggr(decode_hash(flat))
 
     async def renew_aggregation(self, aggr_id: str, lease: int) -> None:
         await self._renew_aggr(keys=[aggr_key(aggr_id)], args=[now() + lease])
@@ -327,9 +237,33 @@ class Store:
 
     async def pop_downloads(self, aggr_id: str, n: int, lease: float) -> list[Job]:
         """Move up to ``n`` eligible jobs to the in-flight set, marked InProgress with their
-        DownloadCount incremented (raises Empty/RetryLater when there is none)."""
-        return await self._pop_jobs(self._pop_downloads, jobs_key(aggr_id),
-                                    DOWNLOADS_INFLIGHT, n, lease)
+        DownloadCount incremented (raises Empty/RetryLater when there is none). The pops of
+        every pool with free slots right now share one script call."""
+        return await self._pops.submit([aggr_id, str(n), str(int(time.time() + lease))])
+
+    async def _requeue_orphans(self, jobs: list[Job]) -> None:
+        """Jobs popped for a pool that stopped before taking them: back to their queue,
+        the attempt not counted (as a stop does with a running download)."""
+        for job in jobs:
+            job.download_state = PENDING
+            job.download_count = max(0, job.download_count - 1)
+        await asyncio.gather(*(self.finish_download(job, requeue_at=time.time(),
+                                                    callback=False, deletion_at=None)
+                               for job in jobs), return_exceptions=True)
+
+    async def _run_pops(self, items: list[list[str]]) -> list[list[Job] | BaseException]:
+        replies = await self._pop_downloads_many(keys=[DOWNLOADS_INFLIGHT],
+                                                 args=[now(), orjson.dumps(items)])
+        out: list[list[Job] | BaseException] = []
+        for reply in replies:
+            status = reply[0]
+            if status == b"EMPTY":
+                out.append(Empty())
+            elif status == b"RETRYLATER":
+                out.append(RetryLater())
+            else:
+                out.append([decode_job(decode_hash(flat)) for flat in reply[1:]])
+        return out
 
     async def pop_callbacks(self, n: int, lease: float) -> list[Job]:
         """Move up to ``n`` due callbacks to the in-flight set, marked InProgress with their
@@ -345,7 +279,7 @@ class Store:
         except ResponseError as exc:
             _raise_pop_error(exc)
             raise
-        return [decode_job(_decode_hash(flat)) for flat in reply]
+        return [decode_job(decode_hash(flat)) for flat in reply]
 
     async def renew_inflight(self, key: str, ids: Iterable[str], lease: float) -> None:
         until = int(time.time() + lease)
@@ -359,25 +293,24 @@ class Store:
 
     async def finish_download(self, job: Job, *, requeue_at: float | None,
                               callback: bool, deletion_at: float | None) -> None:
-        """Write the outcome and leave the in-flight set in one MULTI: requeue (Pending,
-        score ``requeue_at``), or terminal with the callback queued, or terminal without
-        callback scheduled for deletion."""
-        await _retrying(lambda: self._finish_download(job, requeue_at, callback, deletion_at))
+        """Write the outcome and leave the in-flight set atomically (one script call shared
+        with the concurrent outcomes): requeue (Pending, score ``requeue_at``), or terminal
+        with the callback queued, or terminal without callback scheduled for deletion."""
+        if callback and requeue_at is None:
+            job.callback_state = PENDING
+        target, score = "", 0
+        if requeue_at is not None:
+            target, score = jobs_key(job.aggr_id), int(requeue_at)
+        elif callback:
+            target, score = CALLBACK_QUEUE, now()
+        elif deletion_at is not None:
+            target, score = DELETION_QUEUE, int(deletion_at)
+        await self._outcomes.submit([job.id, outcome_pairs(job), target, str(score)])
 
-    async def _finish_download(self, job: Job, requeue_at: float | None, callback: bool,
-                               deletion_at: float | None) -> None:
-        async with self.r.pipeline(transaction=True) as p:
-            if callback and requeue_at is None:
-                job.callback_state = PENDING
-            p.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type]
-            p.zrem(DOWNLOADS_INFLIGHT, job.id)
-            if requeue_at is not None:
-                p.zadd(jobs_key(job.aggr_id), {job.id: int(requeue_at)})
-            elif callback:
-                p.zadd(CALLBACK_QUEUE, {job.id: now()})
-            elif deletion_at is not None:
-                p.zadd(DELETION_QUEUE, {job.id: int(deletion_at)})
-            await p.execute()
+    async def _run_outcomes(self, items: list[list[Any]]) -> list[BaseException | None]:
+        body = orjson.dumps(items)
+        await _retrying(lambda: self._finish_downloads(keys=[DOWNLOADS_INFLIGHT], args=[body]))
+        return [None] * len(items)
 
     async def pop_deletion(self) -> str:
         """Reaper pop (spec §3 Reaper): raises Empty/RetryLater."""
@@ -394,7 +327,7 @@ class Store:
         member, score = top[0]
         if float(score) > t:
             raise RetryLater
-        return _s(member)
+        return to_str(member)
 
     async def drop_deleted(self, job_id: str) -> None:
         async with self.r.pipeline(transaction=True) as p:
@@ -409,14 +342,13 @@ class Store:
 
     async def callback_delivered(self, job_id: str, deletion_at: float) -> None:
         """spec §4: delete the hash and schedule the file for deletion."""
-        await _retrying(lambda: self._callback_delivered(job_id, deletion_at))
+        await self._deliveries.submit([job_id, str(int(deletion_at))])
 
-    async def _callback_delivered(self, job_id: str, deletion_at: float) -> None:
-        async with self.r.pipeline(transaction=True) as p:
-            p.delete(job_key(job_id))
-            p.zrem(CALLBACKS_INFLIGHT, job_id)
-            p.zadd(DELETION_QUEUE, {job_id: int(deletion_at)})
-            await p.execute()
+    async def _run_deliveries(self, items: list[list[str]]) -> list[BaseException | None]:
+        body = orjson.dumps(items)
+        await _retrying(lambda: self._callbacks_delivered(
+            keys=[CALLBACKS_INFLIGHT, DELETION_QUEUE], args=[body]))
+        return [None] * len(items)
 
     async def callback_outcome(self, job: Job, retry_at: float | None) -> None:
         """Save a failed (terminal) or retried callback and leave the in-flight set."""

@@ -8,16 +8,22 @@ from typing import Any
 import aiohttp
 
 from pazari.downloader.backends import DeliveryError
+from pazari.downloader.proxies import EnvProxies
+
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class HttpBackend:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.timeout = float(settings.get("timeout", 30))
         self.session: aiohttp.ClientSession | None = None
+        self.proxies = EnvProxies()
 
     async def start(self) -> None:
+        # The environment proxy is read once (aiohttp's trust_env re-reads it in a worker
+        # thread on every request); no cookies are kept between callbacks.
         self.session = aiohttp.ClientSession(
-            trust_env=True,
+            trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=10),
         )
@@ -26,7 +32,8 @@ class HttpBackend:
         assert self.session is not None
         try:
             async with self.session.post(
-                dst, data=payload, headers={"Content-Type": "application/json", **headers}
+                dst, data=payload, proxy=self.proxies.for_url(dst) or None,
+                headers={**JSON_HEADERS, **headers} if headers else JSON_HEADERS,
             ) as resp:
                 await resp.read()
                 if not 200 <= resp.status < 300:
