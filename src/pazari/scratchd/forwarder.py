@@ -17,6 +17,11 @@ from pazari.scratchd.stats import SinkStats
 log = get_logger("scratchd.forwarder")
 
 READ_BYTES = 1 << 20
+# A forwarder that caught up waits this long before reading again, so that it delivers the
+# events of many group commits at once instead of waking for each (the commits of the pixel
+# benchmark come every few hundred microseconds; one read + one sink call each showed as
+# ~12% of the process in the profile). Delivery latency stays in the milliseconds.
+COALESCE = 0.005
 
 
 class Forwarder:
@@ -50,6 +55,8 @@ class Forwarder:
                 self.cursor = mine[min(i + batch, len(mine)) - 1].end
             self.cursor = records[-1].end
             self.stats.lag_bytes = self.spool.end - self.cursor
+            if not self.stopping and self.cursor >= self.spool.end:
+                await asyncio.sleep(COALESCE)
 
     async def _deliver(self, chunk: Sequence[Record]) -> None:
         delay = self.sink.config.retry_initial

@@ -215,7 +215,9 @@ class PixelProtocol(asyncio.Protocol):
                 self._hand_over(buf[pos:])
                 return
             try:
-                self._answer(memoryview(buf)[pos:stop], out)
+                # HTTP/1.0 from the request line's end (get_http_version formats a string).
+                http10 = buf.startswith(b"1.0", buf.find(b"\r\n", pos) - 3)
+                self._answer(memoryview(buf)[pos:stop], http10, out)
             except _Foreign:
                 self._flush(out)
                 self._hand_over(buf[pos:])
@@ -236,7 +238,7 @@ class PixelProtocol(asyncio.Protocol):
             return
         self._buf = rest
 
-    def _answer(self, head: memoryview, out: list[bytes]) -> None:
+    def _answer(self, head: memoryview, http10: bool, out: list[bytes]) -> None:
         """Parse one whole request head and answer it (into ``out`` or a commit group)."""
         self._url = b""
         self._headers = {}
@@ -270,7 +272,7 @@ class PixelProtocol(asyncio.Protocol):
         keep_alive = self._keep_alive
         if not keep_alive:
             self._close_after = True
-        response = server.response(set_cookie, keep_alive, parser.get_http_version() == "1.0")
+        response = server.response(set_cookie, keep_alive, http10)
         groups = self._groups
         if not groups and (commit is None or commit.done()):
             out.append(response)

@@ -127,6 +127,8 @@ class Scratchd(Service):
     def vars(self) -> Mapping[str, Any]:
         return {"scratchd": {**self.stats.as_dict(),
                              "spool": {"end": self.spool.end, "durable": self.spool.durable,
+                                       "events_written": self.spool.events_written,
+                                       "commits": self.spool.commits,
                                        "segments": len(self.spool.bases),
                                        "cursors": dict(self.spool.persisted)}}}
 
