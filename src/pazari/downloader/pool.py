@@ -15,6 +15,9 @@ from pazari.downloader.job import Aggregation, Job
 from pazari.downloader.ratelimit import TokenBucket
 from pazari.runtime import get_logger
 
+#: Seconds a pool stays after its queue ran empty (the original's workers idled 5 s).
+IDLE_GRACE = 1.0
+
 if TYPE_CHECKING:
     from pazari.downloader.processor import Processor
 
@@ -32,8 +35,10 @@ class Pool:
         self.downloads = 0
 
     async def run(self) -> None:
-        """Pop and dispatch until the queue is empty and no download is running."""
-        renew = asyncio.create_task(self._renew_lease())
+        """Pop and dispatch until the queue has been empty for ``IDLE_GRACE`` s and no
+        download is running. The lease is renewed by the processor for all its pools at once
+        (a busy aggregation keeps its lease: the original renewed only when idle,
+        limitation 4)."""
         try:
             await self._loop()
         except asyncio.CancelledError:
@@ -41,9 +46,9 @@ class Pool:
                 t.cancel()
             raise
         finally:
-            renew.cancel()
             if self.active:
                 await asyncio.gather(*self.active, return_exceptions=True)
+            self.proc.leased.discard(self.aggr.id)
             try:
                 await self.proc.store.release_aggregation(self.aggr.id)
             except RedisError as exc:
@@ -54,6 +59,7 @@ class Pool:
     async def _loop(self) -> None:
         proc = self.proc
         poll = proc.cfg.poll_interval
+        idle_since: float | None = None
         while True:
             n = await self._acquire_slots()
             try:
@@ -61,12 +67,22 @@ class Pool:
             except (st.Empty, st.RetryLater, RedisError) as exc:
                 self._release(n)
                 if isinstance(exc, st.Empty) and not self.active:
-                    return
+                    # A short grace before closing: jobs trickling in (a client posting
+                    # while we download) would otherwise cost a release, a scan and a new
+                    # lease per lull. The pops of idle pools share one script call.
+                    now = time.monotonic()
+                    if idle_since is None:
+                        idle_since = now
+                    if now - idle_since >= IDLE_GRACE:
+                        return
+                else:
+                    idle_since = None
                 if isinstance(exc, RedisError):
                     self.log.warning("pop failed: %s", exc)
                     proc.stats.incr("failures")
                 await asyncio.sleep(poll)
                 continue
+            idle_since = None
             self._release(n - len(jobs))
             for job in jobs:
                 self.downloads += 1
@@ -111,13 +127,3 @@ class Pool:
             self.log.warning("could not record the outcome of %s: %s", job.id, exc)
         finally:
             proc.finished_download(job.id)
-
-    async def _renew_lease(self) -> None:
-        # A busy pool keeps its lease (the original renewed only when idle, limitation 4).
-        lease = self.proc.cfg.aggregation_lease
-        while True:
-            await asyncio.sleep(max(1.0, lease / 3))
-            try:
-                await self.proc.store.renew_aggregation(self.aggr.id, lease)
-            except RedisError as exc:
-                self.log.warning("could not renew lease: %s", exc)

@@ -64,6 +64,7 @@ class Processor:
         self.allowed_networks = parse_networks(self.cfg.allowed_networks)
         self.proxies = EnvProxies()
         self.pools: dict[str, asyncio.Task[None]] = {}
+        self.leased: set[str] = set()  # aggregations whose lease our pools hold
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
         deletion = config.notifier.deletion_interval or DEFAULT_DELETION_MINUTES
         self.deletion_seconds = deletion * 60
@@ -220,6 +221,7 @@ class Processor:
             self.stats.incr("invalidProxies")
             return
         pool = Pool(self, aggr)
+        self.leased.add(aggr.id)
         task = asyncio.create_task(pool.run(), name=f"pool:{aggr.id}")
         self.pools[aggr.id] = task
         task.add_done_callback(functools.partial(self._pool_done, aggr.id))
@@ -286,7 +288,8 @@ class ProcessorService(Service):
         self.proc = Processor(self.config, st.Store(client), session, storage, self.stats)
         self.healthy.set()
         self.tasks = [asyncio.create_task(c) for c in (
-            self._scan_loop(), self._renew_loop(), self._reaper(), self._disk_checker(),
+            self._scan_loop(), self._renew_loop(), self._renew_aggregations(), self._reaper(),
+            self._disk_checker(),
             report_loop(self.stats, self.proc.store, cfg.stats_interval))]
 
     async def stop(self) -> None:
@@ -324,6 +327,18 @@ class ProcessorService(Service):
                                                      list(self.proc.inflight), lease)
             except RedisError as exc:
                 log.warning("could not renew in-flight leases: %s", exc)
+
+    async def _renew_aggregations(self) -> None:
+        """Keep the leases of the aggregations we have pools for, all in one call (a busy
+        aggregation keeps its lease: the original renewed only when idle, limitation 4)."""
+        assert self.proc is not None
+        lease = self.config.processor.aggregation_lease
+        while True:
+            await asyncio.sleep(max(1.0, lease / 3))
+            try:
+                await self.proc.store.renew_aggregations(list(self.proc.leased), lease)
+            except RedisError as exc:
+                log.warning("could not renew aggregation leases: %s", exc)
 
     async def _reaper(self) -> None:
         """spec §3 Reaper; the id leaves the queue only after its file is gone."""

@@ -215,3 +215,19 @@ for r, req in ipairs(reqs) do
 end
 return out
 """
+
+# Renew the leases of every aggregation this processor has a pool for, in one call. A lease
+# already released (ExpiresAt '') or a deleted hash is left alone, so a renewal racing a
+# pool's release cannot take the aggregation back. ARGV: expires_at, json [aggr_id, ...].
+RENEW_AGGRS = """
+local n = 0
+for _, id in ipairs(cjson.decode(ARGV[2])) do
+  local key = 'aggr:' .. id
+  local exp = redis.call('HGET', key, 'ExpiresAt')
+  if exp and exp ~= '' then
+    redis.call('HSET', key, 'ExpiresAt', ARGV[1])
+    n = n + 1
+  end
+end
+return n
+"""

@@ -133,6 +133,7 @@ class Store:
         self._finish_downloads = client.register_script(scripts.FINISH_DOWNLOADS)
         self._callbacks_delivered = client.register_script(scripts.CALLBACKS_DELIVERED)
         self._pop_downloads_many = client.register_script(scripts.POP_DOWNLOADS_MANY)
+        self._renew_aggrs = client.register_script(scripts.RENEW_AGGRS)
         # Concurrent requests/jobs share one script call per batch (see batching.py): the
         # per-job Redis cost was most of the api's, processor's and notifier's CPU.
         self._enqueues: Coalescer[list[Any], int] = Coalescer(
@@ -229,6 +230,11 @@ class Store:
 
     async def renew_aggregation(self, aggr_id: str, lease: int) -> None:
         await self._renew_aggr(keys=[aggr_key(aggr_id)], args=[now() + lease])
+
+    async def renew_aggregations(self, aggr_ids: list[str], lease: int) -> None:
+        """``renew_aggregation`` for many aggregations in one call."""
+        if aggr_ids:
+            await self._renew_aggrs(args=[now() + lease, orjson.dumps(aggr_ids)])
 
     async def release_aggregation(self, aggr_id: str) -> None:
         """delaggr: delete the hash if the queue drained, else clear the lease so the next
