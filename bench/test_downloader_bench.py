@@ -13,6 +13,7 @@ import asyncio
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -90,6 +91,9 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
+SERVER_PIDS: dict[str, int] = {}  # url -> pid of the bench servers (for CPU accounting)
+
+
 def _spawn_server(script: str, *args: str, stdout: int | None = None
                   ) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``script`` (an aiohttp app on uvloop) in its own process; wait until it answers."""
@@ -115,6 +119,7 @@ def _spawn_server(script: str, *args: str, stdout: int | None = None
         proc.kill()
         proc.wait(10)
         raise
+    SERVER_PIDS[url] = proc.pid
     return proc, url
 
 
@@ -185,18 +190,44 @@ BENCH_CONFIG: dict[str, Any] = {
 }
 
 
-def _cpu_seconds(pid: int | None) -> float:
+def _cpu_seconds(pid: int | None, fields_wanted: tuple[int, ...] = (11, 12)) -> float:
+    """User+system CPU seconds of ``pid`` (``fields_wanted=(12,)``: system only)."""
     if pid is None:
         return -1.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return -1.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(fields[i]) for i in fields_wanted) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_of(pids: dict[str, int | None]) -> dict[str, float]:
-    return {name: _cpu_seconds(pid) for name, pid in pids.items()}
+def _start_profilers(pids: dict[str, int | None]) -> list[subprocess.Popen[bytes]]:
+    """With DOWNLOADER_BENCH_PROFILE=<dir>: py-spy records every process of the run (raw
+    collapsed stacks in <dir>/<name>.txt; aggregate them by function to see where the
+    per-job CPU goes)."""
+    out = os.environ.get("DOWNLOADER_BENCH_PROFILE")
+    if not out:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    procs = [subprocess.Popen([spy, "record", "--nonblocking", "-r", "200", "-f", "raw",
+                               "-o", f"{out}/{name}.txt", "-p", str(pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name, pid in pids.items() if pid is not None and name != "redis"]
+    time.sleep(1.0)  # attached before the first POST
+    return procs
+
+
+def _stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    for proc in procs:
+        proc.wait(60)
+
+
+def _cpu_of(pids: dict[str, int | None], system: bool = False) -> dict[str, float]:
+    return {name: _cpu_seconds(pid, (12,) if system else (11, 12))
+            for name, pid in pids.items()}
 
 
 def _start_components(daemon_factory: DaemonFactory, redis_server: RedisServer,
@@ -220,32 +251,44 @@ async def _throughput_once(api_url: str, pids: dict[str, int | None], file_serve
                            jobs: int, aggrs: int, limit: int, attempt: int) -> dict[str, Any]:
     concurrency = aggrs * limit
     urls = [f"{file_server}/f/{attempt}-{i}" for i in range(jobs)]
+    pids = {**pids, "file-server": SERVER_PIDS[file_server]}
+    baseline_pids = {k: pids[k] for k in ("test-process", "file-server")}
+    cpu_before = _cpu_of(baseline_pids)
     baseline_s = await bare_client(urls, concurrency)
+    baseline_cpu = {k: round(v - cpu_before[k], 2) for k, v in _cpu_of(baseline_pids).items()}
 
     receiver, receiver_url = _spawn_server(RECEIVER, str(jobs), stdout=subprocess.PIPE)
+    pids["receiver"] = receiver.pid
     try:
         bodies = [orjson.dumps({"url": u, "aggr_id": f"b{i % aggrs}", "aggr_limit": limit,
                                 "callback_url": receiver_url + "/cb"})
                   for i, u in enumerate(urls)]
         cpu_before = _cpu_of(pids)
+        sys_before = _cpu_of(pids, system=True)
+        profilers = _start_profilers(pids) if attempt == 0 else []
         start_wall = time.time()
         start = time.perf_counter()
         ids = await post_all(api_url, bodies, 100)
         posted_s = time.perf_counter() - start
         assert receiver.stdout is not None
         line = await asyncio.to_thread(_read_line, receiver, 120)
+        _stop_profilers(profilers)
+        cpu = {k: round(v - cpu_before[k], 2) for k, v in _cpu_of(pids).items()}
+        sys_cpu = {k: round(v - sys_before[k], 2) for k, v in _cpu_of(pids, True).items()}
     finally:
         _stop_server(receiver)
     done = orjson.loads(line)
     ours_s = done["t"] - start_wall
-    cpu = {k: round(v - cpu_before[k], 2) for k, v in _cpu_of(pids).items()}
     assert len(set(ids)) == jobs
     assert done["ok"] == jobs, done
     return {
         "bare_client_jobs_per_s": round(jobs / baseline_s, 1),
         "ours_jobs_per_s": round(jobs / ours_s, 1), "post_phase_s": round(posted_s, 2),
         "ratio": round(baseline_s / ours_s, 3),  # (jobs/ours_s) / (jobs/baseline_s)
-        "cpu_seconds": cpu,
+        "cpu_seconds": cpu, "of_which_system_seconds": sys_cpu,
+        "cpu_ms_per_job": round(sum(cpu.values()) * 1000 / jobs, 3),
+        "baseline_cpu_seconds": baseline_cpu,
+        "baseline_cpu_ms_per_job": round(sum(baseline_cpu.values()) * 1000 / jobs, 3),
     }
 
 

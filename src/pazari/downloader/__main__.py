@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable, Sequence
 
@@ -62,7 +63,25 @@ def _require(path: str, problem: tuple[str, str] | None) -> None:
 
 
 def _run(service: Service, args: object) -> int:
+    _tune_gc()
     return run(service, options_from_args(args))
+
+
+#: Allocations between young collections (CPython's default is 700). Each job allocates a
+#: few thousand short-lived objects in aiohttp, redis-py and asyncio; with the default the
+#: collector ran every few jobs and, measured under the throughput gate, its pauses added
+#: up to 0.1-0.15 ms per job in the processor and in the notifier.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def _tune_gc() -> None:
+    """Move what the imports left alive to the permanent generation (the full collections
+    walked every module object again) and collect the young generation less often. Cyclic
+    garbage is still collected; only the cadence changes."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _api(argv: Sequence[str]) -> int:

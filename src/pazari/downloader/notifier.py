@@ -97,6 +97,9 @@ class NotifierService(Service):
         free = asyncio.Semaphore(self.cfg.concurrency)
         while True:
             await free.acquire()
+            # Let the deliveries finishing in this loop iteration free their slots too: one
+            # pop then fetches all of them (slots otherwise came back one pop at a time).
+            await asyncio.sleep(0)
             n = 1
             while not free.locked():
                 await free.acquire()
