@@ -20,6 +20,9 @@ from pazari.event.errors import EventError
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+    object PyUnicode_DecodeASCII(const char* s, Py_ssize_t size, const char* errors)
+
+from time import time_ns as _time_ns
 
 
 # Limits (spec "The event"), reserved-key slots and header-field slots.
@@ -492,3 +495,82 @@ def encode_fields(dict fields not None, str id not None, str tenant not None,
     _work.heads(id, tenant, type, visitor_id, url, ip, user_agent)
     _work.field_pairs(fields)
     return _work.finish(received_at, bot)
+
+
+# -- event ids ---------------------------------------------------------------------------------
+
+cdef const char* _HEXDIGITS = b"0123456789abcdef"
+_urandom = __import__("os").urandom
+
+
+cdef class Uuid7:
+    """UUIDv7 (RFC 9562 §5.7) as text: 48-bit Unix ms, version 7, a 12-bit counter in
+    ``rand_a`` that keeps ids increasing within a millisecond (§6.2 method 1, random start
+    below 0x400 so there is room to count), variant 0b10, 62 random bits.
+
+    Randomness comes from ``os.urandom`` read in 4 KiB blocks; the pure twin is
+    ``_encoder_py.Uuid7`` (same layout and ordering rules). The batch profile showed the
+    Python formatting at ~15% of a ``POST /batch``."""
+
+    cdef int64_t _last_ms
+    cdef int _counter
+    cdef bytes _pool
+    cdef Py_ssize_t _pos
+
+    def __cinit__(self):
+        self._last_ms = 0
+        self._counter = 0
+        self._pool = b""
+        self._pos = 0
+
+    cdef inline unsigned long long _random64(self) except? 0:
+        cdef const unsigned char* p
+        cdef unsigned long long v = 0
+        cdef int i
+        if self._pos + 8 > PyBytes_GET_SIZE(self._pool):
+            self._pool = _urandom(4096)
+            self._pos = 0
+        p = <const unsigned char*>PyBytes_AS_STRING(self._pool) + self._pos
+        for i in range(8):
+            v = (v << 8) | p[i]
+        self._pos += 8
+        return v
+
+    def new(self, object now_ms=None):
+        """The next id; ``now_ms`` fixes the clock (tests), else the wall clock."""
+        cdef int64_t ms = _time_ns() // 1000000 if now_ms is None else <int64_t>now_ms
+        cdef unsigned long long rnd = self._random64()
+        cdef char out[36]
+        cdef int i
+        cdef unsigned long long t
+        if ms <= self._last_ms:
+            ms = self._last_ms
+            self._counter += 1
+            if self._counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                ms += 1
+                self._counter = <int>(self._random64() >> 54)
+        else:
+            self._counter = <int>(self._random64() >> 54)  # 10 random bits
+        self._last_ms = ms
+        t = <unsigned long long>ms & 0xFFFFFFFFFFFFULL
+        for i in range(8):
+            out[i] = _HEXDIGITS[(t >> (44 - 4 * i)) & 0xF]
+        out[8] = 0x2D
+        for i in range(4):
+            out[9 + i] = _HEXDIGITS[(t >> (12 - 4 * i)) & 0xF]
+        out[13] = 0x2D
+        out[14] = 0x37  # version 7
+        for i in range(3):
+            out[15 + i] = _HEXDIGITS[(self._counter >> (8 - 4 * i)) & 0xF]
+        out[18] = 0x2D
+        out[19] = _HEXDIGITS[0x8 | ((rnd >> 60) & 0x3)]  # variant 0b10
+        for i in range(3):
+            out[20 + i] = _HEXDIGITS[(rnd >> (56 - 4 * i)) & 0xF]
+        out[23] = 0x2D
+        for i in range(12):
+            out[24 + i] = _HEXDIGITS[(rnd >> (44 - 4 * i)) & 0xF]
+        return PyUnicode_DecodeASCII(out, 36, NULL)
+
+
+cdef Uuid7 _ids = Uuid7()
+new_id = _ids.new

@@ -1,8 +1,9 @@
 """The canonical analytics event (spec scratchd.md "The event" and "Encoding").
 
-``encode_query`` / ``encode_fields`` come from the compiled ``pazari.event._encoder`` (or the
-pure twin ``_encoder_py`` with ``PAZARI_NO_EXTENSIONS=1``); daemons import this package, never
-a twin directly. Both raise :class:`EventError` with the reason a client sees in its 400.
+``encode_query`` / ``encode_fields`` and the ``Uuid7`` id generator come from the compiled
+``pazari.event._encoder`` (or the pure twin ``_encoder_py`` with ``PAZARI_NO_EXTENSIONS=1``);
+daemons import this package, never a twin directly. Both raise :class:`EventError` with the
+reason a client sees in its 400.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pazari.event._encoder_py import MAX_EVENT, MAX_KEY, MAX_PARAMS, MAX_VALUE, 
 from pazari.event.errors import EventError
 
 if TYPE_CHECKING:
-    from pazari.event._encoder import encode_fields, encode_query
+    from pazari.event._encoder import Uuid7, encode_fields, encode_query, new_id
 else:
     _impl = select("pazari.event._encoder", "pazari.event._encoder_py")
     encode_query = _impl.encode_query
     encode_fields = _impl.encode_fields
+    Uuid7 = _impl.Uuid7
+    new_id = _impl.new_id
 
 COMPILED: bool = encode_query.__module__ == "pazari.event._encoder"
 
@@ -30,6 +33,8 @@ __all__ = [
     "MAX_VALUE",
     "RESERVED",
     "EventError",
+    "Uuid7",
     "encode_fields",
     "encode_query",
+    "new_id",
 ]

@@ -3,7 +3,6 @@ The partner-shop protocol lives in ``partner.py``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -132,23 +131,8 @@ class Endpoints:
             return web.json_response({"accepted": 0, "rejected": []}, headers=cors)
         except Refused as exc:
             return error(exc.status, exc.reason, cors)
-        accepted = 0
-        rejected: list[dict[str, Any]] = []
-        commit: asyncio.Future[None] | None = None
         try:
-            for index, item in enumerate(items):
-                try:
-                    if isinstance(item, Refused):
-                        raise item
-                    if not isinstance(item, dict):
-                        self.intake.stats.reject(tenant.id, "invalid")
-                        raise Refused(400, "event must be a JSON object", "invalid")
-                    event = self.intake.encode(tenant, client, "track", None, item)
-                except Refused as exc:
-                    rejected.append({"index": index, "error": exc.reason})
-                    continue
-                commit = self.intake.spool_event(tenant, client, event)
-                accepted += 1
+            accepted, rejected, commit = self.intake.record_batch(tenant, client, items)
             if commit is not None:
                 await self.intake.committed(tenant, commit, accepted)
         except Refused as exc:

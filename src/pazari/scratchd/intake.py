@@ -12,8 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pazari.event import EventError, encode_fields, encode_query
-from pazari.scratchd.ids import new_id
+from pazari.event import EventError, encode_fields, encode_query, new_id
 from pazari.scratchd.privacy import (
     anonymize_ip,
     cookie_value,
@@ -139,6 +138,50 @@ class Intake:
             raise Refused(400, f"event too large ({len(event)} bytes, limit "
                                f"{tenant.config.max_event_bytes})", "too_large")
         return event
+
+    def record_batch(self, tenant: Tenant, client: Client, items: list[Any]
+                     ) -> tuple[int, list[dict[str, Any]], asyncio.Future[None] | None]:
+        """Encode and spool the events of one ``POST /batch`` (all spooled or a 503):
+        ``(accepted, rejected [{index, error}], commit)``. One clock reading for the batch
+        (the events were received together) and one spool append for all of them."""
+        counters = self.stats.tenants[tenant.id]
+        rejected: list[dict[str, Any]] = []
+        events: list[bytes] = []
+        limit = tenant.config.max_event_bytes
+        now = self.clock()
+        tid = tenant.id
+        visitor, url, ip, ua, bot = (client.visitor_id, client.url, client.ip,
+                                     client.user_agent, client.bot)
+        for index, item in enumerate(items):
+            if type(item) is not dict:
+                if isinstance(item, Refused):  # an NDJSON line that did not parse (counted)
+                    rejected.append({"index": index, "error": item.reason})
+                    continue
+                counters.rejected["invalid"] += 1
+                rejected.append({"index": index, "error": "event must be a JSON object"})
+                continue
+            try:
+                event = encode_fields(item, new_id(), tid, "track", now, visitor, url, ip, ua,
+                                      bot)
+            except EventError as exc:
+                counters.rejected["invalid"] += 1
+                rejected.append({"index": index, "error": str(exc)})
+                continue
+            if len(event) > limit:
+                counters.rejected["too_large"] += 1
+                rejected.append({"index": index, "error": f"event too large ({len(event)} "
+                                                          f"bytes, limit {limit})"})
+                continue
+            events.append(event)
+        if not events:
+            return 0, rejected, None
+        try:
+            commit = self.spool.append_many(tenant.id_bytes, visitor.encode(), events)
+        except SpoolFull as exc:
+            counters.dropped["spool_full"] += len(events)
+            raise Refused(503, str(exc), "spool_full", rejected=False) from None
+        counters.spooled += len(events)
+        return len(events), rejected, commit
 
     def spool_event(self, tenant: Tenant, client: Client, event: bytes) -> asyncio.Future[None]:
         """Append to the spool; raises Refused(503) past the quota (counted as a drop)."""

@@ -1,6 +1,7 @@
 """The ``file`` sink: JSON lines per tenant, one file per UTC hour, gzipped when the hour
-turns (spec "Persistence"). Files are ``<dir>/<tenant>-<YYYYMMDDHH>.jsonl`` and become
-``.jsonl.gz``; a restart gzips what an earlier run left behind for a past hour."""
+turns (spec "Persistence"). Files are ``<dir>/<tenant>-<YYYYMMDDHH>.jsonl`` (``…-w<i>.jsonl``
+for worker i under ``--workers N``) and become ``.jsonl.gz``; a restart gzips what an earlier
+run left behind for a past hour."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +22,8 @@ from pazari.scratchd.sinks.base import Sink
 from pazari.scratchd.spool import Record
 
 log = get_logger("scratchd.sink.file")
+_TENANT = attrgetter("tenant")
+_EVENT = attrgetter("event")
 
 
 def _hour(now: float | None = None) -> str:
@@ -40,9 +45,15 @@ def gzip_file(path: Path) -> Path:
 
 
 class FileSink(Sink):
-    def __init__(self, name: str, config: SinkConfig) -> None:
+    """``worker`` (``--workers N``): every worker process writes, rotates and gzips only its
+    own files, ``<tenant>-<YYYYMMDDHH>-w<i>.jsonl``. Several processes appending to one file
+    would interleave buffered writes mid-line (only writes ≤ PIPE_BUF are atomic, and a batch
+    is larger), and one worker's hourly gzip would pull the file from under the others."""
+
+    def __init__(self, name: str, config: SinkConfig, worker: int | None = None) -> None:
         super().__init__(name, config)
         self.dir = Path(config.path)
+        self.suffix = "" if worker is None else f"-w{worker}"
         self.files: dict[str, tuple[str, BinaryIO]] = {}
         self.clock = time.time
         self._dirty: set[BinaryIO] = set()
@@ -51,9 +62,9 @@ class FileSink(Sink):
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.config.gzip:
-            current = _hour(self.clock())
-            for path in sorted(self.dir.glob("*.jsonl")):
-                if not path.stem.endswith(current):
+            current = f"-{_hour(self.clock())}{self.suffix}.jsonl"
+            for path in sorted(self.dir.glob(f"*{self.suffix}.jsonl")):
+                if not path.name.endswith(current):
                     self._rotate_later(path)
 
     def _rotate_later(self, path: Path) -> None:
@@ -73,22 +84,25 @@ class FileSink(Sink):
             old.close()
             self._dirty.discard(old)
             if self.config.gzip:
-                self._rotate_later(self.dir / f"{tenant}-{entry[0]}.jsonl")
-        f = (self.dir / f"{tenant}-{hour}.jsonl").open("ab")
+                self._rotate_later(self._path(tenant, entry[0]))
+        f = self._path(tenant, hour).open("ab")
         self.files[tenant] = (hour, f)
         return f
 
+    def _path(self, tenant: str, hour: str) -> Path:
+        return self.dir / f"{tenant}-{hour}{self.suffix}.jsonl"
+
     async def deliver(self, records: Sequence[Record]) -> None:
         hour = _hour(self.clock())
-        by_tenant: dict[str, list[bytes]] = {}
-        for r in records:
-            by_tenant.setdefault(r.tenant, []).append(r.event)
-        for tenant, events in by_tenant.items():
+        # Consecutive runs per tenant (the usual case is one run), order kept per file.
+        for tenant, run in groupby(records, _TENANT):
             f = self._file(tenant, hour)
+            events = list(map(_EVENT, run))
             events.append(b"")
             f.write(b"\n".join(events))
-            f.flush()
             self._dirty.add(f)
+        for f in self._dirty:
+            f.flush()
 
     async def sync(self) -> None:
         dirty, self._dirty = self._dirty, set()
