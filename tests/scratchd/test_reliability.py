@@ -141,10 +141,13 @@ def _rss(pid: int) -> int:
         return int(f.read().split()[1]) * 4096
 
 
+OUTAGE = 30.0  # seconds (issue 6)
+
+
 def test_kafka_outage_loses_nothing(scratchd: Callable[..., Any], kafka_broker: Any,
                                     tmp_path: Path) -> None:
-    """The issue asks for a 30 s outage; 10 s keeps the suite within its budget and still
-    outlasts the producer's message timeout (10 s), so batches do fail and get retried."""
+    """Issue 6: the broker is down for 30 s under steady load (six times the producer's
+    message timeout here, so batches fail and are retried with backoff many times)."""
     topic = f"outage-{uuid.uuid4().hex[:8]}"
     config = {"tenants": [tenant("a", ["a.test"], ["kafka"])],
               "sinks": {"kafka": {"type": "kafka", "topic": topic, "retry_max": 1.0,
@@ -167,7 +170,9 @@ def test_kafka_outage_loses_nothing(scratchd: Callable[..., Any], kafka_broker: 
         assert before <= seen
         kafka_broker.stop()
         load.running.set()
-        time.sleep(10)  # the outage itself: nothing to await, the broker is simply down
+        outage_load = len(load.answered)
+        time.sleep(OUTAGE)  # the outage itself: nothing to await, the broker is simply down
+        assert len(load.answered) > outage_load + 100, "the load stalled during the outage"
         kafka_broker.start()
         at_restart = len(load.answered)
         wait_for(lambda: len(load.answered) >= at_restart + 200, 30, "load after the outage")

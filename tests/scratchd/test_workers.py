@@ -1,18 +1,33 @@
-"""``--workers N``: N processes on one port (SO_REUSEPORT), one READY=1, clean SIGTERM."""
+"""``--workers N``: N processes on one port (SO_REUSEPORT), one READY=1, clean SIGTERM, and
+file sinks that never share a file between processes."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.scratchd.conftest import SCRATCHD, Http, read_file_sink, tenant
-from tests.support.ports import free_port, wait_for
+from tests.scratchd.conftest import SCRATCHD, Http, tenant
+from tests.support.ports import free_port
 
 
-def test_two_workers_share_the_port(daemon_factory: Callable[..., Any], tmp_path: Path) -> None:
+def _load(port: int, first: int, count: int, per_connection: int) -> None:
+    """``count`` pixels numbered from ``first``, a new connection every ``per_connection``
+    (new connections are what the kernel spreads over the workers)."""
+    http = Http(port)
+    for n in range(first, first + count):
+        if n % per_connection == 0:
+            http.close()
+            http = Http(port)
+        assert http.request("GET", f"/track?n={n}&pad={'x' * 3000}").status == 200
+    http.close()
+
+
+def test_two_workers_share_the_port_and_never_a_file(daemon_factory: Callable[..., Any],
+                                                     tmp_path: Path) -> None:
     out = tmp_path / "events"
     config = {"tenants": [tenant("a", ["a.test"], ["file"])],
               "sinks": {"file": {"type": "file", "path": str(out)}},
@@ -30,6 +45,21 @@ def test_two_workers_share_the_port(daemon_factory: Callable[..., Any], tmp_path
         http.close()
     assert len(pids) == 2 and daemon.pid not in pids
     assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["worker-0", "worker-1"]
+    # Concurrent load with 3 KB lines (a delivered batch is far above PIPE_BUF): with a shared
+    # file the two processes' buffered writes would interleave mid-line.
+    threads = [threading.Thread(target=_load, args=(port, 1000 * (i + 1), 300, 10))
+               for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
     daemon.stop(within=30)
-    wait_for(lambda: len(read_file_sink(out)) == 40, 5, "40 events from both workers")
-    assert sorted(int(e["params"]["n"]) for e in read_file_sink(out)) == list(range(40))
+    files = sorted(out.glob("*.jsonl*"))
+    assert {f.name.split(".")[0].rsplit("-", 1)[1] for f in files} == {"w0", "w1"}, files
+    numbers = []
+    for path in files:
+        for line in path.read_bytes().splitlines():
+            numbers.append(int(json.loads(line)["params"]["n"]))  # a torn line fails here
+    expected = list(range(40)) + [n for i in range(4) for n in range(1000 * (i + 1),
+                                                                        1000 * (i + 1) + 300)]
+    assert sorted(numbers) == expected

@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.spool.dir = f"{config.spool.dir}/worker-{args.worker_index}"
     from pazari.scratchd.service import Scratchd
 
-    return run(Scratchd(config, host, port, reuse_port), options_from_args(args))
+    return run(Scratchd(config, host, port, reuse_port, args.worker_index),
+               options_from_args(args))
 
 
 def argparse_hidden() -> str:

@@ -1,8 +1,9 @@
 """``--workers N``: N scratchd processes on one port with SO_REUSEPORT (spec "Scale").
 
 The supervisor starts each worker with ``--worker-index i`` (its own spool under
-``<spool>/worker-<i>``), gathers their READY=1 on a private notify socket before it reports
-READY=1 itself, forwards SIGTERM/SIGINT and exits with the worst worker exit code.
+``<spool>/worker-<i>``, its own file-sink files ``…-w<i>.jsonl``), gathers their READY=1 on a
+private notify socket before it reports READY=1 itself, forwards SIGTERM/SIGINT and exits with
+the worst worker exit code.
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ from pazari.scratchd.config import SinkConfig
 from pazari.scratchd.sinks.base import Sink
 
 
-def build_sink(name: str, config: SinkConfig) -> Sink:
+def build_sink(name: str, config: SinkConfig, worker: int | None = None) -> Sink:
+    """``worker``: the index of this process under ``--workers N`` (None: single process)."""
     if config.type == "file":
         from pazari.scratchd.sinks.file import FileSink
 
-        return FileSink(name, config)
+        return FileSink(name, config, worker)
     if config.type == "redis":
         from pazari.scratchd.sinks.redis import RedisSink
 
