@@ -289,6 +289,11 @@ async def _throughput_once(api_url: str, pids: dict[str, int | None], file_serve
         "cpu_ms_per_job": round(sum(cpu.values()) * 1000 / jobs, 3),
         "baseline_cpu_seconds": baseline_cpu,
         "baseline_cpu_ms_per_job": round(sum(baseline_cpu.values()) * 1000 / jobs, 3),
+        # The CPU both sides spend per job (ours: every process of the pipeline, the load
+        # generator and the receiver included; baseline: client and file server). Less
+        # noisy than the wall-clock ratio; that one runs higher, because the baseline's
+        # client is one process on one core while ours spreads over both.
+        "cpu_ratio": round(sum(baseline_cpu.values()) / sum(cpu.values()), 3),
     }
 
 

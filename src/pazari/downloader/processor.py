@@ -36,7 +36,7 @@ log = get_logger("downloader.processor")
 
 GAUGES = ("workers", "workerPools", "paused")
 DEFAULT_DELETION_MINUTES = 180
-FILE_THREADS = 4
+FILE_THREADS = 16
 
 
 @dataclass(slots=True)
@@ -68,10 +68,12 @@ class Processor:
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
         deletion = config.notifier.deletion_interval or DEFAULT_DELETION_MINUTES
         self.deletion_seconds = deletion * 60
-        # A few threads: fsyncs of different files overlap in the filesystem journal.
+        # fsync waits on the disk, not the CPU: enough threads (and small batches) that the
+        # fsyncs of different files overlap and share journal commits, even when other
+        # processes keep the disk busy.
         self.file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="files")
         self.finisher: Coalescer[FileToFinish, str | None] = Coalescer(
-            self._finish_batch, max_batch=64, parallel=FILE_THREADS, name="finish-files")
+            self._finish_batch, max_batch=8, parallel=FILE_THREADS, name="finish-files")
 
     # ------------------------------------------------------------------- bookkeeping
     def started_download(self, job_id: str) -> None:

@@ -35,7 +35,13 @@ class FileStorage:
         dst = self.final_path(rel)
         parent = os.path.dirname(dst)
         if parent not in self._made:
-            os.makedirs(parent, mode=0o755, exist_ok=True)
+            # Nearly every job has a new <id[0:3]> prefix: one mkdir, not makedirs' walk.
+            try:
+                os.mkdir(parent, 0o755)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                os.makedirs(parent, mode=0o755, exist_ok=True)
             self._made.add(parent)
         try:
             os.replace(tmp, dst)
