@@ -115,3 +115,21 @@ async def test_pops_of_many_aggregations_share_one_call(store: Store) -> None:
     assert all(j.download_state == "InProgress" and j.download_count == 1
                for j in [*p, *q])  # type: ignore[misc]
     assert await store.r.zcard("DownloadsInFlight") == 5
+
+
+async def test_a_refused_item_fails_alone(store: Store) -> None:
+    """WRONGTYPE on one job's queue key fails that job's outcome only; the rest of its batch
+    is written."""
+    good = Job(id="GOODgoodGOOD01", url="http://x/g", aggr_id="fine")
+    bad = Job(id="BADbadBADbad01", url="http://x/b", aggr_id="broken")
+    for job in (good, bad):
+        await store.enqueue_new(job, Aggregation(job.aggr_id, 1))
+    await store.r.delete("jobs:broken")
+    await store.r.set("jobs:broken", "not a zset")
+    results = await asyncio.gather(
+        store.finish_download(good, requeue_at=0, callback=False, deletion_at=None),
+        store.finish_download(bad, requeue_at=0, callback=False, deletion_at=None),
+        return_exceptions=True)
+    assert results[0] is None
+    assert "WRONGTYPE" in str(results[1])
+    assert await store.r.zscore("jobs:fine", good.id) == 0

@@ -83,3 +83,26 @@ class Coalescer(Generic[T, R]):
         """Wait until every submitted item has been handled."""
         while self._runners:
             await asyncio.gather(*self._runners, return_exceptions=True)
+
+
+def isolating(handle: Handler[T, R], errors: tuple[type[Exception], ...]) -> Handler[T, R]:
+    """``handle``, except that a batch failing with one of ``errors`` (the server refused
+    something, e.g. WRONGTYPE on one job's key) is retried item by item, so that only the
+    offending item fails, as it would have without batching. The batched writes are
+    idempotent per item, which makes the replay of the items before the failure harmless."""
+
+    async def run(items: list[T]) -> list[R | BaseException]:
+        try:
+            return await handle(items)
+        except errors:
+            if len(items) == 1:
+                raise
+        out: list[R | BaseException] = []
+        for item in items:
+            try:
+                out.extend(await handle([item]))
+            except errors as exc:
+                out.append(exc)
+        return out
+
+    return run

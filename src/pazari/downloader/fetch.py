@@ -26,7 +26,7 @@ CHUNK = 64 * 1024
 #: A body announced at most this long (and not content-encoded, so it cannot inflate) is
 #: read into memory and written, synced and renamed by one worker-thread hop; longer or
 #: unannounced bodies stream to the temp file.
-SMALL_BODY = 256 * 1024
+SMALL_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pazari.downloader import scripts
-from pazari.downloader.batching import Coalescer
+from pazari.downloader.batching import Coalescer, isolating
 from pazari.downloader.codec import (
     decode_aggr,
     decode_hash,
@@ -136,14 +136,17 @@ class Store:
         self._renew_aggrs = client.register_script(scripts.RENEW_AGGRS)
         # Concurrent requests/jobs share one script call per batch (see batching.py): the
         # per-job Redis cost was most of the api's, processor's and notifier's CPU.
+        # A job whose keys Redis refuses (ResponseError) fails alone, not its whole batch.
+        refused = (ResponseError,)
         self._enqueues: Coalescer[list[Any], int] = Coalescer(
-            self._run_enqueues, name="enqueue-batch")
+            isolating(self._run_enqueues, refused), name="enqueue-batch")
         self._outcomes: Coalescer[list[Any], None] = Coalescer(
-            self._run_outcomes, name="outcome-batch")
+            isolating(self._run_outcomes, refused), name="outcome-batch")
         self._deliveries: Coalescer[list[str], None] = Coalescer(
-            self._run_deliveries, name="delivered-batch")
+            isolating(self._run_deliveries, refused), name="delivered-batch")
         self._pops: Coalescer[list[str], list[Job]] = Coalescer(
-            self._run_pops, name="pop-batch", orphan=self._requeue_orphans)
+            isolating(self._run_pops, refused), name="pop-batch",
+            orphan=self._requeue_orphans)
 
     async def drain(self) -> None:
         """Wait for every batched write submitted so far (before closing the client)."""
