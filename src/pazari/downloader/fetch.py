@@ -206,7 +206,7 @@ async def _read_small(resp: aiohttp.ClientResponse, limits: Limits, status: int,
 
 
 def write_file(path: str, data: bytes) -> int:
-    """Create ``path`` and write ``data`` (a worker thread's half of the small-body path);
+    """Create ``path`` and write ``data`` (a small body: quick syscalls, run on the loop);
     return the open descriptor for the caller to fsync and close."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

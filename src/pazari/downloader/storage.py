@@ -4,6 +4,7 @@ the fsynced temp file ``<storage_dir>/<id>.tmp`` by rename (copy across devices)
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -32,6 +33,15 @@ class FileStorage:
         return os.path.join(self.rootdir, rel)
 
     def store(self, tmp: str, rel: str) -> None:
+        """Move the finished temp file to ``<rootdir>/<rel>`` (copy across devices)."""
+        if not self.rename_into_place(tmp, rel):
+            dst = self.final_path(rel)
+            shutil.copyfile(tmp, dst)
+            os.unlink(tmp)
+
+    def rename_into_place(self, tmp: str, rel: str) -> bool:
+        """The rename half of :meth:`store`: a mkdir and a rename, cheap enough for the event
+        loop; False when the rename would cross devices (then :meth:`store` copies)."""
         dst = self.final_path(rel)
         parent = os.path.dirname(dst)
         if parent not in self._made:
@@ -46,10 +56,10 @@ class FileStorage:
         try:
             os.replace(tmp, dst)
         except OSError as exc:
-            if exc.errno != 18:  # EXDEV: another filesystem
+            if exc.errno != errno.EXDEV:
                 raise
-            shutil.copyfile(tmp, dst)
-            os.unlink(tmp)
+            return False
+        return True
 
     def delete(self, rel: str) -> None:
         """Delete a stored file; a missing file is not an error (spec §3 Reaper)."""
