@@ -297,15 +297,18 @@ async def _throughput_once(api_url: str, pids: dict[str, int | None], file_serve
     }
 
 
-# Not met on the 2-core CI box: ours runs four HTTP exchanges per job (the POST, the
-# download, the callback, each with its server side on the same two cores) and Redis work in
-# three Python processes, the baseline one GET. After batching the Redis writes and pops,
-# the file thread hops and the callback proxy lookup: 0.23-0.32 at full scale (was 0.06).
-# Kept as a gate with the issue's threshold so the ratio is recorded every run and an
-# improvement turns it into an XPASS; strict=False keeps `make bench-gate` green.
+# Not met reliably on the 2-core box, so still xfail (strict=False keeps `make bench-gate`
+# green and an improvement shows as XPASS; the ratio is recorded every run). Full scale,
+# best of 3, machine shared with other benchmarks: 0.28-0.48 (was 0.06-0.11). CPU per job,
+# every process counted: ours ~1.4 ms, the baseline ~0.45 ms (its client ~0.35 ms on one
+# core, the file server ~0.1 ms). Ours is four HTTP exchanges per job, each side on the same
+# two cores: the load generator's POST ~0.22 ms, the api ~0.16, the processor's GET plus its
+# bookkeeping and file ~0.47, the file server ~0.1, the notifier's callback POST ~0.26, the
+# receiver ~0.1, Redis ~0.12. At 1.4 ms on two cores the ceiling is ~1,400 jobs/s and 0.5x
+# needs 1,250-1,500: the aiohttp exchanges alone (~0.9 ms) leave no room on this machine.
 @pytest.mark.gate
 @pytest.mark.xfail(strict=False, reason="issue 4 asks >= 0.5x a bare aiohttp client; "
-                   "ours measures ~0.3x on 2 cores (CPU-bound: 4 HTTP exchanges per job)")
+                   "ours measures 0.28-0.48x on 2 cores (CPU-bound: 4 HTTP exchanges/job)")
 def test_gate_end_to_end_throughput(daemon_factory: DaemonFactory, redis_server: RedisServer,
                                     tmp_path: Path, file_server: str) -> None:
     """5,000 jobs over 50 aggregations of limit 10 (the gate's default scale: 1,500 over
