@@ -19,7 +19,7 @@ from pazari.rafka import RAFKA_COMPAT_VERSION
 from pazari.rafka.config import to_librdkafka
 from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown
 from pazari.rafka.goparse import GoParseError, parse_int
-from pazari.rafka.producer import ProduceError, Producer, QueueFull
+from pazari.rafka.producer import ProduceError, Producer, QueueFull, kafka_text
 
 if TYPE_CHECKING:
     from pazari.rafka.connection import Connection
@@ -270,17 +270,22 @@ def _consumer_for(conn: Connection, key: _TopicsKey) -> Consumer | str:
     return consumer
 
 
+def _consumer_from_key(conn: Connection, raw_key: bytes) -> Consumer | None:
+    """The connection's consumer for a `topics:...` key; None once the error is replied."""
+    key = _parse_topics_key(raw_key)
+    consumer = key if isinstance(key, str) else _consumer_for(conn, key)
+    if isinstance(consumer, str):
+        _consume_error(conn, consumer)
+        return None
+    return consumer
+
+
 def blpop(conn: Connection, args: Args) -> Awaitable[None] | None:
     if not args:
         conn.writer.error(b"ERR wrong number of arguments for 'blpop' command")
         return None
-    key = _parse_topics_key(args[0])
-    if isinstance(key, str):
-        _consume_error(conn, key)
-        return None
-    consumer = _consumer_for(conn, key)
-    if isinstance(consumer, str):
-        _consume_error(conn, consumer)
+    consumer = _consumer_from_key(conn, args[0])
+    if consumer is None:
         return None
     # A message already at hand is answered at once, without a task (the common case of a
     # busy topic: BLPOP + ack round trips).
@@ -375,13 +380,8 @@ def blmpop(conn: Connection, args: Args) -> Awaitable[None] | None:
     elif len(rest) != 1:
         w.error(b"ERR syntax error")
         return None
-    key = _parse_topics_key(args[2])
-    if isinstance(key, str):
-        _consume_error(conn, key)
-        return None
-    consumer = _consumer_for(conn, key)
-    if isinstance(consumer, str):
-        _consume_error(conn, consumer)
+    consumer = _consumer_from_key(conn, args[2])
+    if consumer is None:
         return None
     return _blmpop(conn, consumer, args[2], None if timeout == 0 else timeout, count)
 
@@ -453,8 +453,7 @@ def _ack(conn: Connection, value: str) -> str | None:
     try:
         conn.consumer.store(parts[0], partition, offset + 1)
     except Exception as exc:
-        err = exc.args[0] if exc.args else exc
-        return f"CONS {err.str() if hasattr(err, 'str') else err}"
+        return f"CONS {kafka_text(exc)}"
     conn.server.stats.acks += 1
     return None
 
@@ -471,8 +470,7 @@ async def _save(conn: Connection, consumer: Consumer) -> None:
     try:
         await consumer.commit()
     except Exception as exc:
-        err = exc.args[0] if exc.args else exc
-        conn.writer.error(f"CONS {err.str() if hasattr(err, 'str') else err}".encode())
+        conn.writer.error(f"CONS {kafka_text(exc)}".encode())
         return
     conn.writer.simple(b"OK")
 
@@ -597,10 +595,7 @@ async def _keys(conn: Connection) -> None:
     try:
         topics = await loop.run_in_executor(None, conn.producer.list_topics, 0.1)
     except Exception as exc:
-        err = exc.args[0] if exc.args else exc
-        conn.writer.error(
-            f"ERR Error getting metadata: {err.str() if hasattr(err, 'str') else err}".encode()
-        )
+        conn.writer.error(f"ERR Error getting metadata: {kafka_text(exc)}".encode())
         return
     conn.writer.bulk_array([b"topics:" + t.encode() for t in topics])
 

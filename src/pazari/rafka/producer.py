@@ -68,7 +68,7 @@ class Producer:
         except BufferError:
             raise QueueFull("Local: Queue full") from None
         except confluent_kafka.KafkaException as exc:
-            raise ProduceError(_kafka_text(exc)) from None
+            raise ProduceError(kafka_text(exc)) from None
         except (TypeError, ValueError) as exc:
             raise ProduceError(str(exc)) from None
 
@@ -129,7 +129,8 @@ class Producer:
         self.stats.librdkafka[self.name] = orjson.loads(doc)
 
 
-def _kafka_text(exc: confluent_kafka.KafkaException) -> str:
-    if exc.args and hasattr(exc.args[0], "str"):
-        return str(exc.args[0].str())
-    return str(exc)
+def kafka_text(exc: BaseException) -> str:
+    """The text a client sees for a librdkafka failure: the KafkaError's own string (e.g.
+    ``Local: Queue full``), or the exception's message for anything else."""
+    err = exc.args[0] if exc.args else exc
+    return str(err.str()) if hasattr(err, "str") else str(err)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pazari.rafka.config import RafkaConfig, ServerOptions
 from pazari.rafka.connection import Connection
-from pazari.rafka.producer import Producer
+from pazari.rafka.producer import Producer, kafka_text
 from pazari.rafka.stats import Stats, StatsCollector
 from pazari.runtime.logs import get_logger
 from pazari.runtime.service import Service
@@ -162,8 +162,7 @@ class RafkaServer(Service):
                 producer = Producer(self.producer_conf, self.stats)
                 self._producers.add(producer)
         except Exception as exc:
-            err = exc.args[0] if exc.args else exc
-            return str(err.str() if hasattr(err, "str") else err)
+            return kafka_text(exc)
         conn.producer = producer
         return producer
 
