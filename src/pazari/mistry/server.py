@@ -163,7 +163,8 @@ class Api:
             check_job_id(request.match_info["id"]),
         )
 
-    async def get_job(self, request: web.Request) -> web.Response:
+    def _existing(self, request: web.Request) -> tuple[str, str, str] | web.Response:
+        """(project, id, state) of the job the URL names, or the 400/404 to answer."""
         try:
             project, jid = self._names(request)
         except InvalidName as exc:
@@ -171,6 +172,13 @@ class Api:
         state = self.layout.state(project, jid)
         if state is None:
             return text_error(404, f"job {project}/{jid} not found")
+        return project, jid, state
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        found = self._existing(request)
+        if isinstance(found, web.Response):
+            return found
+        project, jid, state = found
         directory = (self.layout.pending if state == "pending" else self.layout.ready)(project, jid)
         try:
             info = read_build_info(directory)
@@ -269,13 +277,10 @@ class Api:
 
     async def get_artifacts(self, request: web.Request) -> web.StreamResponse:
         """The http transport: the artifacts of a ready build as an uncompressed tar."""
-        try:
-            project, jid = self._names(request)
-        except InvalidName as exc:
-            return text_error(400, str(exc))
-        state = self.layout.state(project, jid)
-        if state is None:
-            return text_error(404, f"job {project}/{jid} not found")
+        found = self._existing(request)
+        if isinstance(found, web.Response):
+            return found
+        project, jid, state = found
         if state != "ready":
             return text_error(409, f"job {project}/{jid} is still pending")
         artifacts = self.layout.artifacts(project, jid)
