@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from pazari.downloader import validate
 from pazari.downloader.config import Config
+from pazari.downloader.intake import IntakeServer
 from pazari.downloader.job import FAILED, new_job_id
 from pazari.downloader.redisconn import connect_config
 from pazari.downloader.store import Store
@@ -26,16 +27,29 @@ log = get_logger("downloader.api")
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 ID_TRIES = 3
+STOP_ANSWER_TIMEOUT = 10.0  # graceful stop: the fast path's requests already read
+
+
+#: The body limit of the api's aiohttp app; the fast path (intake.py) hands larger bodies over.
+CLIENT_MAX_SIZE = 16 << 20
+#: Go's ``http.Error`` headers, in the order aiohttp writes them.
+ERROR_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
+#: Quirk kept: Go sniffed the 201's type because it was set after WriteHeader.
+CREATED_HEADERS = {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def go_error(message: str, status: int) -> web.Response:
     """Go's ``http.Error``: text/plain, nosniff, message + newline."""
-    return web.Response(
-        status=status,
-        body=(message + "\n").encode(),
-        headers={"Content-Type": "text/plain; charset=utf-8",
-                 "X-Content-Type-Options": "nosniff"},
-    )
+    return web.Response(status=status, body=_go_error_body(message), headers=ERROR_HEADERS)
+
+
+def _go_error_body(message: str) -> bytes:
+    return (message + "\n").encode()
+
+
+def download_headers(status: int) -> Mapping[str, str]:
+    """The headers of a ``POST /download`` answer of ``status`` (before Content-Length)."""
+    return CREATED_HEADERS if status == 201 else ERROR_HEADERS
 
 
 def _json(body: bytes) -> web.Response:
@@ -76,17 +90,24 @@ class Api:
             raw = await request.read()
         except Exception as exc:
             return go_error(f"Error reading request body: {exc}", 400)
+        status, body = await self.submit(raw)
+        return web.Response(status=status, body=body, headers=download_headers(status))
+
+    async def submit(self, raw: bytes) -> tuple[int, bytes]:
+        """A ``POST /download`` body → (status, response body): validate, enqueue. The one
+        decision shared by the aiohttp handler and the fast path (intake.py)."""
         try:
             doc = validate.decode_body(raw)
             job = validate.parse_job(doc)
         except validate.Invalid as exc:
             body = raw.decode(errors="replace")
-            return go_error(f"Error unmarshalling body '{body}' to Job: {exc}", 400)
+            return 400, _go_error_body(f"Error unmarshalling body '{body}' to Job: {exc}")
         try:
             aggr = validate.parse_aggregation(doc)
         except validate.Invalid as exc:
             body = raw.decode(errors="replace")
-            return go_error(f"Error unmarshalling body '{body}' to Aggregation: {exc}", 400)
+            return 400, _go_error_body(
+                f"Error unmarshalling body '{body}' to Aggregation: {exc}")
         # The uniqueness check is part of the enqueue script (one round trip, batched with
         # the concurrent requests): a taken id writes nothing and we draw another.
         try:
@@ -96,19 +117,17 @@ class Api:
                 if created >= 0:
                     break
             else:
-                return go_error(f"Could not find unique ID after {ID_TRIES} tries for {job}",
-                                500)
+                return 500, _go_error_body(
+                    f"Could not find unique ID after {ID_TRIES} tries for {job}")
         except RedisError as exc:
-            return go_error(f"Error queueing {job}: {exc}", 500)
+            return 500, _go_error_body(f"Error queueing {job}: {exc}")
         self.enqueued += 1
         if log.isEnabledFor(logging.DEBUG):
             if created:
                 log.debug("aggregation_save", extra={"aggregation_id": aggr.id,
                                                      "aggregation_limit": aggr.limit})
             log.debug("job_enqueue", extra={"job_id": job.id, "job_url": job.url})
-        # Quirk kept: Go sniffed the type because it was set after WriteHeader.
-        return web.Response(status=201, body=b'{"id":"' + job.id.encode() + b'"}',
-                            headers={"Content-Type": "text/plain; charset=utf-8"})
+        return 201, b'{"id":"' + job.id.encode() + b'"}'
 
     async def retry(self, request: web.Request) -> web.Response:
         if request.method != "POST":
@@ -176,25 +195,33 @@ class ApiService(Service):
         self.port = port
         self.client: aioredis.Redis | None = None
         self.runner: web.AppRunner | None = None
+        self.intake: IntakeServer | None = None
         self.api: Api | None = None
         self._url = ""
 
     async def start(self) -> None:
         self.client = connect_config(self.config.redis, "api")
         self.api = Api(Store(self.client), self.config.api.heartbeat_path)
-        app = web.Application(client_max_size=16 << 20)
+        app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app.add_routes(metrics_routes(self.registry, self.vars))
         app.add_routes(self.api.routes())
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host or None, self.port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        assert self.runner.server is not None
+        # aiohttp's server is not bound to the socket itself: the POST /download fast path
+        # owns the listener and hands it every connection that asks for something else.
+        self.intake = IntakeServer(self.api.submit, download_headers, self.runner.server,
+                                   CLIENT_MAX_SIZE)
+        sockets = await self.intake.start(self.host or None, self.port)
         port = sockets[0].getsockname()[1] if sockets else self.port
         self._url = f"http://{self.host or '0.0.0.0'}:{port}"
 
     async def stop(self) -> None:
+        """Stop accepting, answer what was read (fast path, then aiohttp's connections),
+        then wait for every batched enqueue: each 201 sent is a job written, and each job
+        whose request was read is written even if its answer could not be sent."""
+        if self.intake is not None:
+            await self.intake.stop(STOP_ANSWER_TIMEOUT)
         if self.runner is not None:
             await self.runner.cleanup()
         if self.api is not None:
