@@ -5,6 +5,7 @@ no answered job."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 from collections.abc import AsyncIterator
@@ -52,39 +53,42 @@ def _job(**changes: Any) -> bytes:
 HB = b"GET /hb HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 VALID = _post(_job())
 
-# id → (bytes written, one write per item; responses expected; the server closes after).
+# id → (bytes written, one write per item; responses expected; the server closes after;
+# requests the fast path answers itself).
 # A keep-alive row gets a GET /hb appended: the connection must still serve it.
-CASES: dict[str, tuple[list[bytes], int, bool]] = {
-    "valid": ([VALID], 1, False),
+CASES: dict[str, tuple[list[bytes], int, bool, int]] = {
+    "valid": ([VALID], 1, False, 1),
     "valid-client-headers": ([_post(_job(), "User-Agent: t/1", "Accept: */*",
-                                               "Content-Type: application/json")], 1, False),
-    **{f"job-{name}": ([_post(json.dumps(body).encode())], 1, False)
+                                               "Content-Type: application/json")], 1, False, 1),
+    **{f"job-{name}": ([_post(json.dumps(body).encode())], 1, False, 1)
        for name, body, _ in JOB_ERRORS[::6]},
-    **{f"aggr-{name}": ([_post(json.dumps(body).encode())], 1, False)
+    **{f"aggr-{name}": ([_post(json.dumps(body).encode())], 1, False, 1)
        for name, body, _ in AGGR_ERRORS[:2]},
-    "empty-body": ([_post(b"")], 1, False),
-    "not-json": ([_post(b"{nope")], 1, False),
-    "not-utf8": ([_post(b"\xff\xfe")], 1, False),
-    "get-405": ([b"GET /download HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"], 1, False),
-    "http10": ([_post(_job(), version="1.0")], 1, True),
-    "http10-error": ([_post(b"[]", version="1.0")], 1, True),
-    "http10-keep-alive": ([_post(_job(), "Connection: keep-alive", version="1.0")], 1, False),
-    "connection-close": ([_post(_job(), "Connection: close")], 1, True),
-    "connection-close-error": ([_post(b"{}", "Connection: close")], 1, True),
+    "empty-body": ([_post(b"")], 1, False, 1),
+    "not-json": ([_post(b"{nope")], 1, False, 1),
+    "not-utf8": ([_post(b"\xff\xfe")], 1, False, 1),
+    "get-405": ([b"GET /download HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"], 1, False, 0),
+    "http10": ([_post(_job(), version="1.0")], 1, True, 1),
+    "http10-error": ([_post(b"[]", version="1.0")], 1, True, 1),
+    "http10-keep-alive": ([_post(_job(), "Connection: keep-alive", version="1.0")], 1, False, 1),
+    "connection-close": ([_post(_job(), "Connection: close")], 1, True, 1),
+    "connection-close-error": ([_post(b"{}", "Connection: close")], 1, True, 1),
     "chunked": ([b"POST /download HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked"
-                 b"\r\n\r\n2\r\n[]\r\n0\r\n\r\n"], 1, False),
-    "expect-100": ([_post(_job(), "Expect: 100-continue")], 2, False),
-    "no-host": ([VALID.replace(b"Host: 127.0.0.1\r\n", b"")], 1, True),
-    "duplicate-length": ([VALID.replace(b"Host:", b"Content-Length: 2\r\nHost:")], 1, True),
-    "bare-lf": ([VALID.replace(b"\r\n", b"\n")], 1, True),
-    "pipelined-mix": ([VALID + _post(b"[1]") + VALID], 3, False),
+                 b"\r\n\r\n2\r\n[]\r\n0\r\n\r\n"], 1, False, 0),
+    "expect-100": ([_post(_job(), "Expect: 100-continue")], 2, False, 0),
+    "no-host": ([VALID.replace(b"Host: 127.0.0.1\r\n", b"")], 1, True, 0),
+    "duplicate-length": ([VALID.replace(b"Host:", b"Content-Length: 2\r\nHost:")], 1, True, 0),
+    "gzip-body": ([_post(gzip.compress(_job()), "Content-Encoding: gzip")], 1, False, 0),
+    "long-head": ([_post(_job(), "X-Long: " + "a" * 9000)], 1, True, 0),
+    "bare-lf": ([VALID.replace(b"\r\n", b"\n")], 1, True, 0),
+    "pipelined-mix": ([VALID + _post(b"[1]") + VALID], 3, False, 3),
     "pipelined-fast-then-foreign": ([VALID + VALID.replace(b"/download", b"/download?a=1")
-                                     + VALID], 3, False),
+                                     + VALID], 3, False, 1),
     # (Pipelined behind an answered request, aiohttp would drop that request too: it answers
     # only the 400 for a read that fails to parse; the fast path answers both.)
-    "chunked-and-length-400": ([_post(b"[]", "Transfer-Encoding: chunked")], 1, True),
-    "byte-by-byte": ([bytes([b]) for b in VALID], 1, False),
-    "body-split": ([VALID[:-10], VALID[-10:-3], VALID[-3:]], 1, False),
+    "chunked-and-length-400": ([_post(b"[]", "Transfer-Encoding: chunked")], 1, True, 0),
+    "byte-by-byte": ([bytes([b]) for b in VALID], 1, False, 1),
+    "body-split": ([VALID[:-10], VALID[-10:-3], VALID[-3:]], 1, False, 1),
 }
 
 
@@ -120,13 +124,15 @@ def _normalise(raw: bytes) -> bytes:
     return re.sub(rb'\{"id":"[A-Za-z0-9_-]{14}"\}', b'{"id":"-"}', raw)
 
 
-@pytest.mark.parametrize(("chunks", "responses", "closes"), CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("chunks", "responses", "closes", "answered"), CASES.values(),
+                         ids=CASES.keys())
 async def test_bytes_equal_aiohttp(fast: ApiService, api: ApiHandle, chunks: list[bytes],
-                                   responses: int, closes: bool) -> None:
+                                   responses: int, closes: bool, answered: int) -> None:
     ours = await exchange(_port(fast.listeners()["api"]), chunks, responses, closes)
     theirs = await exchange(_port(api.url), chunks, responses, closes)
     assert _normalise(ours) == _normalise(theirs)
     assert ours.count(b" 201 Created\r\n") == theirs.count(b" 201 Created\r\n")
+    assert fast.intake is not None and fast.intake.answered == answered
 
 
 async def test_other_endpoints_share_the_connection(fast: ApiService) -> None:
@@ -164,6 +170,7 @@ async def test_same_redis_hash_as_aiohttp(fast: ApiService, api: ApiHandle,
     theirs = await exchange(_port(api.url), [request], 1, True)
     fast_id, slow_id = _job_id(ours), _job_id(theirs)
     assert fast_id != slow_id
+    assert fast.intake is not None and fast.intake.answered == 1
     assert await _hash(store, fast_id) == await _hash(store, slow_id)
     members = {m.decode() for m in await store.r.zrange("jobs:aggr", 0, -1)}
     assert members == {fast_id, slow_id}

@@ -103,6 +103,7 @@ class IntakeServer:
         self.fallback = fallback
         self.max_body = max_body
         self.connections: set[IntakeProtocol] = set()
+        self.answered = 0  # requests the fast path submitted itself (not handed over)
         self.closing = False
         self.loop = asyncio.get_running_loop()
         self._headers = headers
@@ -292,6 +293,7 @@ class IntakeProtocol(asyncio.Protocol):
         if not keep_alive:
             self._close_after = True
         server = self.server
+        server.answered += 1
         task = server.loop.create_task(server.submit(buf[body_at:stop]))
         task.add_done_callback(self._answered)
         queue = self._queue
