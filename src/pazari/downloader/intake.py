@@ -173,7 +173,8 @@ class IntakeProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_buf", "_close_after", "_done", "_handover", "_have", "_keep_alive", "_need",
-        "_parser", "_parts", "_queue", "_throttled", "last_seen", "server", "transport",
+        "_parser", "_parts", "_queue", "_throttled", "_write_full", "last_seen", "server",
+        "transport",
     )
 
     def __init__(self, server: IntakeServer) -> None:
@@ -190,6 +191,7 @@ class IntakeProtocol(asyncio.Protocol):
         self._keep_alive = True
         self._queue: deque[_Answer] = deque()  # submitted requests, in request order
         self._throttled = False  # reading paused until the waiting responses are out
+        self._write_full = False  # reading paused until the transport's buffer drains
         self._handover: bytes | None = None
         self._close_after = False
 
@@ -210,10 +212,12 @@ class IntakeProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         assert self.transport is not None
+        self._write_full = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         assert self.transport is not None
+        self._write_full = False
         if (self._handover is None and not self._close_after and not self._throttled
                 and not self.server.closing):
             self.transport.resume_reading()
@@ -335,7 +339,8 @@ class IntakeProtocol(asyncio.Protocol):
             self._switch(rest)
         elif self._throttled:
             self._throttled = False
-            transport.resume_reading()
+            if not self._write_full:
+                transport.resume_reading()
 
     def _flush(self, out: list[bytes]) -> None:
         if out:
