@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pazari.downloader.api import ApiService
+from pazari.downloader.api import CLIENT_MAX_SIZE, ApiService
 from pazari.downloader.config import ApiConfig, Config, RedisConfig
 from pazari.downloader.intake import MAX_PENDING
 from pazari.downloader.store import Store
@@ -87,6 +87,7 @@ CASES: dict[str, tuple[list[bytes], int, bool, int]] = {
                                      + VALID], 3, False, 1),
     "chunked-and-length-400": ([_post(b"[]", "Transfer-Encoding: chunked")], 1, True, 0),
     "byte-by-byte": ([bytes([b]) for b in VALID], 1, False, 1),
+    "large-body-many-reads": ([_post(_job(extra="x" * 300_000))], 1, False, 1),
     "body-split": ([VALID[:-10], VALID[-10:-3], VALID[-3:]], 1, False, 1),
 }
 
@@ -158,6 +159,25 @@ async def test_valid_request_answered_before_a_bad_one(fast: ApiService, request
     finally:
         writer.close()
     assert [a.split(b"\r\n", 1)[0] for a in answers] == statuses
+
+
+@pytest.mark.parametrize(("size", "status", "answered"), [
+    (CLIENT_MAX_SIZE, b"HTTP/1.1 400 Bad Request", 1),  # not JSON: our own 400
+    (CLIENT_MAX_SIZE + 1, b"HTTP/1.1 400 Bad Request", 0),  # aiohttp's read() limit
+], ids=["at-limit", "over-limit"])
+async def test_body_limit_goes_to_aiohttp(fast: ApiService, size: int, status: bytes,
+                                          answered: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1",
+                                                   _port(fast.listeners()["api"]))
+    try:
+        writer.write(_post(b"x" * size, "Connection: close"))
+        [answer] = await asyncio.wait_for(_read_all(reader), TIMEOUT)
+    finally:
+        writer.close()
+    assert answer.split(b"\r\n", 1)[0] == status
+    assert fast.intake is not None and fast.intake.answered == answered
+    if not answered:
+        assert answer.endswith(b"\r\n\r\nError reading request body: Request Entity Too Large\n")
 
 
 async def test_other_endpoints_share_the_connection(fast: ApiService) -> None:

@@ -28,8 +28,6 @@ log = get_logger("downloader.api")
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 ID_TRIES = 3
 STOP_ANSWER_TIMEOUT = 10.0  # graceful stop: the fast path's requests already read
-
-
 #: The body limit of the api's aiohttp app; the fast path (intake.py) hands larger bodies over.
 CLIENT_MAX_SIZE = 16 << 20
 #: Go's ``http.Error`` headers, in the order aiohttp writes them.
