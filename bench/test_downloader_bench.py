@@ -10,6 +10,7 @@ Sizes come from DOWNLOADER_BENCH_SCALE (default: the gate's scaled-down shape, s
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import select
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httptools
 import orjson
 import pytest
 import redis
@@ -30,6 +32,7 @@ from tests.support.ports import async_wait_for, free_port, wait_for
 from tests.support.services import RedisServer
 
 from bench.helpers import best_attempt, process_memory, write_result
+from bench.volumes import fresh_ext4
 
 FULL = os.environ.get("DOWNLOADER_BENCH_SCALE") == "full"
 
@@ -68,26 +71,43 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 # The callback receiver for the throughput gate: records each job's outcome and prints one
 # JSON line ({"t": wall time, "n": distinct jobs, "ok": successes}) when the expected number
 # of distinct jobs has called back (duplicates from at-least-once delivery count once).
+# A receiver is somebody else's service: it is a bare uvloop protocol with llhttp, so that
+# its cost on the shared two cores stays small (an aiohttp app cost ~0.11 ms per callback).
 RECEIVER = r"""
-import sys, time
-import orjson, uvloop
-from aiohttp import web
+import asyncio, sys, time
+import httptools, orjson, uvloop
 expected = int(sys.argv[2])
 seen = {}
-async def cb(request):
-    doc = orjson.loads(await request.read())
-    seen[doc["job_id"]] = doc["success"]
-    if len(seen) == expected and doc["job_id"] not in done:
-        done.add(doc["job_id"])
-        line = {"t": time.time(), "n": len(seen), "ok": sum(seen.values())}
-        print(orjson.dumps(line).decode(), flush=True)
-    return web.Response(text="ok")
-done = set()
-app = web.Application()
-app.add_routes([web.post("/cb", cb)])
-uvloop.install()
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
-            backlog=4096)
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+class Receiver(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.body = []
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.close()
+    def on_body(self, body):
+        self.body.append(body)
+    def on_message_complete(self):
+        raw, self.body = b"".join(self.body), []
+        if self.parser.get_method() == b"GET":  # the readiness probe
+            self.transport.write(OK)
+            return
+        doc = orjson.loads(raw)
+        first = doc["job_id"] not in seen
+        seen[doc["job_id"]] = doc["success"]
+        if first and len(seen) == expected:
+            line = {"t": time.time(), "n": len(seen), "ok": sum(seen.values())}
+            print(orjson.dumps(line).decode(), flush=True)
+        self.transport.write(OK)
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Receiver, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    await server.serve_forever()
+uvloop.run(main())
 """
 
 
@@ -162,24 +182,70 @@ async def bare_client(urls: list[str], concurrency: int) -> float:
         return time.perf_counter() - start
 
 
+class _Poster(asyncio.Protocol):
+    """One keep-alive connection of the load generator: one POST in flight at a time."""
+
+    def __init__(self, head: bytes, bodies: list[bytes], ids: list[str],
+                 todo: Iterator[int], done: asyncio.Future[None]) -> None:
+        self.head = head  # the request head up to the Content-Length value
+        self.bodies, self.ids, self.todo, self.done = bodies, ids, todo, done
+        self.parser = httptools.HttpResponseParser(self)
+        self.body: list[bytes] = []
+        self.current = -1
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._next()
+
+    def _next(self) -> None:
+        assert self.transport is not None
+        self.current = next(self.todo, -1)
+        if self.current < 0:
+            self.transport.close()
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        body = self.bodies[self.current]
+        self.transport.write(b"%s%d\r\n\r\n%s" % (self.head, len(body), body))
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        raw, self.body = b"".join(self.body), []
+        status = self.parser.get_status_code()
+        if status != 201 and not self.done.done():
+            self.done.set_exception(AssertionError(f"{status}: {raw!r}"))
+            return
+        self.ids[self.current] = orjson.loads(raw)["id"]
+        self._next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.current >= 0 and not self.done.done():
+            self.done.set_exception(ConnectionError(f"api closed the connection: {exc}"))
+
+
 async def post_all(api_url: str, bodies: list[bytes], concurrency: int) -> list[str]:
-    """The load generator: ``concurrency`` keep-alive connections posting pre-encoded bodies
-    (it shares the machine with ours, so it should cost as little as a real client can)."""
+    """The load generator: ``concurrency`` keep-alive connections posting pre-encoded bodies.
+    A client is somebody else's process: it shares the two cores with ours, so it is a bare
+    protocol with llhttp (aiohttp's client cost ~0.23 ms per POST, as much as our api)."""
     ids = [""] * len(bodies)
     todo = iter(range(len(bodies)))
-    url = api_url + "/download"
-    conn = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=conn,
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
-
-        async def worker() -> None:
-            for i in todo:
-                async with session.post(url, data=bodies[i]) as resp:
-                    raw = await resp.read()
-                    assert resp.status == 201, raw
-                    ids[i] = orjson.loads(raw)["id"]
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    host, port = api_url.removeprefix("http://").split(":")
+    head = (f"POST /download HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ").encode()
+    loop = asyncio.get_running_loop()
+    dones = []
+    for _ in range(concurrency):
+        done: asyncio.Future[None] = loop.create_future()
+        await loop.create_connection(functools.partial(_Poster, head, bodies, ids, todo, done),
+                                     host, int(port))
+        dones.append(done)
+    await asyncio.gather(*dones)
     return ids
 
 
@@ -210,7 +276,8 @@ def _start_profilers(pids: dict[str, int | None]) -> list[subprocess.Popen[bytes
         return []
     Path(out).mkdir(parents=True, exist_ok=True)
     spy = str(Path(sys.executable).parent / "py-spy")
-    procs = [subprocess.Popen([spy, "record", "--nonblocking", "-r", "200", "-f", "raw",
+    rate = os.environ.get("DOWNLOADER_BENCH_PROFILE_RATE", "200")
+    procs = [subprocess.Popen([spy, "record", "--nonblocking", "-r", rate, "-f", "raw",
                                "-o", f"{out}/{name}.txt", "-p", str(pid)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for name, pid in pids.items() if pid is not None and name != "redis"]
@@ -231,11 +298,15 @@ def _cpu_of(pids: dict[str, int | None], system: bool = False) -> dict[str, floa
 
 
 def _start_components(daemon_factory: DaemonFactory, redis_server: RedisServer,
-                      tmp_path: Path) -> tuple[str, dict[str, int | None]]:
+                      tmp_path: Path, storage: Path | None = None
+                      ) -> tuple[str, dict[str, int | None]]:
     """api, processor and notifier with the bench config; (api url, pid per process)."""
     from tests.downloader.conftest import DOWNLOADER_BIN, make_config, write_config
 
-    path = write_config(tmp_path, make_config(tmp_path, redis_server, **BENCH_CONFIG))
+    cfg = make_config(tmp_path, redis_server, **BENCH_CONFIG)
+    if storage is not None:
+        cfg["processor"]["storage_dir"] = str(storage)
+    path = write_config(tmp_path, cfg)
     api_port = free_port()
     pids: dict[str, int | None] = {}
     for name in ("api", "processor", "notifier"):
@@ -314,17 +385,18 @@ def test_gate_end_to_end_throughput(daemon_factory: DaemonFactory, redis_server:
     """5,000 jobs over 50 aggregations of limit 10 (the gate's default scale: 1,500 over
     15), first POST to last callback, vs the bare client on the same URLs; best of 3."""
     jobs, aggrs, limit = (5000, 50, 10) if FULL else (1500, 15, 10)
-    api_url, pids = _start_components(daemon_factory, redis_server, tmp_path)
-    attempt = iter(range(3))
+    with fresh_ext4(tmp_path) as (storage, storage_kind):
+        api_url, pids = _start_components(daemon_factory, redis_server, tmp_path, storage)
+        attempt = iter(range(3))
 
-    def measure() -> dict[str, Any]:
-        return asyncio.run(_throughput_once(api_url, pids, file_server, jobs, aggrs, limit,
-                                            next(attempt)))
+        def measure() -> dict[str, Any]:
+            return asyncio.run(_throughput_once(api_url, pids, file_server, jobs, aggrs,
+                                                limit, next(attempt)))
 
-    result = best_attempt(measure, lambda r: r["ratio"] >= 0.5, lambda r: r["ratio"])
+        result = best_attempt(measure, lambda r: r["ratio"] >= 0.5, lambda r: r["ratio"])
     write_result("downloader_e2e_throughput", {
         "jobs": jobs, "aggregations": aggrs, "limit": limit, "full": FULL,
-        **result, "required": 0.5})
+        "storage": storage_kind, **result, "required": 0.5})
     assert result["ratio"] >= 0.5, result
 
 

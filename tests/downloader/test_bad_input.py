@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from pazari.downloader.config import Config, ProcessorConfig
+from pazari.downloader.fetch import make_client
 from pazari.downloader.job import Aggregation, Job
 from pazari.downloader.processor import Processor
-from pazari.downloader.ssrf import GuardedResolver, is_forbidden, parse_networks
+from pazari.downloader.ssrf import is_forbidden, parse_networks
 from pazari.downloader.stats import Stats
 from pazari.downloader.storage import FileStorage
 from pazari.downloader.store import Store
@@ -67,12 +67,9 @@ async def make_processor(store: Store, tmp: Path, **overrides: Any) -> Processor
         "allow_private_networks": True, "timeout": 3, "read_timeout": 2,
         "max_file_size": 1 << 20, "retry_backoff": 0.1, **overrides}
     pcfg = ProcessorConfig(**settings)
-    resolver = None if pcfg.allow_private_networks else GuardedResolver(
-        parse_networks(pcfg.allowed_networks))
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, resolver=resolver),
-        timeout=aiohttp.ClientTimeout(sock_connect=2, sock_read=pcfg.read_timeout))
-    return Processor(Config(processor=pcfg), store, session,
+    client = make_client(2, pcfg.read_timeout, pcfg.allow_private_networks,
+                         pcfg.allowed_networks)
+    return Processor(Config(processor=pcfg), store, client,
                      FileStorage(str(storage), str(storage)), Stats("processor"))
 
 
@@ -115,7 +112,7 @@ async def test_bad_download_fails_clearly(store: Store, tmp_path: Path,
         job = await run_job(proc, url, **fields)
         assert time.monotonic() - started < 10
     finally:
-        await proc.session.close()
+        await proc.client.close()
     assert job.download_state == "Failed"
     assert error in job.download_meta, job.download_meta
     assert job.callback_state == "Pending"
@@ -128,7 +125,7 @@ async def test_tls_error_is_not_retriable(store: Store, tmp_path: Path, tls_url:
     try:
         job = await run_job(proc, tls_url)
     finally:
-        await proc.session.close()
+        await proc.client.close()
     assert job.download_state == "Failed"
     assert job.download_meta.startswith("Error while performing request, TLS Error occured: ")
     assert "certificate verify failed" in job.download_meta
@@ -146,7 +143,7 @@ async def test_private_addresses_refused(store: Store, tmp_path: Path,
     try:
         job = await run_job(proc, f"http://{host}:{port}/file/page.html")
     finally:
-        await proc.session.close()
+        await proc.client.close()
     assert job.download_state == "Failed"
     assert "private, loopback or link-local address" in job.download_meta
     assert job.download_meta.endswith("retriable: false, internal: false")
@@ -166,7 +163,7 @@ async def test_redirect_to_private_refused(store: Store, tmp_path: Path,
         first = await run_job(proc, files[1] + "/file/page.html")
         job = await run_job(proc, files[1] + "/to?u=" + target.format(port=port))
     finally:
-        await proc.session.close()
+        await proc.client.close()
     assert first.download_state == "Success"
     assert job.download_state == "Failed"
     assert "private, loopback or link-local address" in job.download_meta
@@ -189,7 +186,7 @@ async def test_stored_bytes_are_the_resource(store: Store, tmp_path: Path,
                             request_headers={"Accept-Encoding": "gzip", "X-Over": "job"})
         job2 = await run_job(proc, files[1] + "/headers", request_headers={"X-Over": "job"})
     finally:
-        await proc.session.close()
+        await proc.client.close()
     assert job.download_state == job2.download_state == "Success"
     assert (tmp_path / "storage" / job.path()).read_bytes() == HTML
     seen = files[0].headers_seen[-1]

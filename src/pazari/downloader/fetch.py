@@ -2,23 +2,22 @@
 streamed to the temp file with size and time limits (spec §3 download, limitations 3, 10).
 
 The first 1 KiB is handed to ``on_head`` as soon as it is complete (or at EOF), so a MIME
-mismatch stops the transfer early, as the original's tee did.
+mismatch stops the transfer early, as the original's tee did. The HTTP exchange is
+:mod:`pazari.downloader.http1`'s: body chunks reach the file from ``data_received``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import aiohttp
-from multidict import CIMultiDict
-
+from pazari.downloader import http1
 from pazari.downloader.errors import DownloadError
-from pazari.downloader.ssrf import ForbiddenAddress, Networks, check_host
+from pazari.downloader.ssrf import ForbiddenAddress, Networks, guarded, parse_networks
 from pazari.mime import SNIFF_LEN
 
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
@@ -48,19 +47,18 @@ class Result:
     body: bytes | None = None  # a small body, not yet on disk (then fd is -1)
 
 
-def _tls_error(exc: BaseException) -> bool:
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return True
-    # The original matched "x509"/"tls" in the error text (spec §3 step 4).
-    text = str(exc).lower()
-    return "x509" in text or "certificate verify failed" in text or "[ssl" in text
+def make_client(connect_timeout: float, read_timeout: float, allow_private: bool,
+                allowed_networks: list[str]) -> http1.Client:
+    """The processor's client: the SSRF guard on every address it dials (unless private
+    networks are allowed), DNS answers cached 10 s."""
+    resolver = http1.caching(http1.default_resolver)
+    if not allow_private:
+        resolver = guarded(resolver, parse_networks(allowed_networks))
+    return http1.Client(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                        keepalive=30.0, resolver=resolver)
 
 
-def _proxy(proxy: str) -> str | None:
-    return proxy or None
-
-
-async def fetch(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str],
+async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
                 proxy: str, limits: Limits, tmp_path: str,
                 on_head: Callable[[bytes], None], on_status: Callable[[int], None]) -> Result:
     """Download ``url`` into ``tmp_path``; raise DownloadError (phase, retriable) on failure.
@@ -69,7 +67,7 @@ async def fetch(session: aiohttp.ClientSession, url: str, headers: Mapping[str, 
     job_bound = 0 < limits.job_timeout < deadline
     try:
         async with asyncio.timeout(limits.job_timeout if job_bound else deadline):
-            return await _fetch(session, url, headers, proxy, limits, tmp_path, on_head,
+            return await _fetch(client, url, headers, proxy, limits, tmp_path, on_head,
                                 on_status)
     except TimeoutError:
         if job_bound:
@@ -82,18 +80,18 @@ async def fetch(session: aiohttp.ClientSession, url: str, headers: Mapping[str, 
             retriable=False) from None
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str],
+async def _fetch(client: http1.Client, url: str, headers: Mapping[str, str],
                  proxy: str, limits: Limits, tmp_path: str,
                  on_head: Callable[[bytes], None], on_status: Callable[[int], None]) -> Result:
     current = url
     for _hop in range(limits.max_redirects + 1):
-        resp = await _request(session, current, headers, proxy, limits)
-        location = resp.headers.get("Location")
-        if resp.status in REDIRECTS and location:
-            resp.release()
-            current = urljoin(current, location)
-            continue
+        resp = await _request(client, current, headers, proxy)
         try:
+            location = resp.headers.get("location")
+            if resp.status in REDIRECTS and location:
+                await _discard(resp)
+                current = urljoin(current, location)
+                continue
             return await _read(resp, limits, tmp_path, on_head, on_status)
         finally:
             resp.release()
@@ -102,48 +100,50 @@ async def _fetch(session: aiohttp.ClientSession, url: str, headers: Mapping[str,
                         retriable=False)
 
 
-async def _request(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str],
-                   proxy: str, limits: Limits) -> aiohttp.ClientResponse:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise DownloadError("performing request",
-                            f'Get "{url}": unsupported protocol scheme "{parts.scheme}"',
-                            retriable=True)
+async def _discard(resp: http1.Response) -> None:
+    """Read a short redirect body so the connection can serve the next hop; a long or
+    unannounced one is not worth it (release closes the connection instead)."""
+    length = resp.content_length
+    if length is not None and length <= SMALL_BODY:
+        with contextlib.suppress(http1.HTTPClientError):
+            await resp.stream(_drop)
+
+
+def _drop(_chunk: bytes) -> None:
+    pass
+
+
+async def _request(client: http1.Client, url: str, headers: Mapping[str, str],
+                   proxy: str) -> http1.Response:
     try:
-        if not limits.allow_private and not proxy and parts.hostname:
-            await check_host(parts.hostname, parts.port or 0, limits.allowed)
-        return await session.get(url, headers=CIMultiDict(headers), proxy=_proxy(proxy),
-                                 allow_redirects=False)
+        return await client.request("GET", url, headers, proxy=proxy)
     except ForbiddenAddress as exc:
         raise DownloadError("performing request", f'Get "{url}": {exc}',
                             retriable=False, stat="download.response.ssrf") from None
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
-        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
-        if isinstance(cause, ForbiddenAddress):
-            raise DownloadError("performing request", f'Get "{url}": {cause}',
-                                retriable=False, stat="download.response.ssrf") from None
-        if _tls_error(exc):
-            raise DownloadError("performing request", f"TLS Error occured: {exc}",
-                                retriable=False, stat="download.response.tls") from None
-        raise DownloadError("performing request", f'Get "{url}": {exc or type(exc).__name__}',
+    except http1.TLSError as exc:
+        # The original matched "x509"/"tls" in the error text (spec §3 step 4).
+        raise DownloadError("performing request", f"TLS Error occured: {exc}",
+                            retriable=False, stat="download.response.tls") from None
+    except http1.HTTPClientError as exc:
+        raise DownloadError("performing request", f'Get "{url}": {exc}',
                             retriable=True) from None
 
 
-async def _read(resp: aiohttp.ClientResponse, limits: Limits, tmp_path: str,
+async def _read(resp: http1.Response, limits: Limits, tmp_path: str,
                 on_head: Callable[[bytes], None], on_status: Callable[[int], None]) -> Result:
     status = resp.status
     on_status(status)
     if status >= 400:
-        reason = f"{status} {resp.reason or ''}".rstrip()
+        reason = f"{status} {resp.reason}".rstrip()
         raise DownloadError("processing response", f"Received status code {reason}",
                             retriable=status >= 500)
     length = resp.content_length
-    if length is not None and length > limits.max_size and not resp.headers.get(
-            "Content-Encoding"):
+    encoded = "content-encoding" in resp.headers
+    if length is not None and length > limits.max_size and not encoded:
         raise DownloadError("processing response",
                             f"Content-Length {length} exceeds the maximum file size of "
                             f"{limits.max_size} bytes", retriable=False)
-    if length is not None and length <= SMALL_BODY and "Content-Encoding" not in resp.headers:
+    if length is not None and length <= SMALL_BODY and not encoded:
         return await _read_small(resp, limits, status, on_head)
     try:
         # Metadata operations can wait on the filesystem journal behind other jobs' fsyncs:
@@ -156,29 +156,24 @@ async def _read(resp: aiohttp.ClientResponse, limits: Limits, tmp_path: str,
     head = bytearray()
     size = 0
     head_done = False
+
+    def sink(chunk: bytes) -> None:
+        # Runs in the connection's data_received: checks, sniffs and writes each chunk as it
+        # arrives; raising ends the transfer.
+        nonlocal size, head_done
+        size += len(chunk)
+        if size > limits.max_size:
+            raise DownloadError("downloading file", f"file exceeds the maximum size of "
+                                f"{limits.max_size} bytes", retriable=False)
+        if not head_done:
+            head.extend(chunk[: SNIFF_LEN - len(head)])
+            if len(head) >= SNIFF_LEN:
+                head_done = True
+                on_head(bytes(head))
+        _write_all(fd, chunk)
+
     try:
-        while True:
-            try:
-                chunk = await resp.content.readany()
-            except (aiohttp.ClientError, OSError) as exc:
-                raise DownloadError("downloading file", _body_error(exc), retriable=True,
-                                    stat="download.response.body") from None
-            except TimeoutError:
-                raise DownloadError("downloading file", "no data received within the "
-                                    "read timeout", retriable=True,
-                                    stat="download.response.body") from None
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limits.max_size:
-                raise DownloadError("downloading file", f"file exceeds the maximum size of "
-                                    f"{limits.max_size} bytes", retriable=False)
-            if not head_done:
-                head += chunk[: SNIFF_LEN - len(head)]
-                if len(head) >= SNIFF_LEN:
-                    head_done = True
-                    on_head(bytes(head))
-            _write_all(fd, chunk)
+        await _body(resp, sink)
         if not head_done:
             on_head(bytes(head))
     except BaseException:
@@ -187,16 +182,22 @@ async def _read(resp: aiohttp.ClientResponse, limits: Limits, tmp_path: str,
     return Result(status=status, head=bytes(head), size=size, fd=fd)
 
 
-async def _read_small(resp: aiohttp.ClientResponse, limits: Limits, status: int,
-                      on_head: Callable[[bytes], None]) -> Result:
+async def _body(resp: http1.Response, sink: http1.Sink) -> None:
     try:
-        body = await resp.read()
-    except (aiohttp.ClientError, OSError) as exc:
-        raise DownloadError("downloading file", _body_error(exc), retriable=True,
-                            stat="download.response.body") from None
-    except TimeoutError:
+        await resp.stream(sink)
+    except http1.ReadTimeout:
         raise DownloadError("downloading file", "no data received within the read timeout",
                             retriable=True, stat="download.response.body") from None
+    except http1.HTTPClientError as exc:
+        raise DownloadError("downloading file", str(exc), retriable=True,
+                            stat="download.response.body") from None
+
+
+async def _read_small(resp: http1.Response, limits: Limits, status: int,
+                      on_head: Callable[[bytes], None]) -> Result:
+    parts: list[bytes] = []
+    await _body(resp, parts.append)
+    body = b"".join(parts)
     if len(body) > limits.max_size:
         raise DownloadError("downloading file", f"file exceeds the maximum size of "
                             f"{limits.max_size} bytes", retriable=False)
@@ -231,9 +232,3 @@ def _write_all(fd: int, data: bytes) -> None:
             raise DownloadError("downloading file", str(exc), retriable=True,
                                 internal=True) from None
         view = view[n:]
-
-
-def _body_error(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"unexpected EOF ({exc})"
-    return str(exc) or type(exc).__name__

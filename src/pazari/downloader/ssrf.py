@@ -3,13 +3,9 @@ refused after DNS resolution, on every redirect hop, unless ``allow_private_netw
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import socket
-from typing import Any
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from pazari.downloader.http1 import Resolver
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
@@ -41,38 +37,16 @@ class ForbiddenAddress(OSError):
         self.address = address
 
 
-async def check_host(host: str, port: int, allowed: Networks = ()) -> None:
-    """Resolve ``host`` and raise ForbiddenAddress if any address is forbidden."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        addresses = [host.strip("[]")]
-    except ValueError:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [str(info[4][0]) for info in infos]
-    for address in addresses:
-        if is_forbidden(address, allowed):
-            raise ForbiddenAddress(host, address)
+def guarded(resolver: Resolver, allowed: Networks = ()) -> Resolver:
+    """``resolver`` that refuses a host if any of its addresses is forbidden. The client
+    dials only what this returned, so a DNS answer that changes between a check and the
+    connect (rebinding) cannot reach a private address; a proxy is checked the same way."""
 
+    async def resolve(host: str, port: int) -> list[str]:
+        addresses = await resolver(host, port)
+        for address in addresses:
+            if is_forbidden(address, allowed):
+                raise ForbiddenAddress(host, address)
+        return addresses
 
-class GuardedResolver(AbstractResolver):
-    """The connector's resolver also filters, so a DNS answer that changed between the check
-    and the connect (rebinding) still cannot reach a private address."""
-
-    def __init__(self, allowed: Networks = ()) -> None:
-        self._inner = DefaultResolver()
-        self.allowed = allowed
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for r in results:
-            if is_forbidden(r["host"], self.allowed):
-                raise ForbiddenAddress(host, r["host"])
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    return resolve

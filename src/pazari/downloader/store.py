@@ -53,6 +53,7 @@ DELETION_QUEUE = "JobDeletionQueue"
 DOWNLOADS_INFLIGHT = "DownloadsInFlight"
 CALLBACKS_INFLIGHT = "CallbacksInFlight"
 JOBS_PREFIX = "jobs:"
+SCAN_COUNT = 1000
 
 
 def job_key(job_id: str) -> str:
@@ -200,7 +201,7 @@ class Store:
 
     async def aggregation_sizes(self) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
-        async for key in self.r.scan_iter(match=f"{JOBS_PREFIX}*", count=50):
+        async for key in self.r.scan_iter(match=f"{JOBS_PREFIX}*", count=SCAN_COUNT):
             name = to_str(key)
             try:
                 size = int(await self.r.zcount(name, "-inf", "+inf"))
@@ -218,8 +219,11 @@ class Store:
 
     # ------------------------------------------------------------------- processor
     async def aggregation_ids(self) -> list[str]:
+        # The original's SCAN for jobs:* (spec §3). COUNT 1000: the keyspace is mostly job
+        # hashes, and at COUNT 50 one scan of 10k keys took 200 round trips (a fifth of the
+        # processor's Redis calls in the throughput gate).
         return [to_str(k)[len(JOBS_PREFIX):]
-                async for k in self.r.scan_iter(match=f"{JOBS_PREFIX}*", count=50)]
+                async for k in self.r.scan_iter(match=f"{JOBS_PREFIX}*", count=SCAN_COUNT)]
 
     async def lease_aggregation(self, aggr_id: str, lease: int, default_limit: int
                                 ) -> Aggregation:

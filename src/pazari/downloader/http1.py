@@ -1,0 +1,700 @@
+"""A lean HTTP/1.1 client for the processor's downloads and the notifier's callbacks.
+
+Why not aiohttp's client here: issue 4's throughput gate puts seven processes on two cores,
+and a profile of the pipeline showed aiohttp's per-request machinery (URL objects, request and
+response objects, timers, a StreamReader and a coroutine hop per body chunk) as the largest
+cost of both the processor and the notifier, ~0.25 ms of CPU per exchange. This client is
+one ``asyncio.Protocol`` per connection with llhttp (``httptools``) parsing the response and
+the body handed to a synchronous sink from ``data_received``: no task, no queue and no
+buffer copy per chunk.
+
+What it does (all a download or a callback needs, RFC 9112 framing by llhttp):
+- keep-alive pools per origin (and proxy), idle connections closed after ``keepalive``;
+  a request that meets a connection the server just closed is retried once on a new one
+  when no response byte came back (as Go's transport does for idempotent requests and
+  requests it can replay: every request here has a bytes body);
+- timeouts: connect (per address), read (longest silence while a response is awaited or
+  streamed); the caller bounds the whole exchange with ``asyncio.timeout``;
+- ``Content-Encoding`` gzip/deflate decoded incrementally, bounded per step (so a small
+  compressed body cannot inflate in one go);
+- TLS with certificate verification, plain HTTP proxies (absolute-form requests) and
+  ``CONNECT`` tunnels for https through a proxy, Basic auth from URL userinfo;
+- an optional resolver guard, so the SSRF check sees the addresses actually dialled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import socket
+import ssl
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import quote, unquote, urlsplit
+
+import httptools
+
+from pazari import __version__
+
+Sink = Callable[[bytes], None]
+#: (host, port) -> the addresses to dial, in order; may raise to refuse the host.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+USER_AGENT = f"pazari-downloader/{__version__}"
+ACCEPT_ENCODING = "gzip, deflate"
+DECODE_STEP = 256 * 1024  # most decoded bytes handed to the sink per decompress call
+MAX_HEAD = 64 * 1024  # a CONNECT answer's head larger than this is refused
+# RFC 9110 §5.6.2 token characters, for header names.
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                   b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# What may stay unescaped in a request-target (RFC 3986 pchar, "/" and "?" plus "%", so
+# an already escaped URL is sent as given; Go's URL.RequestURI does the same).
+_SAFE_PATH = "/%:@!$&'()*+,;=-._~"
+_SAFE_QUERY = _SAFE_PATH + "?"
+
+
+class HTTPClientError(Exception):
+    """No (complete) response: the text reads like Go's net/http error for the same case."""
+
+
+class ConnectError(HTTPClientError):
+    pass
+
+
+class TLSError(ConnectError):
+    pass
+
+
+class ReadTimeout(HTTPClientError):
+    pass
+
+
+class ResponseError(HTTPClientError):
+    """A malformed response, or the connection ended before the response did."""
+
+
+class InvalidRequest(HTTPClientError, ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed ``http(s)`` URL: where to connect and what to send."""
+
+    scheme: str
+    host: str  # without brackets; IDNA-encoded
+    port: int
+    authority: str  # the Host header: host[:port], brackets kept
+    request_target: str  # origin-form: path?query
+    auth: str | None  # "user:password" from the URL's userinfo
+    url: str
+
+    @property
+    def absolute(self) -> str:
+        """The absolute-form request-target (RFC 9112 §3.2.2), for a plain proxy."""
+        return f"{self.scheme}://{self.authority}{self.request_target}"
+
+
+def parse_url(url: str) -> Target:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise InvalidRequest(f'unsupported protocol scheme "{parts.scheme}"')
+    try:
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if not host:
+        raise InvalidRequest("no Host in request URL")
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidRequest(f"invalid host {host!r}: {exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    default = 443 if scheme == "https" else 80
+    authority = shown if parts.port in (None, default) else f"{shown}:{port}"
+    path = quote(parts.path, safe=_SAFE_PATH) or "/"
+    if parts.query:
+        path += "?" + quote(parts.query, safe=_SAFE_QUERY)
+    auth = None
+    if parts.username is not None:
+        auth = unquote(parts.username) + ":" + unquote(parts.password or "")
+    return Target(scheme, host, port, authority, path, auth, url)
+
+
+def _basic(credentials: str) -> str:
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+def _check_header(name: str, value: str) -> None:
+    if not name or not all(c in _TOKEN for c in name.encode("utf-8", "replace")):
+        raise InvalidRequest(f'net/http: invalid header field name "{name}"')
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise InvalidRequest(f'net/http: invalid header field value for "{name}"')
+
+
+class Response:
+    """A response whose head has arrived; the body is read with :meth:`read` or
+    :meth:`stream`, and :meth:`release` gives the connection back (or closes it)."""
+
+    __slots__ = ("_client", "_conn", "headers", "reason", "status")
+
+    def __init__(self, client: Client, conn: _Connection) -> None:
+        self._client = client
+        self._conn: _Connection | None = conn
+        self.status = conn.status
+        self.reason = conn.reason
+        self.headers = conn.headers  # lower-case name -> first value
+
+    @property
+    def content_length(self) -> int | None:
+        raw = self.headers.get("content-length")
+        if raw is None or not raw.isdigit():
+            return None
+        return int(raw)
+
+    async def stream(self, sink: Sink) -> None:
+        """Hand every body chunk (decoded) to ``sink`` as it arrives; return at the end of
+        the body. An exception raised by ``sink`` ends the exchange and is raised here."""
+        conn = self._conn
+        assert conn is not None, "the body was already read"
+        encoding = self.headers.get("content-encoding", "").strip().lower()
+        decoder = _decoder(encoding, sink) if encoding else None
+        await conn.body(decoder.feed if decoder is not None else sink)
+        if decoder is not None:
+            decoder.finish()
+
+    async def read(self) -> bytes:
+        parts: list[bytes] = []
+        await self.stream(parts.append)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        """Done with this response: a completely read keep-alive response returns its
+        connection to the pool; anything else closes it."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._client._release(conn)
+
+
+class _Decoder:
+    __slots__ = ("_d", "_raw_fallback", "_sink", "_started")
+
+    def __init__(self, wbits: int, sink: Sink, raw_fallback: bool) -> None:
+        self._d = zlib.decompressobj(wbits)
+        self._sink = sink
+        self._raw_fallback = raw_fallback
+        self._started = False
+
+    def feed(self, data: bytes) -> None:
+        try:
+            if not self._started and self._raw_fallback:
+                self._started = True
+                # "deflate" is the zlib format (RFC 9110 §8.4.1.2), but servers send raw
+                # DEFLATE too; browsers (and aiohttp) accept both.
+                if len(data) >= 2 and not _zlib_header(data[0], data[1]):
+                    self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._d.decompress(data, DECODE_STEP)
+            while True:
+                if out:
+                    self._sink(out)
+                tail = self._d.unconsumed_tail
+                if not tail:
+                    break
+                out = self._d.decompress(tail, DECODE_STEP)
+        except zlib.error as exc:
+            raise ResponseError(f"invalid compressed body: {exc}") from None
+
+    def finish(self) -> None:
+        try:
+            rest = self._d.flush()
+        except zlib.error as exc:
+            raise ResponseError(f"invalid compressed body: {exc}") from None
+        if rest:
+            self._sink(rest)
+
+
+def _zlib_header(cmf: int, flg: int) -> bool:
+    """RFC 1950 §2.2: method 8 (deflate) and the header check bits."""
+    return cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+
+
+def _decoder(encoding: str, sink: Sink) -> _Decoder | None:
+    if encoding in ("gzip", "x-gzip"):
+        return _Decoder(16 + zlib.MAX_WBITS, sink, raw_fallback=False)
+    if encoding == "deflate":
+        return _Decoder(zlib.MAX_WBITS, sink, raw_fallback=True)
+    return None  # identity, or one we did not ask for: the bytes as sent
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: at most one exchange at a time; llhttp's callbacks land here."""
+
+    def __init__(self, client: Client, key: tuple[str, ...]) -> None:
+        self.client = client
+        self.key = key
+        self.loop = client.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reusable = False
+        self.idle_since = 0.0
+        # The exchange in progress.
+        self.status = 0
+        self.reason = ""
+        self.headers: dict[str, str] = {}
+        self._reason = b""
+        self._informational = False
+        self._head: asyncio.Future[None] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._sink: Sink | None = None
+        self._pending: list[bytes] = []
+        self._complete = False
+        self._until_close = False
+        self._failed: BaseException | None = None
+        self._got_bytes = False
+        self._last_data = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_timeout = 0.0
+        self._tunnel: asyncio.Future[bytes] | None = None
+        self._tunnel_buf = b""
+
+    # -- transport -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._tunnel is not None and not self._tunnel.done():
+            self._tunnel.set_exception(ConnectError("proxy closed the connection"))
+        if self._done is None or self._done.done():
+            return
+        if self._until_close and self._head is not None and self._head.done():
+            self._finish()  # a body delimited by the end of the connection (RFC 9112 §6.3)
+            return
+        if exc is not None:
+            self._fail(ResponseError(f"connection lost: {exc}"))
+        else:
+            self._fail(ResponseError("unexpected EOF"))
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel_data(data)
+            return
+        if self._done is None or self._done.done():
+            # Nothing was asked: a server talking out of turn. The connection is unusable.
+            self.abort()
+            return
+        self._last_data = self.loop.time()
+        self._got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            pass  # a sink raised: _fail already recorded it
+        except httptools.HttpParserError as exc:
+            self._fail(ResponseError(f"malformed HTTP response: {exc}"))
+        except httptools.HttpParserUpgrade:
+            self._fail(ResponseError("unexpected protocol upgrade"))
+
+    # -- llhttp callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self.reusable = False  # bytes after the response: the connection is spoiled
+
+    def on_status(self, status: bytes) -> None:
+        if not self._complete:
+            self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._complete:
+            return
+        key = name.decode("latin-1").lower()
+        if key not in self.headers:
+            self.headers[key] = value.decode("utf-8", "surrogateescape")
+
+    def on_headers_complete(self) -> None:
+        if self._complete:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._informational = True  # 100 Continue / 103 Early Hints: the real one follows
+            return
+        self.status = status
+        self.reason = self._reason.decode("latin-1")
+        headers = self.headers
+        self._until_close = ("content-length" not in headers
+                             and "chunked" not in headers.get("transfer-encoding", "").lower()
+                             and status not in (204, 304))
+        if self._head is not None and not self._head.done():
+            self._head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self._failed is not None or self._complete:
+            return
+        sink = self._sink
+        if sink is None:
+            self._pending.append(body)
+            return
+        try:
+            sink(body)
+        except BaseException as exc:
+            self._fail(exc)
+            raise  # stops llhttp (HttpParserCallbackError in data_received)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            self._reason = b""
+            self.headers = {}
+            return
+        if self._failed is not None or self._complete:
+            return
+        self.reusable = self.parser.should_keep_alive()
+        self._finish()
+
+    # -- exchange ------------------------------------------------------------------------
+    def send(self, data: bytes, read_timeout: float) -> asyncio.Future[None]:
+        """Write a request; the returned future resolves when the response head is in."""
+        assert self.transport is not None
+        loop = self.loop
+        self.status = 0
+        self._reason = b""
+        self.headers = {}
+        self._informational = False
+        self._head = loop.create_future()
+        self._done = loop.create_future()
+        self._sink = None
+        self._pending = []
+        self._complete = self._until_close = self.reusable = self._got_bytes = False
+        self._failed = None
+        self._last_data = loop.time()
+        self._read_timeout = read_timeout
+        if read_timeout > 0:
+            self._timer = loop.call_at(self._last_data + read_timeout, self._check_read)
+        self.transport.write(data)
+        return self._head
+
+    async def body(self, sink: Sink) -> None:
+        done = self._done
+        assert done is not None
+        if self._failed is None:
+            pending, self._pending = self._pending, []
+            try:
+                for chunk in pending:
+                    sink(chunk)
+            except BaseException as exc:
+                self._fail(exc)
+            else:
+                self._sink = sink
+        await done
+
+    def _finish(self) -> None:
+        self._complete = True
+        self._cancel_timer()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failed is not None or self._complete:
+            return
+        self._failed = exc
+        self.reusable = False
+        self._cancel_timer()
+        for fut in (self._head, self._done):
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+                # Nobody may await it (a head that failed leaves the body unread): do not
+                # let asyncio report it as never retrieved; an awaiter still gets it.
+                fut.add_done_callback(_consume)
+        self.abort()
+
+    def _check_read(self) -> None:
+        self._timer = None
+        elapsed = self.loop.time() - self._last_data
+        if elapsed >= self._read_timeout:
+            self._fail(ReadTimeout("no data received within the read timeout "
+                                   f"({self._read_timeout:g}s)"))
+        else:
+            self._timer = self.loop.call_later(self._read_timeout - elapsed, self._check_read)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    @property
+    def got_bytes(self) -> bool:
+        return self._got_bytes
+
+    def abort(self) -> None:
+        self.closed = True
+        self.reusable = False
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- CONNECT tunnel (RFC 9110 §9.3.6) -------------------------------------------------
+    async def tunnel(self, authority: str, proxy_auth: str | None, timeout: float) -> None:
+        assert self.transport is not None
+        self._tunnel = self.loop.create_future()
+        head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+        if proxy_auth:
+            head += f"Proxy-Authorization: {_basic(proxy_auth)}\r\n"
+        self.transport.write((head + "\r\n").encode())
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await self._tunnel
+        finally:
+            self._tunnel = None
+        status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        fields = status_line.split(" ", 2)
+        if len(fields) < 2 or not fields[1].startswith("2"):
+            raise ConnectError(f"proxyconnect: {status_line or 'empty answer'}")
+
+    def _tunnel_data(self, data: bytes) -> None:
+        assert self._tunnel is not None
+        self._tunnel_buf += data
+        end = self._tunnel_buf.find(b"\r\n\r\n")
+        if end >= 0 and not self._tunnel.done():
+            # The proxy sends nothing after its answer before we speak TLS.
+            self._tunnel.set_result(self._tunnel_buf[:end])
+        elif len(self._tunnel_buf) > MAX_HEAD and not self._tunnel.done():
+            self._tunnel.set_exception(ConnectError("proxyconnect: answer too long"))
+
+
+def _consume(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Client:
+    """Keep-alive pools and the request entry point (see the module docstring)."""
+
+    def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 60.0,
+                 keepalive: float = 30.0, max_idle_per_origin: int = 256,
+                 resolver: Resolver | None = None, ssl_context: ssl.SSLContext | None = None,
+                 user_agent: str = USER_AGENT, accept_encoding: str = ACCEPT_ENCODING) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.keepalive = keepalive
+        self.max_idle = max_idle_per_origin
+        self.resolver = resolver or default_resolver
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.defaults = [("User-Agent", user_agent), ("Accept", "*/*")]
+        if accept_encoding:
+            self.defaults.append(("Accept-Encoding", accept_encoding))
+        self._idle: dict[tuple[str, ...], list[_Connection]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    async def request(self, method: str, url: str, headers: Mapping[str, str] | None = None,
+                      body: bytes | None = None, proxy: str = "") -> Response:
+        """Send the request; return once the response head is in (read the body from the
+        :class:`Response`, then release it)."""
+        target = parse_url(url)
+        via = parse_url(proxy) if proxy else None
+        head = self._head(method, target, via, headers or {}, body)
+        key = (target.scheme, target.host, str(target.port), proxy)
+        for attempt in (0, 1):
+            conn = self._take_idle(key)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(key, target, via)
+            try:
+                await conn.send(head, self.read_timeout)
+            except ResponseError:
+                if reused and attempt == 0 and not conn.got_bytes:
+                    continue  # a keep-alive connection the server had just closed
+                raise
+            except BaseException:
+                conn.abort()
+                raise
+            return Response(self, conn)
+        raise AssertionError("unreachable")
+
+    def _head(self, method: str, target: Target, via: Target | None,
+              headers: Mapping[str, str], body: bytes | None) -> bytes:
+        plain_proxy = via is not None and target.scheme == "http"
+        request_target = target.absolute if plain_proxy else target.request_target
+        lines = [f"{method} {request_target} HTTP/1.1", f"Host: {target.authority}"]
+        given = set()
+        for name, value in headers.items():
+            _check_header(name, value)
+            low = name.lower()
+            if low in ("host", "content-length", "transfer-encoding", "connection"):
+                continue  # framing is ours (Go ignores these too)
+            given.add(low)
+            lines.append(f"{name}: {value}")
+        for name, value in self.defaults:
+            if name.lower() not in given:
+                lines.append(f"{name}: {value}")
+        if target.auth is not None and "authorization" not in given:
+            lines.append(f"Authorization: {_basic(target.auth)}")
+        if plain_proxy and via is not None and via.auth is not None:
+            lines.append(f"Proxy-Authorization: {_basic(via.auth)}")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+        return data + body if body else data
+
+    # -- pool ------------------------------------------------------------------------------
+    def _take_idle(self, key: tuple[str, ...]) -> _Connection | None:
+        idle = self._idle.get(key)
+        now = self.loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self.keepalive:
+                return conn
+            conn.abort()
+        return None
+
+    def _release(self, conn: _Connection) -> None:
+        if not (conn.complete and conn.reusable) or conn.closed or self._closing:
+            conn.abort()
+            return
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= self.max_idle:
+            conn.abort()
+            return
+        conn.idle_since = self.loop.time()
+        idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self.keepalive, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close idle connections past the keep-alive time (or closed by the server)."""
+        self._sweeper = None
+        oldest = self.loop.time() - self.keepalive
+        for key in list(self._idle):
+            keep = []
+            for conn in self._idle[key]:
+                if conn.closed or conn.idle_since <= oldest:
+                    conn.abort()
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        if self._idle:
+            self._sweeper = self.loop.call_later(self.keepalive / 2, self._sweep)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        self._idle.clear()
+
+    # -- connecting ------------------------------------------------------------------------
+    async def _connect(self, key: tuple[str, ...], target: Target,
+                       via: Target | None) -> _Connection:
+        dest = via or target
+        addresses = await self.resolver(dest.host, dest.port)
+        tls_now = dest.scheme == "https"
+        if via is not None and via.scheme == "https" and target.scheme == "https":
+            raise ConnectError("proxyconnect: https proxies are not supported for https URLs")
+        last: BaseException | None = None
+        for address in addresses:
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    _, conn = await self.loop.create_connection(
+                        lambda: _Connection(self, key), address, dest.port,
+                        ssl=self.ssl_context if tls_now else None,
+                        server_hostname=dest.host if tls_now else None)
+            except ssl.SSLError as exc:
+                raise TLSError(str(exc)) from None
+            except TimeoutError:
+                last = ConnectError(f"dial tcp {_hostport(address, dest.port)}: i/o timeout")
+                continue
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                last = ConnectError(f"dial tcp {_hostport(address, dest.port)}: connect: "
+                                    f"{reason.lower()}")
+                continue
+            if via is not None and target.scheme == "https":
+                await self._start_tunnel(conn, target, via)
+            return conn
+        raise last or ConnectError(f"dial tcp: lookup {dest.host}: no addresses")
+
+    async def _start_tunnel(self, conn: _Connection, target: Target, via: Target) -> None:
+        try:
+            await conn.tunnel(_hostport(target.host, target.port), via.auth,
+                              self.read_timeout or 60.0)
+            assert conn.transport is not None
+            async with asyncio.timeout(self.connect_timeout):
+                transport = await self.loop.start_tls(
+                    conn.transport, conn, self.ssl_context, server_hostname=target.host)
+        except ssl.SSLError as exc:
+            conn.abort()
+            raise TLSError(str(exc)) from None
+        except TimeoutError:
+            conn.abort()
+            raise ConnectError("proxyconnect: timed out") from None
+        except BaseException:
+            conn.abort()
+            raise
+        if transport is None:
+            raise ConnectError("proxyconnect: connection closed during the TLS handshake")
+        conn.transport = transport
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+async def default_resolver(host: str, port: int) -> list[str]:
+    """IP literals as they are; names through getaddrinfo (libuv's thread pool)."""
+    try:
+        ipaddress.ip_address(host)
+        return [host]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConnectError(f"dial tcp: lookup {host}: {exc.strerror or exc}") from None
+    seen: dict[str, None] = {}
+    for info in infos:
+        seen[str(info[4][0])] = None
+    return list(seen)
+
+
+def caching(resolver: Resolver, ttl: float = 10.0, size: int = 10_000) -> Resolver:
+    """``resolver`` with answers kept ``ttl`` seconds (aiohttp's ttl_dns_cache did this)."""
+    cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
+
+    async def resolve(host: str, port: int) -> list[str]:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        hit = cache.get((host, port))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        addresses = await resolver(host, port)
+        if len(cache) >= size:
+            cache.clear()
+        cache[(host, port)] = (now + ttl, addresses)
+        return addresses
+
+    return resolve
+
+
+__all__ = ["Client", "ConnectError", "HTTPClientError", "InvalidRequest", "ReadTimeout",
+           "Response", "ResponseError", "TLSError", "Target", "caching", "default_resolver",
+           "parse_url"]
