@@ -81,6 +81,8 @@ CASES: dict[str, tuple[list[bytes], int, bool, int]] = {
     "duplicate-length": ([VALID.replace(b"Host:", b"Content-Length: 2\r\nHost:")], 1, True, 0),
     "gzip-body": ([_post(gzip.compress(_job()), "Content-Encoding: gzip")], 1, False, 0),
     "long-head": ([_post(_job(), "X-Long: " + "a" * 9000)], 1, True, 0),
+    "one-bare-lf": ([VALID.replace(b"127.0.0.1\r\n", b"127.0.0.1\n")], 1, True, 0),
+    "bare-lf-head-end": ([b"POST /download HTTP/1.1\r\nHost: 127.0.0.1\n\r\n"], 1, True, 0),
     "bare-lf": ([VALID.replace(b"\r\n", b"\n")], 1, True, 0),
     "pipelined-mix": ([VALID + _post(b"[1]") + VALID], 3, False, 3),
     "pipelined-fast-then-foreign": ([VALID + VALID.replace(b"/download", b"/download?a=1")

@@ -278,8 +278,9 @@ class IntakeProtocol(asyncio.Protocol):
                 self.transport.close()
             return
         rest = buf[pos:]
-        if rest and (len(rest) > MAX_HEAD or b"\n\n" in rest):
-            # Too long for a head (aiohttp answers 431/400), or bare-LF line ends.
+        if rest and (len(rest) > MAX_HEAD or rest.count(b"\n") != rest.count(b"\r\n")):
+            # Too long for a head (aiohttp answers 431/400), or a bare LF (aiohttp's 400, or
+            # a bare-LF head end we would never find).
             self._hand_over(rest)
             return
         self._buf = rest
