@@ -4,6 +4,7 @@ under are in :mod:`pazari.downloader.store`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -63,68 +64,58 @@ def outcome_pairs(job: Job) -> list[str]:
 def decode_job(h: dict[str, str]) -> Job:
     """Decode an HGETALL reply; raise ValueError like the original's reader on an
     unknown field or a bad value."""
-    job = Job()
+    kwargs: dict[str, object] = {}
     for key, value in h.items():
-        setter = _SETTERS.get(key)
-        if setter is None:
+        name = _STR_FIELDS.get(key)
+        if name is not None:
+            kwargs[name] = value
+            continue
+        conv = _CONVERTED.get(key)
+        if conv is None:
             raise ValueError(f"Field {key} with value {value} was not found in Job struct")
-        setter(job, value)
-    return job
+        kwargs[conv[0]] = conv[1](value)
+    return Job(**kwargs)  # type: ignore[arg-type]
 
 
 def _int(v: str) -> int:
     return int(v) if v else 0
 
 
-def _set_max_retries(j: Job, v: str) -> None:
-    j.max_retries = None if v in ("", "null") else int(v)
+def _max_retries(v: str) -> int | None:
+    return None if v in ("", "null") else int(v)
 
 
-def _set_headers(j: Job, v: str) -> None:
-    j.request_headers = orjson.loads(v) if v else None
+def _headers(v: str) -> dict[str, str] | None:
+    return orjson.loads(v) if v else None
 
 
-def _set_any(j: Job, v: str) -> None:
-    j.mime_type_any = list(orjson.loads(v)) if v else []
+def _any(v: str) -> list[str]:
+    return list(orjson.loads(v)) if v else []
 
 
-def _str(name: str):  # type: ignore[no-untyped-def]
-    def set_(j: Job, v: str) -> None:
-        setattr(j, name, v)
-    return set_
+def _bool(v: str) -> bool:
+    return v in ("1", "true")
 
 
-def _num(name: str):  # type: ignore[no-untyped-def]
-    def set_(j: Job, v: str) -> None:
-        setattr(j, name, _int(v))
-    return set_
-
-
-_SETTERS = {
-    "ID": _str("id"),
-    "URL": _str("url"),
-    "AggrID": _str("aggr_id"),
-    "MaxRetries": _set_max_retries,
-    "DownloadState": _str("download_state"),
-    "DownloadCount": _num("download_count"),
-    "DownloadMeta": _str("download_meta"),
-    "CallbackState": _str("callback_state"),
-    "CallbackType": _str("callback_type"),
-    "CallbackDst": _str("callback_dst"),
-    "CallbackURL": _str("callback_url"),
-    "DownloadURL": _str("download_url"),
-    "CallbackMeta": _str("callback_meta"),
-    "CallbackCount": _num("callback_count"),
-    "Extra": _str("extra"),
-    "ResponseCode": _num("response_code"),
-    "MimeType": _str("mime_type"),
-    "ExtractImageSize": lambda j, v: setattr(j, "extract_image_size", v in ("1", "true")),
-    "ImageSize": _str("image_size"),
-    "DownloadTimeout": _num("download_timeout"),
-    "RequestHeaders": _set_headers,
-    "S3Bucket": _str("s3_bucket"),
-    "S3Region": _str("s3_region"),
-    "MimeTypeAny": _set_any,
+# Hash field -> Job attribute, for the fields stored as they are.
+_STR_FIELDS = {
+    "ID": "id", "URL": "url", "AggrID": "aggr_id", "DownloadState": "download_state",
+    "DownloadMeta": "download_meta", "CallbackState": "callback_state",
+    "CallbackType": "callback_type", "CallbackDst": "callback_dst",
+    "CallbackURL": "callback_url", "DownloadURL": "download_url",
+    "CallbackMeta": "callback_meta", "Extra": "extra", "MimeType": "mime_type",
+    "ImageSize": "image_size", "S3Bucket": "s3_bucket", "S3Region": "s3_region",
+}
+# Hash field -> (Job attribute, decoder) for the others.
+_CONVERTED: dict[str, tuple[str, Callable[[str], object]]] = {
+    "MaxRetries": ("max_retries", _max_retries),
+    "DownloadCount": ("download_count", _int),
+    "CallbackCount": ("callback_count", _int),
+    "ResponseCode": ("response_code", _int),
+    "ExtractImageSize": ("extract_image_size", _bool),
+    "DownloadTimeout": ("download_timeout", _int),
+    "RequestHeaders": ("request_headers", _headers),
+    "MimeTypeAny": ("mime_type_any", _any),
 }
 
 
@@ -154,8 +145,17 @@ def pairs(h: dict[str, str]) -> list[str]:
 
 
 def decode_hash(flat: list[Any]) -> dict[str, str]:
-    it = iter(flat)
-    return {to_str(k): to_str(v) for k, v in zip(it, it, strict=True)}
+    """A flat ``[field, value, ...]`` reply as a dict of str. One strict UTF-8 decode for the
+    whole reply (a per-item decode was the largest cost of decoding a popped job); NUL, which
+    cannot be a separator if a value holds one, falls back to the per-item path."""
+    try:
+        parts = b"\x00".join(flat).decode().split("\x00")
+    except TypeError:  # not all bytes (a decoded client)
+        parts = [to_str(v) for v in flat]
+    if len(parts) != len(flat):
+        parts = [to_str(v) for v in flat]
+    it = iter(parts)
+    return dict(zip(it, it, strict=True))
 
 
 def to_str(v: Any) -> str:

@@ -206,22 +206,6 @@ async def _read_small(resp: http1.Response, limits: Limits, status: int,
     return Result(status=status, head=head, size=len(body), fd=-1, body=body)
 
 
-def write_file(path: str, data: bytes) -> int:
-    """Create ``path`` and write ``data`` (a small body: quick syscalls, run on the loop);
-    return the open descriptor for the caller to fsync and close."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError as exc:
-        raise DownloadError("creating tmp file", str(exc), retriable=True,
-                            internal=True) from None
-    try:
-        _write_all(fd, data)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from pazari import filestore
 from pazari.downloader import http1
 from pazari.downloader import store as st
 from pazari.downloader.batching import Coalescer
 from pazari.downloader.config import Config, test_time
 from pazari.downloader.errors import DownloadError
-from pazari.downloader.fetch import Limits, fetch, make_client, write_file
+from pazari.downloader.fetch import Limits, Result, fetch, make_client
 from pazari.downloader.imagesize import ImageSizeError, image_size
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Aggregation, Job
 from pazari.downloader.pool import Pool
@@ -39,11 +40,17 @@ DEFAULT_DELETION_MINUTES = 180
 FILE_THREADS = 16
 
 
-@dataclass(slots=True)
-class FileToFinish:
-    fd: int  # the temp file, written and still open: the worker fsyncs and closes it
-    tmp: str
-    mime: str | None  # the sniffed type when the image size is wanted
+# (temp path, body or None, open descriptor or -1, final path, directory to make or b"")
+CommitItem = tuple[bytes, bytes | None, int, bytes, bytes]
+# The phase and retriability of a failed commit stage (spec §3 steps 6, 8, 10): the disk
+# is our problem (internal, retriable, not an attempt); a failed move into place is not.
+_STAGE_ERRORS = {
+    filestore.STAGE_CREATE: ("creating tmp file", True),
+    filestore.STAGE_WRITE: ("downloading file", True),
+    filestore.STAGE_SYNC: ("syncing to disk", True),
+    filestore.STAGE_MKDIR: ("storing file to default storage backend", False),
+    filestore.STAGE_RENAME: ("storing file to default storage backend", False),
+}
 
 
 class Processor:
@@ -70,8 +77,8 @@ class Processor:
         # fsyncs of different files overlap and share journal commits, even when other
         # processes keep the disk busy.
         self.file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="files")
-        self.finisher: Coalescer[FileToFinish, str | None] = Coalescer(
-            self._finish_batch, max_batch=8, parallel=FILE_THREADS, name="finish-files")
+        self.committer: Coalescer[CommitItem, tuple[int, int]] = Coalescer(
+            self._commit_batch, max_batch=8, parallel=FILE_THREADS, name="commit-files")
 
     # ------------------------------------------------------------------- bookkeeping
     def started_download(self, job_id: str) -> None:
@@ -171,52 +178,49 @@ class Processor:
         result = await fetch(self.client, job.url, headers, proxy, limits, tmp, on_head,
                              on_status)
         mime = sniffed[0] if job.extract_image_size and sniffed else None
-        # spec §3 steps 8-10. Creating, writing and renaming a small file are quick
-        # syscalls: they run on the loop. Only fsync (and the image header) waits on the
-        # disk: worker threads, batched with the other jobs finishing now. (All of it in
-        # the threads cost six GIL hand-offs per file: with the loop busy, the threads
-        # starved and capped the processor at a few hundred files per second.)
-        fd = result.fd if result.body is None else write_file(tmp, result.body)
-        size = await self.finisher.submit(FileToFinish(fd, tmp, mime))
-        if size is not None:
-            job.image_size = size
-        try:
-            if not self.storage.rename_into_place(tmp, job.path()):
-                await asyncio.to_thread(self.storage.store, tmp, job.path())
-        except OSError as exc:
-            raise DownloadError("storing file to default storage backend", str(exc),
-                                retriable=False) from None
-
-    async def _finish_batch(self, items: list[FileToFinish]
-                            ) -> list[str | BaseException | None]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.file_threads, self._finish_files, items)
-
-    def _finish_files(self, items: list[FileToFinish]) -> list[str | BaseException | None]:
-        out: list[str | BaseException | None] = []
-        for f in items:
+        if mime is not None:
+            job.image_size = await self._image_size(result, tmp, mime)
+        # spec §3 steps 6, 8 and 10 in one batched worker-thread hop that holds no GIL
+        # (pazari.filestore): create and write a small body, fsync, close, make the
+        # <id[0:3]> directory, rename into place. With os.* calls in threads (or on the
+        # loop) the GIL hand-offs and syscalls cost the loop a third of its time per job.
+        final, parent = self.storage.commit_target(job.path())
+        stage, err = await self.committer.submit(
+            (os.fsencode(tmp), result.body, result.fd, os.fsencode(final),
+             os.fsencode(parent)))
+        if stage == 0:
+            self.storage.made(parent)
+            return
+        if stage == filestore.STAGE_RENAME and err == errno.EXDEV:
             try:
-                out.append(self._finish_file(f.fd, f.tmp, f.mime))
-            except Exception as exc:  # that job's failure only
-                out.append(exc)
-        return out
+                await asyncio.to_thread(self.storage.store, tmp, job.path())
+            except OSError as exc:
+                raise DownloadError("storing file to default storage backend", str(exc),
+                                    retriable=False) from None
+            return
+        phase, internal = _STAGE_ERRORS[stage]
+        path = tmp if stage in (filestore.STAGE_CREATE, filestore.STAGE_RENAME) else (
+            parent if stage == filestore.STAGE_MKDIR else None)
+        raise DownloadError(phase, str(OSError(err, os.strerror(err), path)),
+                            retriable=internal, internal=internal)
 
-    def _finish_file(self, fd: int, tmp: str, mime: str | None) -> str | None:
-        """fsync and close the temp file; its image size when ``mime`` is given."""
+    async def _image_size(self, result: Result, tmp: str, mime: str) -> str:
+        """spec §3 step 9 from the header only: a small body's from memory (Pillow's lazy
+        open, tens of microseconds), a streamed one's from the written temp file."""
         try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise DownloadError("syncing to disk", str(exc), retriable=True,
-                                internal=True) from None
-        finally:
-            os.close(fd)
-        if mime is None:
-            return None
-        try:
-            return image_size(tmp, mime) or ""
+            if result.body is not None:
+                return image_size(result.body, mime) or ""
+            return await asyncio.to_thread(image_size, tmp, mime) or ""
         except ImageSizeError as exc:
+            if result.fd >= 0:
+                os.close(result.fd)
             raise DownloadError("extracting image-size", str(exc), retriable=False,
                                 stat="download.response.image-size") from None
+
+    async def _commit_batch(self, items: list[CommitItem]
+                            ) -> list[tuple[int, int] | BaseException]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.file_threads, filestore.commit_files, items)
 
     # --------------------------------------------------------------------- spawning
     def spawn(self, aggr: Aggregation) -> None:
@@ -294,7 +298,7 @@ class ProcessorService(Service):
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.proc is not None:
             await self.proc.cancel_pools()
-            await self.proc.finisher.drain()
+            await self.proc.committer.drain()
             self.proc.file_threads.shutdown(wait=True)
             await self.proc.client.close()
             await self.proc.store.drain()

@@ -39,6 +39,17 @@ class FileStorage:
             shutil.copyfile(tmp, dst)
             os.unlink(tmp)
 
+    def commit_target(self, rel: str) -> tuple[str, str]:
+        """(final path, its directory if it may not exist yet, else "") for a commit that
+        makes the directory and renames (pazari.filestore); :meth:`made` records success."""
+        dst = self.final_path(rel)
+        parent = os.path.dirname(dst)
+        return dst, "" if parent in self._made else parent
+
+    def made(self, parent: str) -> None:
+        if parent and len(self._made) < 100_000:
+            self._made.add(parent)
+
     def rename_into_place(self, tmp: str, rel: str) -> bool:
         """The rename half of :meth:`store`: a mkdir and a rename, cheap enough for the event
         loop; False when the rename would cross devices (then :meth:`store` copies)."""
