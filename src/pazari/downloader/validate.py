@@ -25,30 +25,26 @@ def _parse_error(raw: str, msg: str) -> str:
     return f"parse {go_quote(raw)}: {msg}"
 
 
-_SCHEME_CHARS = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _PORT = re.compile(r":[0-9]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # Go's stringContainsCTLByte
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
 
 
 def parse_request_uri(raw: str) -> str | None:
     """Go ``url.ParseRequestURI``: None when valid, else Go's error text."""
     if raw == "":
         return _parse_error(raw, "empty url")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+    if _CONTROL.search(raw) is not None:
         return _parse_error(raw, "net/url: invalid control character in URL")
     rest = raw
     scheme = ""
-    for i, c in enumerate(raw):
-        if c.isascii() and c.isalpha():
-            continue
-        if c.isascii() and (c.isdigit() or c in "+-."):
-            if i == 0:
-                break
-            continue
-        if c == ":":
-            if i == 0:
-                return _parse_error(raw, "missing protocol scheme")
-            scheme, rest = raw[:i], raw[i + 1:]
-        break
+    # Go's getScheme: letters, then letters, digits, "+-."; a ":" first is an error, any
+    # other character ends the scan with no scheme.
+    if raw[0] == ":":
+        return _parse_error(raw, "missing protocol scheme")
+    m = _SCHEME.match(raw)
+    if m is not None:
+        scheme, rest = raw[: m.end() - 1], raw[m.end():]
     if "?" in rest:
         rest = rest.split("?", 1)[0]
     if not rest.startswith("/"):
