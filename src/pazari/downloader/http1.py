@@ -16,7 +16,7 @@ What it does (all a download or a callback needs, RFC 9112 framing by llhttp):
 - timeouts: connect (per address), read (longest silence while a response is awaited or
   streamed); the caller bounds the whole exchange with ``asyncio.timeout``;
 - ``Content-Encoding`` gzip/deflate decoded incrementally, bounded per step (so a small
-  compressed body cannot inflate in one go);
+  compressed body cannot inflate in one go); a corrupt or truncated stream is an error;
 - TLS with certificate verification, plain HTTP proxies (absolute-form requests) and
   ``CONNECT`` tunnels for https through a proxy, Basic auth from URL userinfo;
 - an optional resolver guard, so the SSRF check sees the addresses actually dialled.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import os
 import socket
 import ssl
 import zlib
@@ -99,13 +100,18 @@ class Target:
 
 
 def parse_url(url: str) -> Target:
+    # Go's url.Parse refuses ASCII control characters; urlsplit would silently drop tab, CR
+    # and LF and keep the others (a NUL in the host went out in the Host header).
+    if any(c < " " or c == "\x7f" for c in url):
+        raise InvalidRequest("net/url: invalid control character in URL")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise InvalidRequest(f'unsupported protocol scheme "{parts.scheme}"')
+    default = 443 if scheme == "https" else 80
     try:
         host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
+        port = default if parts.port is None else parts.port  # ":0" is port 0, not 80
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     if not host:
@@ -118,7 +124,6 @@ def parse_url(url: str) -> Target:
         except UnicodeError as exc:
             raise InvalidRequest(f"invalid host {host!r}: {exc}") from None
     shown = f"[{host}]" if ":" in host else host
-    default = 443 if scheme == "https" else 80
     authority = shown if parts.port in (None, default) else f"{shown}:{port}"
     path = quote(parts.path, safe=_SAFE_PATH) or "/"
     if parts.query:
@@ -167,7 +172,13 @@ class Response:
         assert conn is not None, "the body was already read"
         encoding = self.headers.get("content-encoding", "").strip().lower()
         decoder = _decoder(encoding, sink) if encoding else None
-        await conn.body(decoder.feed if decoder is not None else sink)
+        try:
+            await conn.body(decoder.feed if decoder is not None else sink)
+        except asyncio.CancelledError:
+            # A body left half-read (the caller's timeout): the connection is of no further
+            # use, close it now rather than when the read timeout fires or release() runs.
+            conn.abort()
+            raise
         if decoder is not None:
             decoder.finish()
 
@@ -185,22 +196,30 @@ class Response:
 
 
 class _Decoder:
-    __slots__ = ("_d", "_raw_fallback", "_sink", "_started")
+    __slots__ = ("_d", "_fed", "_first", "_raw_fallback", "_sink")
 
     def __init__(self, wbits: int, sink: Sink, raw_fallback: bool) -> None:
         self._d = zlib.decompressobj(wbits)
         self._sink = sink
         self._raw_fallback = raw_fallback
-        self._started = False
+        self._first = b""  # the body's first byte while the format is not known yet
+        self._fed = False
 
     def feed(self, data: bytes) -> None:
         try:
-            if not self._started and self._raw_fallback:
-                self._started = True
+            if self._raw_fallback:
                 # "deflate" is the zlib format (RFC 9110 §8.4.1.2), but servers send raw
-                # DEFLATE too; browsers (and aiohttp) accept both.
-                if len(data) >= 2 and not _zlib_header(data[0], data[1]):
+                # DEFLATE too; browsers (and aiohttp) accept both. Two bytes tell them
+                # apart, and a chunk may carry just one.
+                data = self._first + data
+                if len(data) < 2:
+                    self._first = data
+                    return
+                self._raw_fallback = False
+                self._first = b""
+                if not _zlib_header(data[0], data[1]):
                     self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+            self._fed = self._fed or bool(data)
             out = self._d.decompress(data, DECODE_STEP)
             while True:
                 if out:
@@ -213,12 +232,19 @@ class _Decoder:
             raise ResponseError(f"invalid compressed body: {exc}") from None
 
     def finish(self) -> None:
+        if self._first:  # a one-byte body: too short for either format (fails below)
+            first, self._first, self._raw_fallback = self._first, b"", False
+            self.feed(first)
         try:
             rest = self._d.flush()
         except zlib.error as exc:
             raise ResponseError(f"invalid compressed body: {exc}") from None
         if rest:
             self._sink(rest)
+        if self._fed and not self._d.eof:
+            # Go's gzip and flate readers report a stream cut short as io.ErrUnexpectedEOF;
+            # zlib's flush() just returns what it has.
+            raise ResponseError("invalid compressed body: unexpected EOF")
 
 
 def _zlib_header(cmf: int, flg: int) -> bool:
@@ -276,8 +302,11 @@ class _Connection(asyncio.Protocol):
             self._tunnel.set_exception(ConnectError("proxy closed the connection"))
         if self._done is None or self._done.done():
             return
-        if self._until_close and self._head is not None and self._head.done():
-            self._finish()  # a body delimited by the end of the connection (RFC 9112 §6.3)
+        if (exc is None and self._until_close and self._head is not None
+                and self._head.done()):
+            # A body delimited by the end of the connection (RFC 9112 §6.3); only a clean
+            # close ends it: a reset loses data, and a truncated body is not a complete one.
+            self._finish()
             return
         if exc is not None:
             self._fail(ResponseError(f"connection lost: {exc}"))
@@ -390,9 +419,13 @@ class _Connection(asyncio.Protocol):
                 for chunk in pending:
                     sink(chunk)
             except BaseException as exc:
+                # Raised here, not through _fail: when the whole response was buffered
+                # before stream() the exchange is already complete and _fail would drop
+                # it (a sink's size limit or write error went unnoticed).
+                self.abort()
                 self._fail(exc)
-            else:
-                self._sink = sink
+                raise
+            self._sink = sink
         await done
 
     def _finish(self) -> None:
@@ -623,7 +656,9 @@ class Client:
                 last = ConnectError(f"dial tcp {_hostport(address, dest.port)}: i/o timeout")
                 continue
             except OSError as exc:
-                reason = exc.strerror or str(exc)
+                # The errno's text: asyncio's own loop puts "Connect call failed (addr)" in
+                # strerror where uvloop has the C library's "Connection refused".
+                reason = (os.strerror(exc.errno) if exc.errno else exc.strerror) or str(exc)
                 last = ConnectError(f"dial tcp {_hostport(address, dest.port)}: connect: "
                                     f"{reason.lower()}")
                 continue
