@@ -28,7 +28,7 @@ CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limits:
     timeout: float  # overall, body included; exceeding it is not retriable
     job_timeout: float  # the job's download_timeout (0 = none); retriable like the original
@@ -38,7 +38,7 @@ class Limits:
     allowed: Networks = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     status: int
     head: bytes

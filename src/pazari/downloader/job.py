@@ -4,7 +4,9 @@ encoding lives in :mod:`pazari.downloader.store`."""
 from __future__ import annotations
 
 import base64
+import functools
 import posixpath
+import re
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +26,20 @@ def new_job_id() -> str:
     The original used a time-seeded PRNG; a CSPRNG keeps the format and drops the
     predictability."""
     return base64.urlsafe_b64encode(secrets.token_bytes(10)).rstrip(b"=").decode()
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@functools.lru_cache(maxsize=64)
+def _download_base(download_url: str) -> str | None:
+    """scheme://netloc plus the normalized path of a DownloadURL, without a trailing "/";
+    None for a path normpath keeps "//" in front of (POSIX: implementation-defined)."""
+    parts = urlsplit(download_url)
+    path = posixpath.normpath(parts.path or "/")
+    if path.startswith("//"):
+        return None
+    return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
 
 
 def go_bool(b: bool) -> str:
@@ -78,6 +94,11 @@ class Job:
         written back: the original appended the path again on every retry (limitation 7)."""
         if not self.download_url:
             return ""
+        base = _download_base(self.download_url) if _PLAIN_ID.fullmatch(self.id) else None
+        if base is not None:
+            # An id of base64url characters has no "." or "/" segment: normpath(join(base,
+            # rel)) is the normalized base plus "/" + rel (the base is normalized once).
+            return base + "/" + self.path()
         parts = urlsplit(self.download_url)
         joined = posixpath.join(parts.path or "/", self.path())
         return urlunsplit((parts.scheme, parts.netloc, posixpath.normpath(joined), "", ""))

@@ -6,6 +6,7 @@ reclaimed when their lease expires."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -24,6 +25,9 @@ from pazari.downloader.stats import Stats, report_loop
 from pazari.runtime import Service, get_logger
 
 log = get_logger("downloader.notifier")
+
+GATHER_SLOTS = 25  # freed delivery slots worth one pop
+GATHER_WAIT = 0.005  # seconds a pop waits for more slots to free
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -46,6 +50,11 @@ class NotifierService(Service):
         self.inflight: set[str] = set()
         self.deliveries: set[asyncio.Task[None]] = set()
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
+        # Free delivery slots, and the event that wakes the dispatcher when enough are free.
+        self._free = self.cfg.concurrency
+        self._gather_at = max(1, min(GATHER_SLOTS, self.cfg.concurrency // 4))
+        self._room = asyncio.Event()  # a slot is free
+        self._enough = asyncio.Event()  # _gather_at slots are free
 
     async def start(self) -> None:
         for name, settings in self.config.enabled_backends().items():
@@ -92,40 +101,41 @@ class NotifierService(Service):
 
     async def _dispatcher(self) -> None:
         """One poller: pops as many due callbacks as there are free workers (``concurrency``
-        deliveries at most), so an idle notifier costs one Redis call per poll interval."""
+        deliveries at most), so an idle notifier costs one Redis call per poll interval.
+        Freed slots are gathered into one pop (up to GATHER_SLOTS of them, or whatever is
+        free after GATHER_WAIT): a pop per finished callback cost more than the callback."""
         assert self.store is not None
-        free = asyncio.Semaphore(self.cfg.concurrency)
         while True:
-            await free.acquire()
-            # Let the deliveries finishing in this loop iteration free their slots too: one
-            # pop then fetches all of them (slots otherwise came back one pop at a time).
-            await asyncio.sleep(0)
-            n = 1
-            while not free.locked():
-                await free.acquire()
-                n += 1
+            if self._free == 0:
+                self._room.clear()
+                await self._room.wait()
+            if self._free < self._gather_at:
+                self._enough.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(GATHER_WAIT):
+                        await self._enough.wait()
+            n = self._free
             try:
                 jobs = await self.store.pop_callbacks(n, self.cfg.inflight_lease)
             except (st.Empty, st.RetryLater, RedisError) as exc:
-                for _ in range(n):
-                    free.release()
                 if isinstance(exc, RedisError):
                     log.warning("pop failed: %s", exc)
                 await asyncio.sleep(self.cfg.poll_interval)
                 continue
-            for _ in range(n - len(jobs)):
-                free.release()
+            self._free -= len(jobs)
             for job in jobs:
                 self.inflight.add(job.id)
                 task = asyncio.create_task(self._deliver(job))
                 self.deliveries.add(task)
-                task.add_done_callback(functools.partial(self._delivered, free, job.id))
+                task.add_done_callback(functools.partial(self._delivered, job.id))
 
-    def _delivered(self, free: asyncio.Semaphore, job_id: str, task: asyncio.Task[None]
-                   ) -> None:
+    def _delivered(self, job_id: str, task: asyncio.Task[None]) -> None:
         self.deliveries.discard(task)
         self.inflight.discard(job_id)
-        free.release()
+        self._free += 1
+        self._room.set()
+        if self._free >= self._gather_at:
+            self._enough.set()
 
     async def _deliver(self, job: Job) -> None:
         try:

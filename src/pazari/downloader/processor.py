@@ -67,6 +67,11 @@ class Processor:
         self.global_slots = asyncio.Semaphore(self.cfg.max_concurrency)
         self.inflight: set[str] = set()
         self.allowed_networks = parse_networks(self.cfg.allowed_networks)
+        # Per-job constants, built once: the default request headers (Accept-Encoding is
+        # the client's, see _download) and the limits per download_timeout value.
+        self.base_headers = {k: v for k, v in self.cfg.request_headers.items()
+                             if k.lower() != "accept-encoding"}
+        self._limits: dict[int, Limits] = {}
         self.proxies = EnvProxies()
         self.pools: dict[str, asyncio.Task[None]] = {}
         self.leased: set[str] = set()  # aggregations whose lease our pools hold
@@ -144,14 +149,22 @@ class Processor:
             raise DownloadError("storing file to job specified AWS S3 bucket",
                                 "per-job S3 buckets are not supported by this build",
                                 retriable=False)
-        headers = {**self.cfg.request_headers, **(job.request_headers or {})}
-        # The client asks for the encodings it decodes and decodes them, so the stored bytes
-        # are the resource's bytes whatever the caller asked for (limitation 10).
-        headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
-        limits = Limits(timeout=self.cfg.timeout, job_timeout=float(job.download_timeout),
-                        max_size=self.cfg.max_file_size, max_redirects=self.cfg.max_redirects,
-                        allow_private=self.cfg.allow_private_networks,
-                        allowed=self.allowed_networks)
+        headers = self.base_headers
+        if job.request_headers:
+            # The client asks for the encodings it decodes and decodes them, so the stored
+            # bytes are the resource's bytes whatever the caller asked for (limitation 10).
+            headers = {**headers, **{k: v for k, v in job.request_headers.items()
+                                     if k.lower() != "accept-encoding"}}
+        limits = self._limits.get(job.download_timeout)
+        if limits is None:
+            limits = Limits(timeout=self.cfg.timeout,
+                            job_timeout=float(job.download_timeout),
+                            max_size=self.cfg.max_file_size,
+                            max_redirects=self.cfg.max_redirects,
+                            allow_private=self.cfg.allow_private_networks,
+                            allowed=self.allowed_networks)
+            if len(self._limits) < 1000:
+                self._limits[job.download_timeout] = limits
         checked = bool(job.mime_type or job.mime_type_any or job.extract_image_size)
         sniffed: list[str] = []
 
