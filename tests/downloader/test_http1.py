@@ -85,6 +85,15 @@ class RawServer:
         self.requests.append(req)
         return req
 
+    async def until_hangup(self, reader: asyncio.StreamReader, conn: int) -> None:
+        """The client's next move on a connection the handler is done with: a hang-up sets
+        ``hangup``; a request instead is recorded (a test comparing ``requests``' conns
+        sees the reuse) and the connection closed."""
+        try:
+            await self.next_request(reader, conn)
+        except asyncio.IncompleteReadError:
+            self.hangup.set()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.writers.append(writer)
@@ -457,6 +466,8 @@ def hangs_up_with(response: bytes, reset: bool, wait: bool) -> Handler:
     (b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", False, True, "malformed HTTP response"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n", False, True, "unexpected EOF"),
     (b"", False, True, "unexpected EOF"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+     False, True, "unexpected protocol upgrade"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", False, False, "unexpected EOF"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", False, False,
      "unexpected EOF"),
@@ -465,8 +476,8 @@ def hangs_up_with(response: bytes, reset: bool, wait: bool) -> Handler:
     (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", True, False, "connection lost"),
     (b"HTTP/1.1 200 OK\r\n\r\nuntil close, then a reset", True, False, "connection lost"),
 ], ids=["no-status-code", "bad-protocol", "bad-length", "bad-header", "eof-in-head",
-        "eof-no-answer", "short-body", "eof-in-chunks", "bad-chunk-size", "reset-mid-body",
-        "reset-until-close"])
+        "eof-no-answer", "unasked-upgrade", "short-body", "eof-in-chunks", "bad-chunk-size",
+        "reset-mid-body", "reset-until-close"])
 async def test_broken_response(client: http1.Client, raw: Any, response: bytes, reset: bool,
                                at_head: bool, match: str) -> None:
     srv = await raw(hangs_up_with(response, reset, wait=not at_head))
@@ -636,8 +647,7 @@ async def test_sink_exception_ends_exchange(client: http1.Client, raw: Any, leng
             await asyncio.wait_for(srv.release.wait(), BOUND)
             writer.write(b"y" * 100)
             await writer.drain()
-        if not await reader.read(1):
-            srv.hangup.set()
+        await srv.until_hangup(reader, conn)
 
     srv = await raw(handle)
 
@@ -654,3 +664,30 @@ async def test_sink_exception_ends_exchange(client: http1.Client, raw: Any, leng
         finally:
             resp.release()
         await srv.hangup.wait()
+
+
+@pytest.mark.parametrize("unit", [
+    b"X-F%d: " + b"v" * 200 + b"\r\n",
+    b"HTTP/1.1 103 Early Hints\r\nLink: </%d.css>; rel=preload\r\n\r\n",
+], ids=["header-fields", "informational-responses"])
+async def test_endless_head_refused(client: http1.Client, raw: Any, unit: bytes) -> None:
+    """A server that never ends the head is cut off past MAX_RESPONSE_HEAD (Go's Transport
+    default), not buffered without bound; read timeouts never fire while it sends."""
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    srv: RawServer, conn: int) -> None:
+        await srv.next_request(reader, conn)
+        if b"%d: " in unit:
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+        sent, n = 0, 0
+        while sent <= 2 * http1.MAX_RESPONSE_HEAD:  # bounded: the client must stop first
+            batch = b"".join(unit % (n + i) for i in range(200))
+            n += 200
+            writer.write(batch)
+            await writer.drain()
+            sent += len(batch)
+
+    srv = await raw(flood)
+    with pytest.raises(http1.ResponseError, match="headers exceeded 10485760 bytes"):
+        await asyncio.wait_for(client.request("GET", srv.url), BOUND * 2)
+    await asyncio.wait_for(srv.hangup.wait(), BOUND)

@@ -70,8 +70,7 @@ def partial_then_stall(head: bytes) -> base.Handler:
         await srv.next_request(reader, conn)
         writer.write(head)
         await writer.drain()
-        if not await reader.read(1):
-            srv.hangup.set()
+        await srv.until_hangup(reader, conn)
 
     return handle
 
@@ -93,7 +92,7 @@ async def test_released_unfinished_body_closes_connection(client: http1.Client, 
         resp.release()
         await srv.hangup.wait()  # the client closed it
         _, data = await fetch(client, srv.url)
-    assert data == b"ok" and srv.connections == 2
+    assert data == b"ok" and [r.conn for r in srv.requests] == [1, 2]
 
 
 async def test_bytes_after_response_spoil_connection(client: http1.Client, raw: Any) -> None:
@@ -110,8 +109,7 @@ async def test_bytes_after_response_spoil_connection(client: http1.Client, raw: 
         await asyncio.wait_for(srv.release.wait(), BOUND)
         writer.write(b"HTTP/1.1 200 OK\r\n\r\nunasked")
         await writer.drain()
-        if not await reader.read(1):
-            srv.hangup.set()
+        await srv.until_hangup(reader, conn)
 
     late = await raw(late_garbage)
     _, data = await fetch(client, late.url)
@@ -119,7 +117,7 @@ async def test_bytes_after_response_spoil_connection(client: http1.Client, raw: 
     late.release.set()
     await asyncio.wait_for(late.hangup.wait(), BOUND)  # the client dropped it at once
     _, data = await fetch(client, late.url)
-    assert late.connections == 2
+    assert [r.conn for r in late.requests] == [1, 2]
 
 
 @pytest.mark.parametrize("answers_before_closing", [1, 0],
@@ -161,8 +159,7 @@ async def test_idle_connections_expire_after_keepalive(raw: Any) -> None:
         await srv.next_request(reader, conn)
         writer.write(ok())
         await writer.drain()
-        if not await reader.read(1):
-            srv.hangup.set()  # closed by the client's sweep, not by a request
+        await srv.until_hangup(reader, conn)  # closed by the client's sweep
 
     srv = await raw(handle)
     c = new_client(keepalive=0.2)
@@ -171,7 +168,7 @@ async def test_idle_connections_expire_after_keepalive(raw: Any) -> None:
         await asyncio.wait_for(srv.hangup.wait(), BOUND)
         srv.hangup.clear()
         await fetch(c, srv.url)
-        assert srv.connections == 2
+        assert [r.conn for r in srv.requests] == [1, 2]
     finally:
         await c.close()
 
@@ -190,14 +187,43 @@ async def test_expired_idle_connection_is_not_taken(raw: Any) -> None:
         await c.close()
 
 
+async def test_idle_pool_is_bounded_per_origin(raw: Any) -> None:
+    arrived, closed = asyncio.Event(), asyncio.Event()
+    counts = {"in": 0, "closed": 0}
+
+    async def handle(reader: Reader, writer: Writer, srv: RawServer, conn: int) -> None:
+        try:
+            while True:
+                await srv.next_request(reader, conn)
+                counts["in"] += 1
+                if counts["in"] == 3:
+                    arrived.set()
+                await asyncio.wait_for(arrived.wait(), BOUND)  # three connections at once
+                writer.write(ok())
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            counts["closed"] += 1
+            if counts["closed"] == 2:
+                closed.set()
+
+    srv = await raw(handle)
+    c = new_client(max_idle_per_origin=1)
+    try:
+        await asyncio.gather(*(fetch(c, srv.url) for _ in range(3)))
+        await asyncio.wait_for(closed.wait(), BOUND)  # two of three did not fit the pool
+        await fetch(c, srv.url)  # the one kept serves the next request
+        assert srv.connections == 3 and counts["closed"] == 2
+    finally:
+        await c.close()
+
+
 async def test_close_closes_idle_connections(client: http1.Client, raw: Any) -> None:
     async def handle(reader: Reader, writer: Writer,
                      srv: RawServer, conn: int) -> None:
         await srv.next_request(reader, conn)
         writer.write(ok())
         await writer.drain()
-        if not await reader.read(1):
-            srv.hangup.set()
+        await srv.until_hangup(reader, conn)
 
     srv = await raw(handle)
     await fetch(client, srv.url)
@@ -248,8 +274,7 @@ def stalling(head: bytes) -> base.Handler:
         await srv.next_request(reader, conn)
         writer.write(head)
         await writer.drain()
-        if not await reader.read(1):
-            srv.hangup.set()
+        await srv.until_hangup(reader, conn)
 
     return handle
 
@@ -564,3 +589,35 @@ async def test_dns_cache_keys_and_bound() -> None:
     assert await cached("b.test", 80) == ["10.0.0.3"]  # full: the cache starts over
     assert await cached("a.test", 80) == ["10.0.0.4"]
     assert len(asked) == 4
+
+
+async def test_dns_cache_shares_one_lookup_between_concurrent_misses() -> None:
+    asked: list[str] = []
+    both_asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow(host: str, port: int) -> list[str]:
+        asked.append(host)
+        if len(asked) == 2:
+            both_asked.set()
+        await answer.wait()
+        if host == "gone.test":
+            raise http1.ConnectError(f"dial tcp: lookup {host}: no such host")
+        return ["127.0.0.1"]
+
+    cached = http1.caching(slow, ttl=30.0)
+    async with asyncio.timeout(BOUND):
+        waiters = [asyncio.ensure_future(cached(h, 80)) for h in ["a.test"] * 4
+                   + ["gone.test"] * 3]
+        impatient = asyncio.ensure_future(cached("a.test", 80))
+        await both_asked.wait()
+        impatient.cancel()  # one caller's deadline: the others still get the answer
+        answer.set()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert asked == ["a.test", "gone.test"]
+    assert results[:4] == [["127.0.0.1"]] * 4
+    assert all(isinstance(r, http1.ConnectError) for r in results[4:])
+    assert impatient.cancelled()
+    assert await cached("a.test", 80) == ["127.0.0.1"]
+    with pytest.raises(http1.ConnectError):  # a failure is not cached: asked again
+        await cached("gone.test", 80)
+    assert asked == ["a.test", "gone.test", "gone.test"]

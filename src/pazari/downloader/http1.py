@@ -48,6 +48,10 @@ USER_AGENT = f"pazari-downloader/{__version__}"
 ACCEPT_ENCODING = "gzip, deflate"
 DECODE_STEP = 256 * 1024  # most decoded bytes handed to the sink per decompress call
 MAX_HEAD = 64 * 1024  # a CONNECT answer's head larger than this is refused
+# A response head (informational ones included) larger than this is refused, as Go's
+# Transport does with its default MaxResponseHeaderBytes: llhttp itself sets no bound, and
+# a server streaming header fields would otherwise grow the headers dict without end.
+MAX_RESPONSE_HEAD = 10 << 20
 # RFC 9110 §5.6.2 token characters, for header names.
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -286,6 +290,7 @@ class _Connection(asyncio.Protocol):
         self._until_close = False
         self._failed: BaseException | None = None
         self._got_bytes = False
+        self._head_bytes = 0
         self._last_data = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
@@ -331,6 +336,13 @@ class _Connection(asyncio.Protocol):
             self._fail(ResponseError(f"malformed HTTP response: {exc}"))
         except httptools.HttpParserUpgrade:
             self._fail(ResponseError("unexpected protocol upgrade"))
+        head = self._head
+        if head is not None and not head.done():
+            # Everything so far belongs to the head (or to informational responses).
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD:
+                self._fail(ResponseError("server response headers exceeded "
+                                         f"{MAX_RESPONSE_HEAD} bytes; aborted"))
 
     # -- llhttp callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -352,7 +364,13 @@ class _Connection(asyncio.Protocol):
         if self._complete:
             return
         status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if status == 101:
+            # Never asked for (no Upgrade header is sent; RFC 9110 §15.2.2: a server must
+            # not switch unasked): what follows is another protocol, not this response's
+            # body, and the connection must not go back to the pool.
+            self._fail(ResponseError("unexpected protocol upgrade"))
+            return
+        if 100 <= status < 200:
             self._informational = True  # 100 Continue / 103 Early Hints: the real one follows
             return
         self.status = status
@@ -402,6 +420,7 @@ class _Connection(asyncio.Protocol):
         self._sink = None
         self._pending = []
         self._complete = self._until_close = self.reusable = self._got_bytes = False
+        self._head_bytes = 0
         self._failed = None
         self._last_data = loop.time()
         self._read_timeout = read_timeout
@@ -712,20 +731,38 @@ async def default_resolver(host: str, port: int) -> list[str]:
 
 
 def caching(resolver: Resolver, ttl: float = 10.0, size: int = 10_000) -> Resolver:
-    """``resolver`` with answers kept ``ttl`` seconds (aiohttp's ttl_dns_cache did this)."""
+    """``resolver`` with answers kept ``ttl`` seconds (aiohttp's ttl_dns_cache did this).
+    Concurrent misses for one host share a single lookup (as aiohttp's do): a burst of jobs
+    for a new host asks the resolver once, not once per job."""
     cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
+    inflight: dict[tuple[str, int], asyncio.Task[list[str]]] = {}
 
-    async def resolve(host: str, port: int) -> list[str]:
+    async def lookup(key: tuple[str, int]) -> list[str]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        hit = cache.get((host, port))
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        addresses = await resolver(host, port)
+        addresses = await resolver(*key)
         if len(cache) >= size:
             cache.clear()
-        cache[(host, port)] = (now + ttl, addresses)
+        cache[key] = (now + ttl, addresses)
         return addresses
+
+    def settled(key: tuple[str, int], task: asyncio.Task[list[str]]) -> None:
+        inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # every waiter may be gone: not "never retrieved"
+
+    async def resolve(host: str, port: int) -> list[str]:
+        key = (host, port)
+        hit = cache.get(key)
+        if hit is not None and hit[0] > asyncio.get_running_loop().time():
+            return hit[1]
+        task = inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(lookup(key))
+            inflight[key] = task
+            task.add_done_callback(lambda done: settled(key, done))
+        # Shielded: one caller's deadline must not cancel the lookup the others wait on.
+        return await asyncio.shield(task)
 
     return resolve
 
