@@ -28,12 +28,12 @@ import asyncio
 import base64
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import httptools
@@ -45,6 +45,7 @@ Sink = Callable[[bytes], None]
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 USER_AGENT = f"pazari-downloader/{__version__}"
+_NEVER = float("inf")
 ACCEPT_ENCODING = "gzip, deflate"
 DECODE_STEP = 256 * 1024  # most decoded bytes handed to the sink per decompress call
 MAX_HEAD = 64 * 1024  # a CONNECT answer's head larger than this is refused
@@ -77,6 +78,10 @@ class ReadTimeout(HTTPClientError):
     pass
 
 
+class DeadlineExceeded(HTTPClientError):
+    """The caller's deadline for the whole exchange passed (see ``Client.request``)."""
+
+
 class ResponseError(HTTPClientError):
     """A malformed response, or the connection ended before the response did."""
 
@@ -85,8 +90,7 @@ class InvalidRequest(HTTPClientError, ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """A parsed ``http(s)`` URL: where to connect and what to send."""
 
     scheme: str
@@ -103,7 +107,30 @@ class Target:
         return f"{self.scheme}://{self.authority}{self.request_target}"
 
 
+# The common URL, parsed without urlsplit and quote (a third of the processor's request
+# cost): http(s), a registered name of plain ASCII, an optional port, a path and query of
+# characters that stay unescaped anyway. Anything else takes the general path below.
+_PLAIN_URL = re.compile(
+    r"(https?)://([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
+    r"(/[A-Za-z0-9/%:@!$&'()*+,;=.\-_~]*)?(\?[A-Za-z0-9/%:@!$&'()*+,;=.\-_~?]*)?")
+
+
 def parse_url(url: str) -> Target:
+    m = _PLAIN_URL.fullmatch(url)
+    if m is not None:
+        scheme, host, port_text, path, query = m.groups()
+        default = 443 if scheme == "https" else 80
+        port = default if port_text is None else int(port_text)
+        if port <= 65535:
+            host = host.lower()  # as urlsplit's hostname
+            authority = host if port_text is None or port == default else f"{host}:{port}"
+            # An empty query ("?" alone) is dropped, as urlsplit does.
+            target = (path or "/") + (query if query and query != "?" else "")
+            return Target(scheme, host, port, authority, target, None, url)
+    return _parse_url(url)
+
+
+def _parse_url(url: str) -> Target:
     # Go's url.Parse refuses ASCII control characters; urlsplit would silently drop tab, CR
     # and LF and keep the others (a NUL in the host went out in the Host header).
     if any(c < " " or c == "\x7f" for c in url):
@@ -294,6 +321,7 @@ class _Connection(asyncio.Protocol):
         self._last_data = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
+        self._deadline = _NEVER
         self._tunnel: asyncio.Future[bytes] | None = None
         self._tunnel_buf = b""
 
@@ -407,8 +435,11 @@ class _Connection(asyncio.Protocol):
         self._finish()
 
     # -- exchange ------------------------------------------------------------------------
-    def send(self, data: bytes, read_timeout: float) -> asyncio.Future[None]:
-        """Write a request; the returned future resolves when the response head is in."""
+    def send(self, data: bytes, read_timeout: float, deadline: float = _NEVER
+             ) -> asyncio.Future[None]:
+        """Write a request; the returned future resolves when the response head is in.
+        One timer per exchange watches both the read timeout and the deadline (cheaper
+        than an asyncio.timeout around the exchange: no task cancellation machinery)."""
         assert self.transport is not None
         loop = self.loop
         self.status = 0
@@ -424,8 +455,10 @@ class _Connection(asyncio.Protocol):
         self._failed = None
         self._last_data = loop.time()
         self._read_timeout = read_timeout
-        if read_timeout > 0:
-            self._timer = loop.call_at(self._last_data + read_timeout, self._check_read)
+        self._deadline = deadline
+        first = min(self._last_data + read_timeout if read_timeout > 0 else _NEVER, deadline)
+        if first < _NEVER:
+            self._timer = loop.call_at(first, self._check_read)
         self.transport.write(data)
         return self._head
 
@@ -469,12 +502,16 @@ class _Connection(asyncio.Protocol):
 
     def _check_read(self) -> None:
         self._timer = None
-        elapsed = self.loop.time() - self._last_data
-        if elapsed >= self._read_timeout:
-            self._fail(ReadTimeout("no data received within the read timeout "
-                                   f"({self._read_timeout:g}s)"))
-        else:
-            self._timer = self.loop.call_later(self._read_timeout - elapsed, self._check_read)
+        now = self.loop.time()
+        if now >= self._deadline:
+            self._fail(DeadlineExceeded("deadline exceeded"))
+            return
+        timeout = self._read_timeout
+        if timeout > 0 and now - self._last_data >= timeout:
+            self._fail(ReadTimeout(f"no data received within the read timeout ({timeout:g}s)"))
+            return
+        due = min(self._last_data + timeout if timeout > 0 else _NEVER, self._deadline)
+        self._timer = self.loop.call_at(due, self._check_read)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -552,20 +589,30 @@ class Client:
         self._closing = False
 
     async def request(self, method: str, url: str, headers: Mapping[str, str] | None = None,
-                      body: bytes | None = None, proxy: str = "") -> Response:
+                      body: bytes | None = None, proxy: str = "",
+                      deadline: float | None = None) -> Response:
         """Send the request; return once the response head is in (read the body from the
-        :class:`Response`, then release it)."""
+        :class:`Response`, then release it). ``deadline`` (the loop's clock) bounds the
+        whole exchange, connect and body included: DeadlineExceeded when it passes."""
         target = parse_url(url)
         via = parse_url(proxy) if proxy else None
         head = self._head(method, target, via, headers or {}, body)
         key = (target.scheme, target.host, str(target.port), proxy)
+        until = _NEVER if deadline is None else deadline
         for attempt in (0, 1):
             conn = self._take_idle(key)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(key, target, via)
+                if until < _NEVER:
+                    try:
+                        async with asyncio.timeout_at(until):
+                            conn = await self._connect(key, target, via)
+                    except TimeoutError:
+                        raise DeadlineExceeded("deadline exceeded while connecting") from None
+                else:
+                    conn = await self._connect(key, target, via)
             try:
-                await conn.send(head, self.read_timeout)
+                await conn.send(head, self.read_timeout, until)
             except ResponseError:
                 if reused and attempt == 0 and not conn.got_bytes:
                     continue  # a keep-alive connection the server had just closed
@@ -767,6 +814,6 @@ def caching(resolver: Resolver, ttl: float = 10.0, size: int = 10_000) -> Resolv
     return resolve
 
 
-__all__ = ["Client", "ConnectError", "HTTPClientError", "InvalidRequest", "ReadTimeout",
-           "Response", "ResponseError", "TLSError", "Target", "caching", "default_resolver",
-           "parse_url"]
+__all__ = ["Client", "ConnectError", "DeadlineExceeded", "HTTPClientError", "InvalidRequest",
+           "ReadTimeout", "Response", "ResponseError", "TLSError", "Target", "caching",
+           "default_resolver", "parse_url"]

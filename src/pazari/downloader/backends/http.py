@@ -34,17 +34,18 @@ class HttpBackend:
 
     async def notify(self, dst: str, payload: bytes, headers: dict[str, str]) -> None:
         assert self.client is not None
+        # ``timeout`` bounds the whole exchange, as Go's http.Client.Timeout did (a deadline
+        # the connection's own timer watches: no asyncio.timeout per callback).
+        deadline = asyncio.get_running_loop().time() + self.timeout
         try:
-            # ``timeout`` bounds the whole exchange, as Go's http.Client.Timeout did.
-            async with asyncio.timeout(self.timeout):
-                resp = await self.client.request(
-                    "POST", dst, {**JSON_HEADERS, **headers} if headers else JSON_HEADERS,
-                    payload, proxy=self.proxies.for_url(dst))
-                try:
-                    await resp.stream(_drop)
-                finally:
-                    resp.release()
-        except TimeoutError:
+            resp = await self.client.request(
+                "POST", dst, {**JSON_HEADERS, **headers} if headers else JSON_HEADERS,
+                payload, proxy=self.proxies.for_url(dst), deadline=deadline)
+            try:
+                await resp.stream(_drop)
+            finally:
+                resp.release()
+        except http1.DeadlineExceeded:
             raise DeliveryError(f'Post "{dst}": context deadline exceeded (Client.Timeout '
                                 'exceeded while awaiting headers)') from None
         except http1.HTTPClientError as exc:
