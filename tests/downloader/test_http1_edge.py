@@ -554,6 +554,30 @@ async def test_connect_proxy(raw: Any, tls_url: str, certificate: tuple[Path, Pa
     assert req.headers["proxy-authorization"] == basic("pu:pp")
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_https_proxy(apps: base.Serve, certificate: tuple[Path, Path],
+                           tls_url: str, scheme: str) -> None:
+    """A proxy reached over TLS: fine for http targets (absolute-form inside the TLS
+    session); for https targets it would need TLS in TLS, refused up front."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*certificate)
+
+    async def proxied(request: web.Request) -> web.Response:
+        return web.Response(text=f"{request.method} {request.raw_path} {request.host}")
+
+    proxy = await apps([web.route("*", "/{tail:.*}", proxied)], ssl_context=ctx)
+    c = new_client(ssl_context=trusting(certificate))
+    try:
+        if scheme == "http":
+            _, data = await fetch(c, "http://example.test/p?q=1", proxy=proxy)
+            assert data == b"GET http://example.test/p?q=1 example.test"
+        else:
+            with pytest.raises(http1.ConnectError, match="https proxies are not supported"):
+                await fetch(c, tls_url, proxy=proxy)
+    finally:
+        await c.close()
+
+
 # -- DNS cache -------------------------------------------------------------------------------
 @pytest.mark.parametrize(("ttl", "calls"), [(30.0, 1), (0.0, 3)], ids=["within-ttl", "no-ttl"])
 async def test_dns_cache(raw: Any, ttl: float, calls: int) -> None:
