@@ -385,15 +385,19 @@ def test_gate_end_to_end_throughput(daemon_factory: DaemonFactory, redis_server:
         asyncio.run(_throughput_once(api_url, pids, file_server, WARMUP_JOBS, aggrs, limit,
                                      -1))
         attempt = iter(range(3))
+        seen: list[dict[str, Any]] = []
 
         def measure() -> dict[str, Any]:
-            return asyncio.run(_throughput_once(api_url, pids, file_server, jobs, aggrs,
-                                                limit, next(attempt)))
+            seen.append(asyncio.run(_throughput_once(api_url, pids, file_server, jobs, aggrs,
+                                                     limit, next(attempt))))
+            return seen[-1]
 
         result = best_attempt(measure, lambda r: r["ratio"] >= 0.5, lambda r: r["ratio"])
     write_result("downloader_e2e_throughput", {
         "jobs": jobs, "aggregations": aggrs, "limit": limit, "storage": storage_kind,
-        **result, "required": 0.5})
+        **result, "required": 0.5,
+        "attempts": [{k: r[k] for k in ("ratio", "bare_client_jobs_per_s", "ours_jobs_per_s",
+                                        "cpu_ms_per_job")} for r in seen]})
     assert result["ratio"] >= 0.5, result
 
 

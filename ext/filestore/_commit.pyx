@@ -1,11 +1,17 @@
 """Commit finished downloads to disk in one worker-thread hop, without the GIL.
 
-Why compiled: the processor fsyncs every file before it reports success (spec §3 step 8).
-Done with ``os.*`` calls in worker threads, each call released and re-took the GIL: with the
-event loop busy, every re-take waited for a forced switch, and the hand-offs cost the loop
-about 0.1 ms per job (a third of the processor's CPU in the throughput gate). Here a whole
-batch runs its syscalls with the GIL released once: create, write, fsync, close, mkdir of the
-``id[0:3]`` directory and the rename into place (spec §3 steps 6, 8, 10).
+Why compiled: the processor makes every file durable before it reports success (spec §3
+step 8). Done with ``os.*`` calls in worker threads, each call released and re-took the GIL:
+with the event loop busy, every re-take waited for a forced switch. Here a whole batch runs
+its syscalls with the GIL released once: create, write, close, mkdir of the ``id[0:3]``
+directory and the rename into place (spec §3 steps 6, 8, 10), and the sync.
+
+Two sync modes. ``SYNC_FILE``: fsync each file before its rename (the original's way, one
+device flush per file). ``SYNC_BATCH``: group commit, one ``syncfs(2)`` after the whole batch
+is in place: every file and name of the batch is durable when it returns, with one journal
+commit and one flush for all of them (2-3x the files per second of per-file fsync on ext4,
+and far less CPU; it also writes back other dirty data of that filesystem, so it suits a
+storage volume of its own). Either way nothing is reported committed before it is durable.
 
 The pure-Python twin, ``_commit_py``, has the same contract (used as the oracle in tests).
 """
@@ -18,6 +24,10 @@ from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_TRUNC, O_WRONLY
 from posix.fcntl cimport open as c_open
 from posix.stat cimport mkdir
 from posix.unistd cimport close, fsync, write
+
+
+cdef extern from "<unistd.h>" nogil:
+    int syncfs(int fd)  # Linux; declared under _GNU_SOURCE, which Python.h defines
 
 # Stages, as reported per item (0 = committed).
 cdef enum:
@@ -32,6 +42,15 @@ STAGE_WRITE = _WRITE
 STAGE_SYNC = _SYNC
 STAGE_MKDIR = _MKDIR
 STAGE_RENAME = _RENAME
+
+cdef enum:
+    _SYNC_NONE = 0
+    _SYNC_FILE = 1
+    _SYNC_BATCH = 2
+
+SYNC_NONE = _SYNC_NONE
+SYNC_FILE = _SYNC_FILE
+SYNC_BATCH = _SYNC_BATCH
 
 
 cdef struct Item:
@@ -84,19 +103,26 @@ cdef void _commit_one(Item* it, bint sync) noexcept nogil:
         it.err = errno
 
 
-def commit_files(list items, bint sync=True):
+def commit_files(list items, int sync=SYNC_FILE, int fs_fd=-1):
     """Commit each ``(tmp, data, fd, final, parent)``; return ``[(stage, errno), ...]``.
 
     ``data`` bytes: create ``tmp`` and write them (``fd`` is ignored); ``data`` None: ``fd``
-    is the open, written temp file. Then fsync (when ``sync``) and close; then, unless
+    is the open, written temp file. Then fsync (``SYNC_FILE``) and close; then, unless
     ``final`` is empty, make ``parent`` (one level, 0o755; skipped when empty) and rename
-    ``tmp`` to ``final``. ``(0, 0)`` is success; otherwise the failed stage (STAGE_*) and its
-    errno. The descriptor is closed in every case; a failed item's temp file stays for the
-    caller to remove. Paths are bytes (``os.fsencode``). Call it from a worker thread."""
+    ``tmp`` to ``final``. ``SYNC_BATCH`` syncs the filesystem of ``fs_fd`` once after all
+    items (a failure there fails every item still standing, with STAGE_SYNC).
+    ``(0, 0)`` is success; otherwise the failed stage (STAGE_*) and its errno. The
+    descriptor is closed in every case; a failed item's temp file stays for the caller to
+    remove. Paths are bytes (``os.fsencode``). Call it from a worker thread."""
     cdef Py_ssize_t count = len(items)
     cdef Py_ssize_t i
     cdef Item* arr
     cdef object tmp, data, final, parent
+    cdef int sync_err = 0
+    if sync not in (_SYNC_NONE, _SYNC_FILE, _SYNC_BATCH):
+        raise ValueError(f"unknown sync mode {sync}")
+    if sync == _SYNC_BATCH and fs_fd < 0:
+        raise ValueError("SYNC_BATCH needs the filesystem's descriptor")
     if count == 0:
         return []
     arr = <Item*>malloc(count * sizeof(Item))
@@ -128,7 +154,14 @@ def commit_files(list items, bint sync=True):
             arr[i].err = 0
         with nogil:
             for i in range(count):
-                _commit_one(&arr[i], sync)
+                _commit_one(&arr[i], sync == _SYNC_FILE)
+            if sync == _SYNC_BATCH and syncfs(fs_fd) != 0:
+                sync_err = errno
+        if sync_err:
+            for i in range(count):
+                if arr[i].stage == 0:
+                    arr[i].stage = _SYNC
+                    arr[i].err = sync_err
         return [(arr[i].stage, arr[i].err) for i in range(count)]
     finally:
         free(arr)

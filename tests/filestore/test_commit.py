@@ -117,7 +117,7 @@ def test_batch_results_in_order(impl: ModuleType, tmp_path: Path) -> None:
     items = [(b(tmp_path / f"{i}.tmp"), f"body{i}".encode(), -1,
               b(tmp_path / ("nodir" if i % 3 == 0 else "ok") / f"f{i}"),
               b"" if i % 3 == 0 else b(tmp_path / "ok")) for i in range(30)]
-    results = impl.commit_files(items, sync=False)
+    results = impl.commit_files(items, sync=filestore.SYNC_NONE)
     assert results == [(filestore.STAGE_RENAME, errno.ENOENT) if i % 3 == 0 else (0, 0)
                        for i in range(30)]
     for i in range(30):
@@ -145,6 +145,36 @@ def test_bad_items_raise_before_touching_the_disk(impl: ModuleType, tmp_path: Pa
 
 def test_empty_batch(impl: ModuleType) -> None:
     assert impl.commit_files([]) == []
+
+
+@pytest.mark.parametrize("bad_fd", [False, True], ids=["syncfs", "syncfs-fails"])
+def test_batch_sync(impl: ModuleType, tmp_path: Path, bad_fd: bool) -> None:
+    """SYNC_BATCH: everything in place, then one syncfs; a failed syncfs fails every item
+    that had not failed already (their files are in place, but not known durable)."""
+    items = [(b(tmp_path / f"{i}.tmp"), f"b{i}".encode(), -1,
+              b(tmp_path / ("nodir" if i == 2 else "d") / f"f{i}"),
+              b"" if i == 2 else b(tmp_path / "d")) for i in range(5)]
+    fs_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    if bad_fd:
+        os.close(fs_fd)  # a descriptor that is no longer open: syncfs fails with EBADF
+    try:
+        results = impl.commit_files(items, sync=filestore.SYNC_BATCH, fs_fd=fs_fd)
+    finally:
+        if not bad_fd:
+            os.close(fs_fd)
+    ok = (filestore.STAGE_SYNC, errno.EBADF) if bad_fd else (0, 0)
+    assert results == [(filestore.STAGE_RENAME, errno.ENOENT) if i == 2 else ok
+                       for i in range(5)]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["f0", "f1", "f3", "f4"]
+
+
+@pytest.mark.parametrize(("sync", "fs_fd"), [(7, -1), (2, -1)], ids=["unknown-mode",
+                                                                   "batch-without-fd"])
+def test_bad_sync_arguments(impl: ModuleType, tmp_path: Path, sync: int, fs_fd: int) -> None:
+    with pytest.raises(ValueError):
+        impl.commit_files([(b(tmp_path / "a.tmp"), b"x", -1, b"", b"")], sync=sync,
+                          fs_fd=fs_fd)
+    assert not (tmp_path / "a.tmp").exists()
 
 
 def teardown_module() -> None:

@@ -75,8 +75,15 @@ class ProcessorConfig:
     disk_check_interval: float = 60.0
     disk_high: float = 95.0
     disk_low: float = 90.0
+    # How a downloaded file is made durable before the job is reported (spec §3 step 8):
+    # "batch" group-commits the files finishing together with one syncfs of storage_dir's
+    # filesystem (a volume of its own, as recommended); "file" fsyncs each file, as the
+    # original did, for storage that shares a filesystem with heavy writers.
+    sync: str = "batch"
 
     def validate(self) -> tuple[str, str] | None:
+        if self.sync not in ("batch", "file"):
+            return "sync", f"must be \"batch\" or \"file\", not {self.sync!r}"
         positive = ("timeout", "max_file_size", "max_concurrency", "scan_interval",
                     "poll_interval", "aggregation_lease", "inflight_lease",
                     "default_aggr_limit", "disk_check_interval", "stats_interval")

@@ -82,8 +82,15 @@ class Processor:
         # fsyncs of different files overlap and share journal commits, even when other
         # processes keep the disk busy.
         self.file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="files")
+        # Group commit (sync "batch"): few threads, big batches, one syncfs each. Per-file
+        # fsync ("file"): many threads with small batches, so that fsyncs overlap and share
+        # journal commits.
+        batched = self.cfg.sync == "batch"
+        self.sync_mode = filestore.SYNC_BATCH if batched else filestore.SYNC_FILE
+        self.fs_fd = os.open(storage.storage_dir, os.O_RDONLY | os.O_DIRECTORY)
         self.committer: Coalescer[CommitItem, tuple[int, int]] = Coalescer(
-            self._commit_batch, max_batch=8, parallel=FILE_THREADS, name="commit-files")
+            self._commit_batch, max_batch=64 if batched else 8,
+            parallel=4 if batched else FILE_THREADS, name="commit-files")
 
     # ------------------------------------------------------------------- bookkeeping
     def started_download(self, job_id: str) -> None:
@@ -233,7 +240,8 @@ class Processor:
     async def _commit_batch(self, items: list[CommitItem]
                             ) -> list[tuple[int, int] | BaseException]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.file_threads, filestore.commit_files, items)
+        return await loop.run_in_executor(self.file_threads, filestore.commit_files, items,
+                                          self.sync_mode, self.fs_fd)
 
     # --------------------------------------------------------------------- spawning
     def spawn(self, aggr: Aggregation) -> None:
@@ -312,6 +320,7 @@ class ProcessorService(Service):
         if self.proc is not None:
             await self.proc.cancel_pools()
             await self.proc.committer.drain()
+            os.close(self.proc.fs_fd)
             self.proc.file_threads.shutdown(wait=True)
             await self.proc.client.close()
             await self.proc.store.drain()

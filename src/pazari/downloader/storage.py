@@ -1,5 +1,6 @@
 """The filesystem file storage (spec §3 step 10): ``<rootdir>/<id[0:3]>/<id>``, moved from
-the fsynced temp file ``<storage_dir>/<id>.tmp`` by rename (copy across devices)."""
+the temp file ``<storage_dir>/<id>.tmp`` by rename (copy, then fsync, across devices). The
+batched create/write/sync/rename itself is :mod:`pazari.filestore`'s."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ class FileStorage:
         if not self.rename_into_place(tmp, rel):
             dst = self.final_path(rel)
             shutil.copyfile(tmp, dst)
+            # Durable before the job is reported, as on the rename path (another filesystem:
+            # the batch's syncfs of storage_dir does not cover it).
+            fd = os.open(dst, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.unlink(tmp)
 
     def commit_target(self, rel: str) -> tuple[str, str]:

@@ -14,7 +14,10 @@ STAGE_WRITE: int = _impl.STAGE_WRITE
 STAGE_SYNC: int = _impl.STAGE_SYNC
 STAGE_MKDIR: int = _impl.STAGE_MKDIR
 STAGE_RENAME: int = _impl.STAGE_RENAME
+SYNC_NONE: int = _impl.SYNC_NONE
+SYNC_FILE: int = _impl.SYNC_FILE
+SYNC_BATCH: int = _impl.SYNC_BATCH
 COMPILED: bool = _impl.__name__ == "pazari.filestore._commit"
 
 __all__ = ["COMPILED", "STAGE_CREATE", "STAGE_MKDIR", "STAGE_RENAME", "STAGE_SYNC",
-           "STAGE_WRITE", "commit_files"]
+           "STAGE_WRITE", "SYNC_BATCH", "SYNC_FILE", "SYNC_NONE", "commit_files"]

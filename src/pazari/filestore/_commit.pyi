@@ -6,4 +6,9 @@ STAGE_SYNC: int
 STAGE_MKDIR: int
 STAGE_RENAME: int
 
-def commit_files(items: list[Item], sync: bool = True) -> list[tuple[int, int]]: ...
+SYNC_NONE: int
+SYNC_FILE: int
+SYNC_BATCH: int
+
+def commit_files(items: list[Item], sync: int = ..., fs_fd: int = -1
+                 ) -> list[tuple[int, int]]: ...

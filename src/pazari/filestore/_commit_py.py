@@ -5,6 +5,7 @@ re-takes the GIL, which is what the compiled one avoids."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno as _errno
 import os
 
@@ -14,7 +15,19 @@ STAGE_SYNC = 3
 STAGE_MKDIR = 4
 STAGE_RENAME = 5
 
+SYNC_NONE = 0
+SYNC_FILE = 1
+SYNC_BATCH = 2
+
 Item = tuple[bytes, bytes | None, int, bytes, bytes]
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _syncfs(fd: int) -> int:
+    """syncfs(2) (os has no wrapper): 0, or the errno."""
+    if _libc.syncfs(fd) != 0:
+        return ctypes.get_errno() or _errno.EIO
+    return 0
 
 
 def _commit_one(tmp: bytes, data: bytes | None, fd: int, final: bytes, parent: bytes,
@@ -56,7 +69,12 @@ def _commit_one(tmp: bytes, data: bytes | None, fd: int, final: bytes, parent: b
     return 0, 0
 
 
-def commit_files(items: list[Item], sync: bool = True) -> list[tuple[int, int]]:
+def commit_files(items: list[Item], sync: int = SYNC_FILE, fs_fd: int = -1
+                 ) -> list[tuple[int, int]]:
+    if sync not in (SYNC_NONE, SYNC_FILE, SYNC_BATCH):
+        raise ValueError(f"unknown sync mode {sync}")
+    if sync == SYNC_BATCH and fs_fd < 0:
+        raise ValueError("SYNC_BATCH needs the filesystem's descriptor")
     out = []
     for tmp, data, fd, final, parent in items:
         if not isinstance(tmp, bytes) or not isinstance(final, bytes) or not isinstance(
@@ -67,5 +85,9 @@ def commit_files(items: list[Item], sync: bool = True) -> list[tuple[int, int]]:
         if data is not None and not isinstance(data, bytes):
             raise TypeError("data must be bytes or None")
     for tmp, data, fd, final, parent in items:
-        out.append(_commit_one(tmp, data, fd, final, parent, sync))
+        out.append(_commit_one(tmp, data, fd, final, parent, sync == SYNC_FILE))
+    if sync == SYNC_BATCH and items:
+        err = _syncfs(fs_fd)
+        if err:
+            out = [(STAGE_SYNC, err) if r == (0, 0) else r for r in out]
     return out
