@@ -109,3 +109,43 @@ async def test_deadline_bounds_connecting() -> None:
             await client.request("GET", "http://127.0.0.1:9/x", deadline=loop.time() - 1)
     finally:
         await client.close()
+
+
+async def test_body_waits_in_the_socket_until_streamed() -> None:
+    """Between the head and stream(), at most PENDING_LIMIT of the body is kept: the rest
+    stays in the socket (the server cannot finish writing), then arrives intact."""
+    size = 64 << 20  # far more than the loopback socket buffers hold
+    chunk = bytes(range(256)) * 4096
+    sent = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+        sent.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/big"
+    client = http1.Client(read_timeout=30)
+    got = 0
+    try:
+        resp = await client.request("GET", url)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await sent.wait()  # the client is not reading: the server must block
+
+        def sink(data: bytes) -> None:
+            nonlocal got
+            got += len(data)
+
+        await resp.stream(sink)
+        resp.release()
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    assert got == size
+    assert sent.is_set()

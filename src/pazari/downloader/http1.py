@@ -48,6 +48,7 @@ USER_AGENT = f"pazari-downloader/{__version__}"
 _NEVER = float("inf")
 ACCEPT_ENCODING = "gzip, deflate"
 DECODE_STEP = 256 * 1024  # most decoded bytes handed to the sink per decompress call
+PENDING_LIMIT = 256 * 1024  # body bytes kept before stream() is called; then reading pauses
 MAX_HEAD = 64 * 1024  # a CONNECT answer's head larger than this is refused
 # A response head (informational ones included) larger than this is refused, as Go's
 # Transport does with its default MaxResponseHeaderBytes: llhttp itself sets no bound, and
@@ -313,6 +314,8 @@ class _Connection(asyncio.Protocol):
         self._done: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
         self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._paused = False  # reading paused until stream() takes the pending body
         self._complete = False
         self._until_close = False
         self._failed: BaseException | None = None
@@ -415,7 +418,15 @@ class _Connection(asyncio.Protocol):
             return
         sink = self._sink
         if sink is None:
+            # Nobody reads yet (the caller is between the head and stream()): keep what
+            # came, but stop reading past PENDING_LIMIT, so that a large body waits in the
+            # socket, not in memory.
             self._pending.append(body)
+            self._pending_size += len(body)
+            if self._pending_size > PENDING_LIMIT and not self._paused:
+                assert self.transport is not None
+                self._paused = True
+                self.transport.pause_reading()
             return
         try:
             sink(body)
@@ -450,6 +461,8 @@ class _Connection(asyncio.Protocol):
         self._done = loop.create_future()
         self._sink = None
         self._pending = []
+        self._pending_size = 0
+        self._paused = False
         self._complete = self._until_close = self.reusable = self._got_bytes = False
         self._head_bytes = 0
         self._failed = None
@@ -467,6 +480,7 @@ class _Connection(asyncio.Protocol):
         assert done is not None
         if self._failed is None:
             pending, self._pending = self._pending, []
+            self._pending_size = 0
             try:
                 for chunk in pending:
                     sink(chunk)
@@ -478,6 +492,9 @@ class _Connection(asyncio.Protocol):
                 self._fail(exc)
                 raise
             self._sink = sink
+            if self._paused and self.transport is not None and not self.closed:
+                self._paused = False
+                self.transport.resume_reading()
         await done
 
     def _finish(self) -> None:
