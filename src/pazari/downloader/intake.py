@@ -25,18 +25,17 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 import httptools
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
 from pazari.runtime import get_logger
+from pazari.runtime.fastpath import FastPathProtocol, FastPathServer
 
 log = get_logger("downloader.intake")
 
@@ -51,7 +50,6 @@ _LINE_10 = b"POST /download HTTP/1.0\r\n"
 MAX_HEAD = 8190
 MAX_HEADERS = 100  # aiohttp refuses more than 128 headers; past this aiohttp decides
 MAX_PENDING = 256  # pipelined responses waiting before reading pauses
-KEEPALIVE_TIMEOUT = 75.0  # as aiohttp's default: an idle keep-alive connection is closed
 # Header names (lower-cased, from the head's CRLF-separated lines) and the rules aiohttp
 # applies to them in its parser (aiohttp/_http_parser.pyx _process_header and
 # _on_headers_complete): these make the request one the fast path does not answer.
@@ -94,25 +92,20 @@ def frame_head(head: bytes, http11: bool, max_body: int) -> int:
     return length
 
 
-class IntakeServer:
-    """The listener's protocol factory, the shared response parts and the connection set."""
+class IntakeServer(FastPathServer):
+    """The listener's protocol factory and the shared response parts (the connection set,
+    the tick and the graceful stop are runtime.fastpath's)."""
 
     def __init__(self, submit: Submit, headers: Headers, fallback: web.Server,
                  max_body: int) -> None:
+        super().__init__(fallback)
         self.submit = submit
-        self.fallback = fallback
         self.max_body = max_body
-        self.connections: set[IntakeProtocol] = set()
         self.answered = 0  # requests the fast path submitted itself (not handed over)
-        self.closing = False
-        self.loop = asyncio.get_running_loop()
         self._headers = headers
         self._heads: dict[tuple[int, bool], bytes] = {}
-        self._server: asyncio.AbstractServer | None = None
-        self._tick: asyncio.TimerHandle | None = None
-        self.now = 0.0
         self._tail = b""
-        self._refresh()
+        self.start_ticking()
 
     def __call__(self) -> IntakeProtocol:
         return IntakeProtocol(self)
@@ -123,15 +116,8 @@ class IntakeServer:
                                                      reuse_address=True)
         return list(self._server.sockets)
 
-    def _refresh(self) -> None:
-        """Once a second: the Date header (RFC 9110 §6.6.1) and the idle-connection sweep."""
-        self.now = self.loop.time()
-        date = formatdate(time.time(), usegmt=True)
+    def refresh_date(self, date: str) -> None:
         self._tail = f"\r\nDate: {date}\r\nServer: {SERVER_SOFTWARE}\r\n".encode()
-        idle_before = self.now - KEEPALIVE_TIMEOUT
-        for conn in [c for c in self.connections if c.last_seen < idle_before]:
-            conn.close_idle()
-        self._tick = self.loop.call_later(1.0, self._refresh)
 
     def response(self, status: int, body: bytes, http10: bool, keep_alive: bool) -> bytes:
         """aiohttp's bytes for ``web.Response(status, body, headers)`` (web_response.py
@@ -149,38 +135,21 @@ class IntakeServer:
             end = b"\r\n" if http10 else b"Connection: close\r\n\r\n"
         return b"%s%d%s%s%s" % (head, len(body), self._tail, end, body)
 
-    async def stop(self, timeout: float) -> None:
-        """Stop accepting; answer the requests already read, close the connections."""
-        self.closing = True
-        if self._server is not None:
-            self._server.close()
-        if self._tick is not None:
-            self._tick.cancel()
-        for conn in list(self.connections):
-            conn.begin_close()
-        deadline = self.loop.time() + timeout
-        while self.connections and self.loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        for conn in list(self.connections):
-            conn.abort()
-
 
 _Answer = tuple["asyncio.Task[tuple[int, bytes]]", bool, bool]  # task, http10, keep-alive
 
 
-class IntakeProtocol(asyncio.Protocol):
+class IntakeProtocol(FastPathProtocol):
     """One connection on the fast path (see the module docstring)."""
 
     __slots__ = (
-        "_buf", "_close_after", "_done", "_handover", "_have", "_keep_alive", "_need",
-        "_parser", "_parts", "_queue", "_throttled", "_write_full", "last_seen", "server",
-        "transport",
+        "_buf", "_close_after", "_done", "_have", "_keep_alive", "_need", "_parser", "_parts",
+        "_queue", "_throttled", "_write_full",
     )
+    server: IntakeServer
 
     def __init__(self, server: IntakeServer) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.last_seen = server.now
+        super().__init__(server)
         self._buf = b""
         # A request waiting for the rest of its body, from its first byte.
         self._parts: list[bytes] | None = None
@@ -192,22 +161,19 @@ class IntakeProtocol(asyncio.Protocol):
         self._queue: deque[_Answer] = deque()  # submitted requests, in request order
         self._throttled = False  # reading paused until the waiting responses are out
         self._write_full = False  # reading paused until the transport's buffer drains
-        self._handover: bytes | None = None
         self._close_after = False
 
     # -- connection ---------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCPTransport is not registered as an asyncio.Transport subclass.
-        self.transport = cast(asyncio.Transport, transport)
-        if self.server.closing:
-            transport.close()
-            return
-        self.server.connections.add(self)
+    def owes(self) -> bool:
+        return bool(self._queue)
+
+    def busy(self) -> bool:
+        return bool(self._buf) or self._parts is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         # The submitted tasks run on: their jobs are written, the 201s are not sent.
-        self.server.connections.discard(self)
+        super().connection_lost(exc)
         self._queue.clear()
 
     def pause_writing(self) -> None:
@@ -342,48 +308,3 @@ class IntakeProtocol(asyncio.Protocol):
             self._throttled = False
             if not self._write_full:
                 transport.resume_reading()
-
-    def _flush(self, out: list[bytes]) -> None:
-        if out:
-            assert self.transport is not None
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-
-    def _hand_over(self, rest: bytes) -> None:
-        """From this request on, aiohttp serves the connection (after our answers left)."""
-        assert self.transport is not None
-        if self._queue:
-            self._handover = rest
-            self.transport.pause_reading()
-            return
-        self._switch(rest)
-
-    def _switch(self, rest: bytes) -> None:
-        transport = self.transport
-        assert transport is not None
-        self.server.connections.discard(self)
-        handler = self.server.fallback()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        if rest:
-            handler.data_received(rest)
-        transport.resume_reading()
-        self.transport = None
-
-    # -- shutdown ------------------------------------------------------------------------------
-
-    def begin_close(self) -> None:
-        """Graceful stop: read nothing more; close once the submitted requests are answered."""
-        if self.transport is None:
-            return
-        self.transport.pause_reading()
-        if not self._queue:
-            self.transport.close()
-
-    def close_idle(self) -> None:
-        if (self.transport is not None and not self._queue and not self._buf
-                and self._parts is None):
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()

@@ -20,13 +20,12 @@ no task and no future per request.
 from __future__ import annotations
 
 import asyncio
-import time
-from email.utils import formatdate
-from typing import Any, cast
+from typing import Any
 
 import httptools
 from aiohttp import web
 
+from pazari.runtime.fastpath import FastPathProtocol, FastPathServer
 from pazari.scratchd.app import GIF
 from pazari.scratchd.intake import Dropped, Intake, Refused
 from pazari.scratchd.tenants import TenantRouter
@@ -45,31 +44,25 @@ _WANTED = {
 }
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 MAX_PENDING = 256  # pipelined responses waiting for a commit before reading pauses
-KEEPALIVE_TIMEOUT = 75.0  # as aiohttp's default: an idle keep-alive connection is closed
 
 
 class _Foreign(Exception):
     """This request is not for the fast path: hand the connection to aiohttp."""
 
 
-class PixelServer:
-    """The listener's protocol factory, the shared response bytes and the connection set."""
+class PixelServer(FastPathServer):
+    """The listener's protocol factory and the shared response bytes (the connection set,
+    the tick and the graceful stop are runtime.fastpath's)."""
 
     def __init__(self, router: TenantRouter, intake: Intake, fallback: web.Server,
                  max_head: int) -> None:
+        super().__init__(fallback)
         self.router = router
         self.intake = intake
-        self.fallback = fallback
         # An unfinished head longer than this goes to aiohttp, which answers 400/431.
         self.max_head = max_head
-        self.connections: set[PixelProtocol] = set()
-        self.closing = False
-        self.loop = asyncio.get_running_loop()
-        self._server: asyncio.AbstractServer | None = None
-        self._tick: asyncio.TimerHandle | None = None
-        self.now = 0.0
         self.head_ok = self.response_ok = b""
-        self._refresh()
+        self.start_ticking()
 
     def __call__(self) -> PixelProtocol:
         return PixelProtocol(self)
@@ -77,17 +70,11 @@ class PixelServer:
     async def start(self, sock: Any) -> None:
         self._server = await self.loop.create_server(self, sock=sock, backlog=4096)
 
-    def _refresh(self) -> None:
-        """Once a second: the Date header (RFC 9110 §6.6.1) and the idle-connection sweep."""
-        self.now = self.loop.time()
-        date = formatdate(time.time(), usegmt=True).encode()
+    def refresh_date(self, date: str) -> None:
         self.head_ok = (b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\n"
-                        b"Cache-Control: no-store\r\nContent-Length: 43\r\nDate: " + date)
+                        b"Cache-Control: no-store\r\nContent-Length: 43\r\nDate: "
+                        + date.encode())
         self.response_ok = self.head_ok + b"\r\n\r\n" + GIF
-        idle_before = self.now - KEEPALIVE_TIMEOUT
-        for conn in [c for c in self.connections if c.last_seen < idle_before]:
-            conn.close_idle()
-        self._tick = self.loop.call_later(1.0, self._refresh)
 
     def response(self, set_cookie: str | None, keep_alive: bool, http10: bool) -> bytes:
         """The GIF answer; the common case (keep-alive HTTP/1.1, no cookie) is pre-built."""
@@ -100,36 +87,19 @@ class PixelServer:
             extra += b"\r\nConnection: keep-alive"
         return self.head_ok + extra + b"\r\n\r\n" + GIF
 
-    async def stop(self, timeout: float) -> None:
-        """Stop accepting; answer what waits for the spool, close the connections."""
-        self.closing = True
-        if self._server is not None:
-            self._server.close()
-        if self._tick is not None:
-            self._tick.cancel()
-        for conn in list(self.connections):
-            conn.begin_close()
-        deadline = self.loop.time() + timeout
-        while self.connections and self.loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        for conn in list(self.connections):
-            conn.abort()
 
-
-class PixelProtocol(asyncio.Protocol):
+class PixelProtocol(FastPathProtocol):
     """One connection on the fast path (see the module docstring)."""
 
     __slots__ = (
-        "_buf", "_close_after", "_done", "_foreign", "_groups", "_handover", "_headers",
-        "_keep_alive", "_parser", "_throttled", "_url", "_waiting", "last_seen", "remote",
-        "server", "transport",
+        "_buf", "_close_after", "_done", "_foreign", "_groups", "_headers", "_keep_alive",
+        "_parser", "_throttled", "_url", "_waiting", "remote",
     )
+    server: PixelServer
 
     def __init__(self, server: PixelServer) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
+        super().__init__(server)
         self.remote: str | None = None
-        self.last_seen = server.now
         self._buf = b""
         self._parser = httptools.HttpRequestParser(self)
         self._headers: dict[str, str] = {}
@@ -141,23 +111,23 @@ class PixelProtocol(asyncio.Protocol):
         self._groups: list[tuple[asyncio.Future[None], list[bytes]]] = []
         self._waiting = 0  # responses in _groups
         self._throttled = False  # reading paused until the waiting responses are out
-        self._handover: bytes | None = None
         self._close_after = False
 
     # -- connection ---------------------------------------------------------------------------
 
+    def owes(self) -> bool:
+        return bool(self._groups)
+
+    def busy(self) -> bool:
+        return bool(self._buf)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCPTransport is not registered as an asyncio.Transport subclass.
-        self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else None
-        if self.server.closing:
-            transport.close()
-            return
-        self.server.connections.add(self)
+        super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        super().connection_lost(exc)
         self._groups.clear()
 
     def pause_writing(self) -> None:
@@ -289,11 +259,6 @@ class PixelProtocol(asyncio.Protocol):
             self._throttled = True
             self.transport.pause_reading()
 
-    def _flush(self, out: list[bytes]) -> None:
-        if out:
-            assert self.transport is not None
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-
     def _committed(self, commit: asyncio.Future[None]) -> None:
         """A spool commit resolved: write every response whose commit is done, in order."""
         if not commit.cancelled():
@@ -318,43 +283,3 @@ class PixelProtocol(asyncio.Protocol):
         elif self._throttled:
             self._throttled = False
             transport.resume_reading()
-
-    def _hand_over(self, rest: bytes) -> None:
-        """From this request on, aiohttp serves the connection (after our answers left)."""
-        if self._groups:
-            assert self.transport is not None
-            self._handover = rest
-            self.transport.pause_reading()
-            return
-        self._switch(rest)
-
-    def _switch(self, rest: bytes) -> None:
-        transport = self.transport
-        assert transport is not None
-        self.server.connections.discard(self)
-        handler = self.server.fallback()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        if rest:
-            handler.data_received(rest)
-        transport.resume_reading()
-        self.transport = None
-
-    # -- shutdown ------------------------------------------------------------------------------
-
-    def begin_close(self) -> None:
-        """Graceful stop: read nothing more; close once the waiting responses are out."""
-        if self.transport is None:
-            return
-        self.transport.pause_reading()
-        if not self._groups:
-            self.transport.close()
-
-    def close_idle(self) -> None:
-        if self.transport is not None and not self._groups and not self._buf:
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
