@@ -18,6 +18,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.mounts import unmount_and_remove
+
 
 @contextlib.contextmanager
 def fresh_ext4(workdir: Path, size: str = "2G") -> Iterator[tuple[Path, str]]:
@@ -43,11 +45,4 @@ def fresh_ext4(workdir: Path, size: str = "2G") -> Iterator[tuple[Path, str]]:
     try:
         yield mountpoint, "fresh ext4 volume"
     finally:
-        for _ in range(5):
-            if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode == 0:
-                break
-            subprocess.run(["sync"], check=False)
-        else:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-        with contextlib.suppress(OSError):
-            image.unlink()
+        unmount_and_remove(mountpoint, image)

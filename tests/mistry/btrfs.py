@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.mounts import unmount_and_remove
 from tests.support.services import missing_dependency
 
 
@@ -37,11 +38,4 @@ def loop_btrfs(workdir: Path, size: str = "1G") -> Iterator[Path]:
     try:
         yield mountpoint
     finally:
-        for _ in range(5):
-            if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode == 0:
-                break
-            subprocess.run(["sync"], check=False)
-        else:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-        with contextlib.suppress(OSError):
-            image.unlink()
+        unmount_and_remove(mountpoint, image)

@@ -35,7 +35,7 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
 from pazari.runtime import get_logger
-from pazari.runtime.fastpath import FastPathProtocol, FastPathServer
+from pazari.runtime.fastpath import FastPathProtocol, FastPathServer, Foreign
 
 log = get_logger("downloader.intake")
 
@@ -64,31 +64,27 @@ _SINGLETON_HEADERS = frozenset({
 })
 
 
-class _Foreign(Exception):
-    """This request is not for the fast path: hand the connection to aiohttp."""
-
-
 def frame_head(head: bytes, http11: bool, max_body: int) -> int:
     """The body length of a fast-path request head (request line to the blank line), or
-    :class:`_Foreign` when aiohttp must decide."""
+    :class:`Foreign` when aiohttp must decide."""
     if (len(head) > MAX_HEAD or b"\x00" in head or head.count(b"\n") != head.count(b"\r\n")
             or b"\r\n " in head or b"\r\n\t" in head):
-        raise _Foreign()  # too long, NUL, bare LF, obs-fold: aiohttp's own answers
+        raise Foreign()  # too long, NUL, bare LF, obs-fold: aiohttp's own answers
     lower = head.lower()
     names = _HEADER_NAME.findall(lower)
     if len(names) > MAX_HEADERS or not _FOREIGN_HEADERS.isdisjoint(names):
-        raise _Foreign()
+        raise Foreign()
     singles = [name for name in names if name in _SINGLETON_HEADERS]
     if len(singles) != len(set(singles)):
-        raise _Foreign()  # aiohttp: "Duplicate '...' header found."
+        raise Foreign()  # aiohttp: "Duplicate '...' header found."
     if http11 and b"host" not in singles:
-        raise _Foreign()  # aiohttp: "Missing 'Host' header in request."
+        raise Foreign()  # aiohttp: "Missing 'Host' header in request."
     match = _CONTENT_LENGTH.search(lower)
     if match is None:
-        raise _Foreign()
+        raise Foreign()
     length = int(match.group(1))
     if length > max_body:
-        raise _Foreign()  # aiohttp's client_max_size error, through Api.download
+        raise Foreign()  # aiohttp's client_max_size error, through Api.download
     return length
 
 
@@ -226,7 +222,7 @@ class IntakeProtocol(FastPathProtocol):
             http11 = buf.startswith(_LINE_11, pos)
             try:
                 if not http11 and not buf.startswith(_LINE_10, pos):
-                    raise _Foreign()
+                    raise Foreign()
                 stop = body_at + frame_head(buf[pos:body_at], http11, self.server.max_body)
                 if stop > len(buf):
                     self._parts = [buf[pos:]]
@@ -234,7 +230,7 @@ class IntakeProtocol(FastPathProtocol):
                     self._need = stop - pos
                     return
                 self._submit(buf, pos, body_at, stop, not http11)
-            except _Foreign:
+            except Foreign:
                 self._hand_over(buf[pos:])
                 return
             pos = stop
@@ -257,9 +253,9 @@ class IntakeProtocol(FastPathProtocol):
         try:
             self._parser.feed_data(memoryview(buf)[pos:stop])
         except httptools.HttpParserError:
-            raise _Foreign() from None
+            raise Foreign() from None
         if not self._done:
-            raise _Foreign()
+            raise Foreign()
         keep_alive = self._keep_alive
         if not keep_alive:
             self._close_after = True

@@ -22,6 +22,10 @@ from typing import cast
 KEEPALIVE_TIMEOUT = 75.0  # as aiohttp's default: an idle keep-alive connection is closed
 
 
+class Foreign(Exception):
+    """This request is not for the fast path: hand the connection to aiohttp."""
+
+
 class FastPathServer:
     """The listener's protocol factory base: connections, tick and stop. Subclasses build
     their protocol in ``__call__`` and their Date-dependent bytes in :meth:`refresh_date`,

@@ -25,7 +25,7 @@ from typing import Any
 import httptools
 from aiohttp import web
 
-from pazari.runtime.fastpath import FastPathProtocol, FastPathServer
+from pazari.runtime.fastpath import FastPathProtocol, FastPathServer, Foreign
 from pazari.scratchd.app import GIF
 from pazari.scratchd.intake import Dropped, Intake, Refused
 from pazari.scratchd.tenants import TenantRouter
@@ -44,10 +44,6 @@ _WANTED = {
 }
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 MAX_PENDING = 256  # pipelined responses waiting for a commit before reading pauses
-
-
-class _Foreign(Exception):
-    """This request is not for the fast path: hand the connection to aiohttp."""
 
 
 class PixelServer(FastPathServer):
@@ -188,7 +184,7 @@ class PixelProtocol(FastPathProtocol):
                 # HTTP/1.0 from the request line's end (get_http_version formats a string).
                 http10 = buf.startswith(b"1.0", buf.find(b"\r\n", pos) - 3)
                 self._answer(memoryview(buf)[pos:stop], http10, out)
-            except _Foreign:
+            except Foreign:
                 self._flush(out)
                 self._hand_over(buf[pos:])
                 return
@@ -217,14 +213,14 @@ class PixelProtocol(FastPathProtocol):
         try:
             parser.feed_data(head)
         except httptools.HttpParserError:
-            raise _Foreign() from None
+            raise Foreign() from None
         if self._foreign or not self._done:
-            raise _Foreign()
+            raise Foreign()
         server = self.server
         headers = self._headers
         tenant = server.router.lookup(headers.get("Host"))
         if tenant is None or tenant.config.allow_tenant_param:
-            raise _Foreign()  # 404 and the tenant parameter: aiohttp answers
+            raise Foreign()  # 404 and the tenant parameter: aiohttp answers
         intake = server.intake
         url = self._url
         query = url[7:].partition(b"#")[0] if url[6:7] == b"?" else b""
