@@ -177,6 +177,22 @@ def test_forbidden_addresses() -> None:
     assert not is_forbidden("127.0.0.1", parse_networks(["127.0.0.0/8"]))
 
 
+@pytest.mark.parametrize("sync", ["batch", "file"])
+async def test_sync_modes_store_the_file(store: Store, tmp_path: Path,
+                                         files: tuple[FileServer, str], sync: str) -> None:
+    """Both ways of making a file durable (one syncfs per batch, or fsync per file) put
+    the bytes in place under id[:3]/id and leave no temp file."""
+    proc = await make_processor(store, tmp_path, sync=sync)
+    try:
+        jobs = [await run_job(proc, files[1] + "/file/page.html") for _ in range(3)]
+    finally:
+        await proc.client.close()
+    for job in jobs:
+        assert job.download_state == "Success", job.download_meta
+        assert (tmp_path / "storage" / job.path()).read_bytes() == HTML
+    assert not list((tmp_path / "storage").glob("*.tmp"))
+
+
 async def test_stored_bytes_are_the_resource(store: Store, tmp_path: Path,
                                              files: tuple[FileServer, str]) -> None:
     proc = await make_processor(store, tmp_path, request_headers={"X-Default": "d",

@@ -120,8 +120,9 @@ async def test_job_without_callback_is_cleaned(stack: Stack) -> None:
     ("processor", {"processor": {"download_url": "nope"}}, "Could not parse Download URL"),
     ("processor", {"processor": {"storage_dir": ""}}, "$.processor.storage_dir"),
     ("api", {"processor": {"bogus": 1}}, "$.processor.bogus: unknown key"),
+    ("processor", {"processor": {"sync": "never"}}, "$.processor.sync: must be"),
 ], ids=["unknown-backend", "no-concurrency", "no-backends", "bad-download-url",
-        "no-storage", "unknown-key"])
+        "no-storage", "unknown-key", "bad-sync-mode"])
 def test_config_errors_exit_2(tmp_path: Path, command: str, change: dict[str, Any],
                               message: str) -> None:
     import subprocess

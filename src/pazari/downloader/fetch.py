@@ -43,7 +43,7 @@ class Result:
     status: int
     head: bytes
     size: int
-    fd: int  # the temp file, still open: the caller fsyncs and closes it off the loop
+    fd: int  # the temp file, still open: the caller commits it (pazari.filestore) off the loop
     body: bytes | None = None  # a small body, not yet on disk (then fd is -1)
 
 

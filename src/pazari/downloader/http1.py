@@ -14,7 +14,8 @@ What it does (all a download or a callback needs, RFC 9112 framing by llhttp):
   when no response byte came back (as Go's transport does for idempotent requests and
   requests it can replay: every request here has a bytes body);
 - timeouts: connect (per address), read (longest silence while a response is awaited or
-  streamed); the caller bounds the whole exchange with ``asyncio.timeout``;
+  streamed), and a deadline for the whole exchange, all watched by one timer per
+  connection;
 - ``Content-Encoding`` gzip/deflate decoded incrementally, bounded per step (so a small
   compressed body cannot inflate in one go); a corrupt or truncated stream is an error;
 - TLS with certificate verification, plain HTTP proxies (absolute-form requests) and

@@ -78,9 +78,7 @@ class Processor:
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
         deletion = config.notifier.deletion_interval or DEFAULT_DELETION_MINUTES
         self.deletion_seconds = deletion * 60
-        # fsync waits on the disk, not the CPU: enough threads (and small batches) that the
-        # fsyncs of different files overlap and share journal commits, even when other
-        # processes keep the disk busy.
+        # Commits wait on the disk, not the CPU: worker threads that hold no GIL meanwhile.
         self.file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="files")
         # Group commit (sync "batch"): few threads, big batches, one syncfs each. Per-file
         # fsync ("file"): many threads with small batches, so that fsyncs overlap and share
@@ -201,9 +199,10 @@ class Processor:
         if mime is not None:
             job.image_size = await self._image_size(result, tmp, mime)
         # spec §3 steps 6, 8 and 10 in one batched worker-thread hop that holds no GIL
-        # (pazari.filestore): create and write a small body, fsync, close, make the
-        # <id[0:3]> directory, rename into place. With os.* calls in threads (or on the
-        # loop) the GIL hand-offs and syscalls cost the loop a third of its time per job.
+        # (pazari.filestore): create and write a small body, close, make the <id[0:3]>
+        # directory, rename into place, made durable by the batch's syncfs (or each file's
+        # fsync, sync "file"). With os.* calls in threads (or on the loop) the GIL
+        # hand-offs and syscalls cost the loop a third of its time per job.
         final, parent = self.storage.commit_target(job.path())
         stage, err = await self.committer.submit(
             (os.fsencode(tmp), result.body, result.fd, os.fsencode(final),
