@@ -522,9 +522,12 @@ def chunked(data: bytes, size: int) -> bytes:
     ("br", b"\x1b\x03brotli-bytes", 0, b"\x1b\x03brotli-bytes"),
     ("identity", b"as is", 0, b"as is"),
     ("gzip", b"", 0, b""),
+    ("gzip", gzip.compress(TEXT) + gzip.compress(b"second member"), 0, TEXT + b"second member"),
+    ("gzip", gzip.compress(TEXT) + gzip.compress(b"second member"), 3,
+     TEXT + b"second member"),
 ], ids=["gzip", "x-gzip", "case-space", "deflate-zlib", "deflate-raw", "gzip-1-byte-chunks",
         "zlib-1-byte-chunks", "raw-deflate-1-byte-chunks", "unknown-passed-raw", "identity",
-        "gzip-empty"])
+        "gzip-empty", "gzip-two-members", "gzip-two-members-3-byte-chunks"])
 async def test_decoding(client: http1.Client, raw: Any, encoding: str, encoded: bytes,
                         split: int, expected: bytes) -> None:
     if split:
@@ -580,8 +583,11 @@ async def test_gzip_bomb_is_decoded_in_bounded_steps(client: http1.Client, raw: 
     ("deflate", zlib.compress(TEXT)[:40]),
     ("deflate", deflate_raw(TEXT)[:40]),
     ("deflate", b"\x78\x9c\xff\xff\xff\xff"),
+    ("gzip", gzip.compress(TEXT) + b"trailing garbage"),
+    ("gzip", gzip.compress(TEXT) + gzip.compress(TEXT)[:-6]),
 ], ids=["bad-deflate-data", "no-gzip-magic", "truncated-gzip", "gzip-no-trailer",
-        "truncated-zlib", "truncated-raw-deflate", "bad-zlib-data"])
+        "truncated-zlib", "truncated-raw-deflate", "bad-zlib-data", "gzip-trailing-garbage",
+        "gzip-truncated-second-member"])
 async def test_corrupt_compressed_body(client: http1.Client, raw: Any, encoding: str,
                                        body: bytes) -> None:
     srv = await raw(answering(ok(body, f"Content-Encoding: {encoding}")))

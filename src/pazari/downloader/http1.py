@@ -48,6 +48,7 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 USER_AGENT = f"pazari-downloader/{__version__}"
 _NEVER = float("inf")
 ACCEPT_ENCODING = "gzip, deflate"
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
 DECODE_STEP = 256 * 1024  # most decoded bytes handed to the sink per decompress call
 PENDING_LIMIT = 256 * 1024  # body bytes kept before stream() is called; then reading pauses
 MAX_HEAD = 64 * 1024  # a CONNECT answer's head larger than this is refused
@@ -229,10 +230,13 @@ class Response:
 
 
 class _Decoder:
-    __slots__ = ("_d", "_fed", "_first", "_raw_fallback", "_sink")
+    __slots__ = ("_d", "_fed", "_first", "_multi", "_raw_fallback", "_sink")
 
     def __init__(self, wbits: int, sink: Sink, raw_fallback: bool) -> None:
         self._d = zlib.decompressobj(wbits)
+        # gzip may be several members back to back (RFC 1952 §2.2); Go's reader reads
+        # them all, zlib stops after the first.
+        self._multi = wbits == _GZIP_WBITS
         self._sink = sink
         self._raw_fallback = raw_fallback
         self._first = b""  # the body's first byte while the format is not known yet
@@ -258,9 +262,14 @@ class _Decoder:
                 if out:
                     self._sink(out)
                 tail = self._d.unconsumed_tail
-                if not tail:
+                if tail:
+                    out = self._d.decompress(tail, DECODE_STEP)
+                elif self._multi and self._d.eof and self._d.unused_data:
+                    rest = self._d.unused_data
+                    self._d = zlib.decompressobj(_GZIP_WBITS)
+                    out = self._d.decompress(rest, DECODE_STEP)
+                else:
                     break
-                out = self._d.decompress(tail, DECODE_STEP)
         except zlib.error as exc:
             raise ResponseError(f"invalid compressed body: {exc}") from None
 
@@ -287,7 +296,7 @@ def _zlib_header(cmf: int, flg: int) -> bool:
 
 def _decoder(encoding: str, sink: Sink) -> _Decoder | None:
     if encoding in ("gzip", "x-gzip"):
-        return _Decoder(16 + zlib.MAX_WBITS, sink, raw_fallback=False)
+        return _Decoder(_GZIP_WBITS, sink, raw_fallback=False)
     if encoding == "deflate":
         return _Decoder(zlib.MAX_WBITS, sink, raw_fallback=True)
     return None  # identity, or one we did not ask for: the bytes as sent
