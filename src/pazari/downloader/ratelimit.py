@@ -28,6 +28,3 @@ class TokenBucket:
                 await asyncio.sleep((1 - self.tokens) / self.rate)
                 self._refill()
             self.tokens -= 1
-
-    def refund(self) -> None:
-        self.tokens = min(self.capacity, self.tokens + 1)

@@ -74,7 +74,6 @@ end
 return #ids
 """
 
-# Extend leases of in-flight ids only where they are still ours (XX: never resurrect).
 # spec §2 delaggr: drop an aggregation hash only when its queue is empty.
 DELAGGR = """
 if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') > 0 then
@@ -100,16 +99,6 @@ if exp == '' or tonumber(exp) == nil or tonumber(exp) < now then
   return redis.call('HGETALL', KEYS[1])
 end
 return redis.error_reply('BEINGPROCESSED')
-"""
-
-# Renew an aggregation lease only if the hash still exists (a busy pool keeps it,
-# limitation 4). KEYS: aggr. ARGV: expires_at.
-RENEW_AGGR = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'ExpiresAt', ARGV[1])
-  return 1
-end
-return 0
 """
 
 # ---------------------------------------------------------------------------------------

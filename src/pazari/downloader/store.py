@@ -129,7 +129,6 @@ class Store:
         self._reclaim_callbacks = client.register_script(scripts.RECLAIM_CALLBACKS)
         self._delaggr = client.register_script(scripts.DELAGGR)
         self._aggrpop = client.register_script(scripts.AGGRPOP)
-        self._renew_aggr = client.register_script(scripts.RENEW_AGGR)
         self._enqueue_many = client.register_script(scripts.ENQUEUE_MANY)
         self._finish_downloads = client.register_script(scripts.FINISH_DOWNLOADS)
         self._callbacks_delivered = client.register_script(scripts.CALLBACKS_DELIVERED)
@@ -157,9 +156,6 @@ class Store:
             await batch.drain()
 
     # ------------------------------------------------------------------------- api
-    async def job_exists(self, job_id: str) -> bool:
-        return bool(await self.r.exists(job_key(job_id)))
-
     async def enqueue(self, job: Job, aggr: Aggregation) -> bool:
         """Create the aggregation if absent (a present one keeps its limit and proxy, as in
         the original) and queue the job Pending with score now; True if aggr was created."""
@@ -235,11 +231,8 @@ class Store:
             raise
         return decode_aggr(decode_hash(flat))
 
-    async def renew_aggregation(self, aggr_id: str, lease: int) -> None:
-        await self._renew_aggr(keys=[aggr_key(aggr_id)], args=[now() + lease])
-
     async def renew_aggregations(self, aggr_ids: list[str], lease: int) -> None:
-        """``renew_aggregation`` for many aggregations in one call."""
+        """Extend the leases of ``aggr_ids`` (scripts.RENEW_AGGRS: only leases still held)."""
         if aggr_ids:
             await self._renew_aggrs(args=[now() + lease, orjson.dumps(aggr_ids)])
 
@@ -374,6 +367,3 @@ class Store:
             if retry_at is not None:
                 p.zadd(CALLBACK_QUEUE, {job.id: int(retry_at)})
             await p.execute()
-
-    async def forget_callback(self, job_id: str) -> None:
-        await self.r.zrem(CALLBACKS_INFLIGHT, job_id)
