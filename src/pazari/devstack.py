@@ -65,9 +65,13 @@ def _write_json(path: Path, doc: object) -> str:
     return str(path)
 
 
-_CONTAINERS_CONF = """\
+# The podman configuration for an isolated engine serving the Docker API (here and in the
+# test fixtures, tests/support/services.py).
+CONTAINERS_CONF = """\
 [containers]
+# The host's ulimit defaults may exceed what an unprivileged CI container may set.
 default_ulimits = []
+# k8s-file logs work without journald (CI machines have no systemd running).
 log_driver = "k8s-file"
 [engine]
 cgroup_manager = "cgroupfs"
@@ -89,13 +93,16 @@ date > /data/artifacts/built-at
 """
 
 
-def _busybox_rootfs(dest: Path, busybox: str) -> None:
-    """A rootfs tar holding a static busybox and a link per applet (no registry needed)."""
+def busybox_rootfs(dest: Path, busybox: str) -> None:
+    """A minimal rootfs tar for the base image (no registry needed): the static busybox, a
+    symlink per applet, FHS dirs, /data for builds, and root in passwd and group."""
     applets = subprocess.run(
         [busybox, "--list"], capture_output=True, text=True, check=True
     ).stdout.split()
     with tarfile.open(dest, "w") as tar:
-        for name, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("data", 0o755)):
+        dirs = {"bin": 0o755, "etc": 0o755, "tmp": 0o1777, "root": 0o700, "proc": 0o555,
+                "sys": 0o555, "dev": 0o755, "var": 0o755, "data": 0o755}
+        for name, mode in dirs.items():
             info = tarfile.TarInfo(name)
             info.type, info.mode = tarfile.DIRTYPE, mode
             tar.addfile(info)
@@ -105,10 +112,12 @@ def _busybox_rootfs(dest: Path, busybox: str) -> None:
                 info = tarfile.TarInfo(f"bin/{applet}")
                 info.type, info.linkname = tarfile.SYMTYPE, "busybox"
                 tar.addfile(info)
-        data = b"root:x:0:0:root:/root:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+                           ("etc/group", "root:x:0:\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
 
 
 def _podman(state: Path) -> tuple[Proc, str] | None:
@@ -122,12 +131,12 @@ def _podman(state: Path) -> tuple[Proc, str] | None:
         return None
     state.mkdir(parents=True, exist_ok=True)
     conf = state / "containers.conf"
-    conf.write_text(_CONTAINERS_CONF)
+    conf.write_text(CONTAINERS_CONF)
     env = {"CONTAINERS_CONF": str(conf.resolve())}
     argv = [podman, "--root", str(state / "storage"), "--runroot", str(state / "run"),
             "--storage-driver", "vfs", "--runtime", runc, "--cgroup-manager", "cgroupfs"]
     rootfs = state / "busybox.tar"
-    _busybox_rootfs(rootfs, busybox)
+    busybox_rootfs(rootfs, busybox)
     subprocess.run([*argv, "import", "--change", 'CMD=["/bin/sh"]', str(rootfs), BASE_IMAGE],
                    env={**os.environ, **env}, check=True, capture_output=True)
     sock = (state / "docker.sock").resolve()

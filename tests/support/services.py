@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
-import io
 import json
 import os
 import re
@@ -24,7 +23,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tarfile
 import threading
 import time
 import uuid
@@ -35,6 +33,7 @@ from typing import IO, Any
 
 import pytest
 
+from pazari.devstack import BASE_IMAGE, CONTAINERS_CONF, busybox_rootfs
 from tests.support.ports import (
     ProcessExited,
     ci_mode,
@@ -573,21 +572,6 @@ def consume_all(
 
 # ------------------------------------------------------------------- podman (Docker API)
 
-BASE_IMAGE = "localhost/pazari-busybox:latest"
-
-_CONTAINERS_CONF = """\
-# Written by tests/support/services.py for an isolated podman used as a Docker engine.
-[containers]
-# The host's ulimit defaults may exceed what an unprivileged CI container may set.
-default_ulimits = []
-# k8s-file logs work without journald (CI machines have no systemd running).
-log_driver = "k8s-file"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-"""
-
-
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, socket_path: str, timeout: float) -> None:
         super().__init__("docker", timeout=timeout)
@@ -732,33 +716,6 @@ class DockerEngine:
         )
 
 
-def build_busybox_tar(dest: Path, busybox: str) -> None:
-    """A minimal rootfs: the static busybox plus a symlink per applet, and FHS dirs."""
-    applets = subprocess.run(
-        [busybox, "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    with tarfile.open(dest, "w") as tar:
-        dirs = {"bin": 0o755, "etc": 0o755, "tmp": 0o1777, "root": 0o700,
-                "proc": 0o555, "sys": 0o555, "dev": 0o755, "var": 0o755}  # fmt: skip
-        for name, mode in dirs.items():
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, mode
-            tar.addfile(info)
-        tar.add(busybox, "bin/busybox")
-        for applet in applets:
-            if applet == "busybox":
-                continue
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(info)
-        for name, text in [("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
-                           ("etc/group", "root:x:0:\n")]:  # fmt: skip
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-
-
 def _ping(socket_path: str) -> bool:
     status, body = DockerAPI(socket_path, timeout=2.0).request("GET", "/_ping")
     return status == 200 and body.strip() == b"OK"
@@ -779,7 +736,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
         )
 
     workdir = tmp_path_factory.mktemp("podman")
-    (workdir / "containers.conf").write_text(_CONTAINERS_CONF)
+    (workdir / "containers.conf").write_text(CONTAINERS_CONF)
     sockdir = short_socket_dir("pz-podman-")
     socket_path = str(sockdir / "docker.sock")
     driver = os.environ.get("PAZARI_PODMAN_STORAGE_DRIVER", "vfs")
@@ -797,7 +754,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
     engine = DockerEngine(socket_path, BASE_IMAGE, argv, 0.0, workdir)
 
     tar_path = workdir / "busybox-rootfs.tar"
-    build_busybox_tar(tar_path, busybox)
+    busybox_rootfs(tar_path, busybox)
     began = time.monotonic()
     try:
         engine.podman("import", "--change", 'CMD=["/bin/sh"]', str(tar_path), BASE_IMAGE)
