@@ -1,9 +1,15 @@
 """RESP hot path: compiled parser vs its pure twin vs hiredis, and the reply writer.
 
 ``make bench`` runs the pytest-benchmark groups; the ``gate`` tests measure the candidates
-interleaved in one process (bench.helpers.ratio_of_best) and assert ratios, never times:
-the compiled Reader must beat hiredis by 1.5x and the pure twin by 10x on a 1 MiB pipelined
-stream of rafka traffic, and the compiled Writer the pure one by 3x.
+interleaved in one process (bench.helpers.ratio_of_best) and assert ratios, never times.
+
+Every parser is fed the 1 MiB pipelined stream of rafka traffic the way a socket feeds it:
+in reads of 4, 16 and 64 KiB, each read drained of its complete commands before the next
+(issue 15). Feeding hiredis the whole MiB at once is not a fair baseline: hiredis moves its
+buffer down after every ~1 KiB it consumes, so one huge feed costs it the square of the
+buffer and flattered the ratio (9x then; under 2x fed as a socket feeds it). The gate
+asserts >= 1.5x hiredis at 16 KiB reads and >= 10x the pure twin; the 4 and 64 KiB figures
+are reported, not gated. The compiled Writer must beat the pure one by 3x.
 """
 
 from __future__ import annotations
@@ -26,23 +32,47 @@ MESSAGES = 10_000
 VALUE = bytes(range(100))
 
 
-def parse_with(impl: Any) -> Callable[[], list[list[bytes | None]]]:
+READS = {"4k": 4 * 1024, "16k": 16 * 1024, "64k": 64 * 1024}
+GATED_READ = "16k"
+
+
+def chunks(size: int) -> list[bytes]:
+    """The stream cut into socket-sized reads (made once: slicing is not what is measured)."""
+    return [STREAM[i : i + size] for i in range(0, len(STREAM), size)]
+
+
+def parse_with(impl: Any, reads: list[bytes]) -> Callable[[], list[list[bytes | None]]]:
     def parse() -> list[list[bytes | None]]:
         reader = impl.Reader()
-        reader.feed(STREAM)
-        out: list[list[bytes | None]] = reader.gets_all()
+        out: list[list[bytes | None]] = []
+        for data in reads:
+            reader.feed(data)
+            out.extend(reader.gets_all())
         return out
 
     return parse
 
 
-def parse_hiredis() -> list[Any]:
-    reader = hiredis.Reader()
-    reader.feed(STREAM)
-    out = []
-    while (reply := reader.gets()) is not False:
-        out.append(reply)
-    return out
+def parse_hiredis_with(reads: list[bytes]) -> Callable[[], list[Any]]:
+    def parse() -> list[Any]:
+        reader = hiredis.Reader()
+        out = []
+        for data in reads:
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                out.append(reply)
+        return out
+
+    return parse
+
+
+def parsers(size: int) -> dict[str, Callable[[], list[Any]]]:
+    reads = chunks(size)
+    return {
+        "compiled": parse_with(_parser, reads),
+        "pure": parse_with(_parser_py, reads),
+        "hiredis": parse_hiredis_with(reads),
+    }
 
 
 def write_with(impl: Any) -> Callable[[], bytes]:
@@ -57,17 +87,13 @@ def write_with(impl: Any) -> Callable[[], bytes]:
     return write
 
 
-PARSERS = {
-    "compiled": parse_with(_parser),
-    "pure": parse_with(_parser_py),
-    "hiredis": parse_hiredis,
-}
+PARSERS = parsers(READS[GATED_READ])
 WRITERS = {"compiled": write_with(_parser), "pure": write_with(_parser_py)}
 
 
 @pytest.mark.parametrize("name", PARSERS)
 def test_parse_1mib_pipeline(benchmark: Any, name: str) -> None:
-    benchmark.group = "resp-parser: 1 MiB pipelined rafka requests"
+    benchmark.group = f"resp-parser: 1 MiB pipelined rafka requests, {GATED_READ} reads"
     assert benchmark(PARSERS[name]) == COMMANDS
 
 
@@ -89,22 +115,32 @@ def test_gate_resp_parser() -> None:
     assert one_by_one == COMMANDS
     assert reader.buffered() == 0
 
-    best = ratio_of_best(PARSERS, rounds=9)
-    vs_hiredis = best["hiredis"] / best["compiled"]
-    vs_pure = best["pure"] / best["compiled"]
+    by_read: dict[str, dict[str, Any]] = {}
+    for label, size in READS.items():
+        candidates = parsers(size)
+        best = ratio_of_best(candidates, rounds=9)
+        by_read[label] = {
+            "best_seconds": best,
+            "compiled_vs_hiredis": best["hiredis"] / best["compiled"],
+            "compiled_vs_pure": best["pure"] / best["compiled"],
+            "compiled_ns_per_command": best["compiled"] * 1e9 / len(COMMANDS),
+            "gated": label == GATED_READ,
+        }
+    gated = by_read[GATED_READ]
     write_result(
         "resp_parser",
         {
             "stream_bytes": len(STREAM),
             "commands": len(COMMANDS),
-            "best_seconds": best,
-            "compiled_vs_hiredis": vs_hiredis,
-            "compiled_vs_pure": vs_pure,
-            "compiled_ns_per_command": best["compiled"] * 1e9 / len(COMMANDS),
+            "gated_read": GATED_READ,
+            "bounds": {"compiled_vs_hiredis": 1.5, "compiled_vs_pure": 10},
+            "reads": by_read,
+            "compiled_vs_hiredis": gated["compiled_vs_hiredis"],
+            "compiled_vs_pure": gated["compiled_vs_pure"],
         },
     )
-    assert vs_hiredis >= 1.5
-    assert vs_pure >= 10
+    assert gated["compiled_vs_hiredis"] >= 1.5
+    assert gated["compiled_vs_pure"] >= 10
 
 
 @pytest.mark.gate

@@ -177,9 +177,10 @@ def test_pixel_vs_bare_aiohttp(servers: dict[str, int], tmp_path: Path) -> None:
             doc["ratio_vs_nginx_204"] = round(best["scratchd"] / best["nginx"], 3)
         return doc
 
-    doc = best_attempt(measure, lambda d: d["ratio_vs_bare_aiohttp"] >= 1.0,
+    # Retried only until the asserted bound holds (issue 15); the stretch level is reported.
+    doc = best_attempt(measure, lambda d: d["ratio_vs_bare_aiohttp"] >= 0.8,
                        lambda d: float(d["ratio_vs_bare_aiohttp"]))
-    doc.update(query_bytes=len(QUERY), gate=0.8, stretch=1.0)
+    doc.update(query_bytes=len(QUERY), gate=0.8, stretch_reported_not_gated=1.0)
     write_result("scratchd_pixel", doc)
     assert doc["ratio_vs_bare_aiohttp"] >= 0.8, doc
 
