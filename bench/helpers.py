@@ -95,6 +95,13 @@ def memory_growth(op: Callable[[], object], n: int, warmup: int = 1000) -> Memor
     )
 
 
+def cpu_seconds(pid: int, fields_wanted: tuple[int, ...] = (11, 12)) -> float:
+    """User+system CPU seconds of process ``pid``, all its threads (``/proc/<pid>/stat``
+    utime and stime; ``fields_wanted=(12,)``: system only)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in fields_wanted) / os.sysconf("SC_CLK_TCK")
+
+
 def process_memory(pid: int) -> dict[str, int]:
     """RSS and thread count of another process (a daemon under test), from /proc."""
     with open(f"/proc/{pid}/statm", "rb") as f:

@@ -3,7 +3,6 @@ so the client costs as little as possible and the servers under test set the pac
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -91,30 +90,3 @@ def command(host: str, port: int, *args: bytes | str) -> Any:
     with socket.create_connection((host, port)) as sock:
         sock.sendall(encode_command(*args))
         return _read_n(sock, hiredis.Reader(), 1)[0]
-
-
-class AsyncClient:
-    """One RESP connection on asyncio: send one command, await its reply."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._r = reader
-        self._w = writer
-        self._parser = hiredis.Reader()
-
-    @classmethod
-    async def connect(cls, host: str, port: int) -> AsyncClient:
-        r, w = await asyncio.open_connection(host, port)
-        return cls(r, w)
-
-    async def call(self, request: bytes) -> Any:
-        self._w.write(request)
-        while (reply := self._parser.gets()) is False:
-            data = await self._r.read(1 << 16)
-            if not data:
-                raise ConnectionError("server closed the connection")
-            self._parser.feed(data)
-        return reply
-
-    async def close(self) -> None:
-        self._w.close()
-        await self._w.wait_closed()

@@ -7,10 +7,10 @@ ratio; the numbers go to bench/results/rafka_*.json.
 
 from __future__ import annotations
 
-import asyncio
 import resource
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -25,8 +25,8 @@ import pytest
 from tests.support.ports import free_port, wait_for
 from tests.support.services import consume_all
 
-from bench.helpers import best_attempt, process_memory, write_result
-from bench.rafka_clients import AsyncClient, command, pipeline, pipeline_expect, rpushx_stream
+from bench.helpers import best_attempt, cpu_seconds, process_memory, write_result
+from bench.rafka_clients import command, pipeline, pipeline_expect, rpushx_stream
 from pazari.resp import encode_command
 
 VALUE = b"v" * 100
@@ -124,113 +124,107 @@ def test_gate_produce_vs_direct_producer(kafka_broker: Any, rafka: tuple[int, An
     assert doc["ratio"] >= 0.7, f"rafka produce is {doc['ratio']:.2f}x the direct producer"
 
 
-async def _pop_ack_loop(
-    host: str, port: int, setup: list[bytes], pop: bytes, ack: Callable[[Any], bytes],
-    n: int, ready: asyncio.Event, started: asyncio.Event,
-) -> int:
-    client = await AsyncClient.connect(host, port)
+LOAD_PROCESSES = 2
+ROOT = Path(__file__).resolve().parents[1]
+#: rafka fetches from Kafka, keeps a librdkafka consumer per connection and stores offsets;
+#: redis-server pops a list. CPU per message may be this many times redis-server's (measured
+#: 1.6-2.0x on the 2-core machine with other load beside it).
+CONSUME_CPU_BOUND = 3.0
+
+
+def _consume_load(
+    host: str, port: int, clients: list[dict[str, Any]], n: int, server_pid: int
+) -> dict[str, Any]:
+    """Run the BLPOP + ack clients spread over LOAD_PROCESSES uvloop processes
+    (bench/rafka_load.py) and measure the server's CPU between "go" and the last reply."""
+    procs = []
     try:
-        for request in setup:
-            await client.call(request)
-        got = 0
-        # Warm-up: the first message (a consumer joins its group here).
-        while got == 0:
-            reply = await client.call(pop)
-            if reply is not None:
-                await client.call(ack(reply))
-                got = 1
-        ready.set()
-        await started.wait()
-        while got < n:
-            reply = await client.call(pop)
-            assert not isinstance(reply, Exception), reply
-            if reply is None:
-                break
-            await client.call(ack(reply))
-            got += 1
-        return got
+        for i in range(LOAD_PROCESSES):
+            doc = {"host": host, "port": port, "n": n, "clients": clients[i::LOAD_PROCESSES]}
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.rafka_load", orjson.dumps(doc).decode()],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            ))
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        cpu_before = cpu_seconds(server_pid)
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [orjson.loads(proc.stdout.readline()) for proc in procs if proc.stdout]
+        cpu = cpu_seconds(server_pid) - cpu_before
+        for proc in procs:
+            assert proc.wait(30) == 0
     finally:
-        await client.close()
-
-
-async def _run_clients(
-    make: Callable[[int, asyncio.Event, asyncio.Event], Any], k: int
-) -> tuple[float, int]:
-    readies = [asyncio.Event() for _ in range(k)]
-    started = asyncio.Event()
-    tasks = [asyncio.create_task(make(i, readies[i], started)) for i in range(k)]
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 90)
-    begin = time.perf_counter()
-    started.set()
-    counts = await asyncio.wait_for(asyncio.gather(*tasks), 300)
-    return time.perf_counter() - begin, sum(counts) - k
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    messages = sum(r["messages"] for r in results)
+    seconds = max(r["seconds"] for r in results)
+    first = sorted(f for r in results for f in r["first_message_s"])
+    return {
+        "messages": messages,
+        "msgs_per_s": messages / seconds,
+        "server_cpu_s": cpu,
+        "server_cpu_us_per_msg": cpu * 1e6 / messages,
+        "first_message_s_median": statistics.median(first),
+        "first_message_s_max": first[-1],
+    }
 
 
 @pytest.mark.gate
 def test_gate_consume_vs_redis_server(
     kafka_broker: Any, rafka: tuple[int, Any], redis_server: Any
 ) -> None:
-    """32 clients doing BLPOP + ack: rafka from Kafka vs redis-server from pre-filled lists."""
-    port, _ = rafka
-    k, per_client = 32, 400
-    topics = [_topic(f"cons{i}") for i in range(k)]
+    """32 clients doing BLPOP + ack: the CPU per message of the rafka process (every thread,
+    librdkafka's included) against redis-server's popping pre-filled lists, with the load
+    spread over uvloop+hiredis processes so the client does not set the pace (issue 15).
+    Throughput and the cold start (group join and first fetch of a topic nobody read yet)
+    are reported, not gated."""
+    port, daemon = rafka
+    k, per_client = 32, 1000
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka_broker.bootstrap})
-    for topic in topics:
-        for _ in range(per_client):
-            producer.produce(topic, VALUE)
-    assert producer.flush(60) == 0
-    lists = [f"list{i}" for i in range(k)]
-    fill = b"".join(encode_command("RPUSH", name, *([VALUE] * per_client)) for name in lists)
-
-    def rafka_client(i: int, ready: asyncio.Event, started: asyncio.Event) -> Any:
-        def ack(reply: Any) -> bytes:
-            return encode_command("RPUSH", "acks", f"{topics[i]}:{reply[3]}:{reply[5]}")
-
-        return _pop_ack_loop(
-            "127.0.0.1", port, [encode_command("CLIENT", "SETNAME", f"bench{i}:c")],
-            encode_command("BLPOP", f"topics:{topics[i]}", "5"), ack, per_client, ready, started,
-        )
-
-    def redis_client(i: int, ready: asyncio.Event, started: asyncio.Event) -> Any:
-        return _pop_ack_loop(
-            redis_server.host, redis_server.port, [],
-            encode_command("BLPOP", lists[i], "5"),
-            lambda reply: encode_command("RPUSH", "acks", reply[1]),
-            per_client, ready, started,
-        )
 
     def measure() -> dict[str, Any]:
-        pipeline(redis_server.host, redis_server.port, fill, k)
-        redis_time, redis_n = asyncio.run(_run_clients(redis_client, k))
-        rafka_time, rafka_n = asyncio.run(_run_clients(rafka_client, k))
-        return {
-            "clients": k,
-            "redis_pairs_per_s": redis_n / redis_time,
-            "rafka_pairs_per_s": rafka_n / rafka_time,
-            "redis_messages": redis_n,
-            "rafka_messages": rafka_n,
-            "ratio": (rafka_n / rafka_time) / (redis_n / redis_time),
-        }
-
-    def refill() -> None:
+        topics = [_topic(f"cons{i}") for i in range(k)]  # fresh, so every round is cold
         for topic in topics:
             for _ in range(per_client):
                 producer.produce(topic, VALUE)
         assert producer.flush(60) == 0
+        lists = [f"list-{uuid.uuid4().hex[:8]}-{i}" for i in range(k)]
+        fill = b"".join(encode_command("RPUSH", name, *([VALUE] * per_client)) for name in lists)
+        pipeline(redis_server.host, redis_server.port, fill, k)
+        redis = _consume_load(
+            redis_server.host, redis_server.port,
+            [{"setup": [], "pop": name, "ack": "redis", "topic": name} for name in lists],
+            per_client, redis_server.pid,
+        )
+        ours = _consume_load(
+            "127.0.0.1", port,
+            [{"setup": [["CLIENT", "SETNAME", f"bench-{t}:c"]], "pop": f"topics:{t}",
+              "ack": "rafka", "topic": t} for t in topics],
+            per_client, daemon.pid,
+        )
+        return {
+            "clients": k,
+            "load_processes": LOAD_PROCESSES,
+            "redis": redis,
+            "rafka": ours,
+            "redis_messages": redis["messages"],
+            "rafka_messages": ours["messages"],
+            "cpu_per_msg_ratio": ours["server_cpu_us_per_msg"] / redis["server_cpu_us_per_msg"],
+            "throughput_ratio_reported_not_gated": ours["msgs_per_s"] / redis["msgs_per_s"],
+        }
 
-    first = True
-
-    def measure_again() -> dict[str, Any]:
-        nonlocal first
-        if not first:
-            refill()
-        first = False
-        return measure()
-
-    doc = best_attempt(measure_again, lambda d: d["ratio"] >= 0.5, lambda d: d["ratio"])
+    doc = best_attempt(measure, lambda d: d["cpu_per_msg_ratio"] <= CONSUME_CPU_BOUND,
+                       lambda d: -d["cpu_per_msg_ratio"])
+    doc["bound_cpu_per_msg_ratio"] = CONSUME_CPU_BOUND
     write_result("rafka_consume", doc)
     assert doc["rafka_messages"] == doc["redis_messages"] == k * (per_client - 1)
-    assert doc["ratio"] >= 0.5, f"rafka consume is {doc['ratio']:.2f}x redis-server"
+    assert doc["cpu_per_msg_ratio"] <= CONSUME_CPU_BOUND, (
+        f"rafka uses {doc['cpu_per_msg_ratio']:.2f}x redis-server's CPU per message")
 
 
 def _raise_nofile(n: int) -> None:
