@@ -39,6 +39,27 @@ from tests.support.services import forget_process, spawn
 
 ReadyMode = Literal["notify", "http", "none"]
 
+#: The race checker's line prefix (pazari.runtime.race.PREFIX; not imported, so that the
+#: helper works without the package installed).
+RACE_PREFIX = "PAZARI-RACE kind="
+
+
+def race_mode() -> bool:
+    """``make test-race``: every daemon runs under the race checker, and any finding fails
+    the test that started it (issue 19)."""
+    return os.environ.get("PAZARI_RACE") == "1"
+
+
+def race_findings(log: str) -> list[str]:
+    """The race checker's findings in a daemon's log, each with its stack lines."""
+    out: list[str] = []
+    for line in log.splitlines():
+        if line.startswith(RACE_PREFIX):
+            out.append(line)
+        elif line.startswith("PAZARI-RACE|") and out:
+            out[-1] += "\n" + line
+    return out
+
 
 class DaemonError(AssertionError):
     """The daemon did not start, stop or exit as the test expected (message has its log)."""
@@ -85,6 +106,7 @@ class Daemon:
         cwd: str | os.PathLike[str] | None = None,
         merge_output: bool = True,
         name: str | None = None,
+        race_check: bool | None = None,
     ) -> None:
         if ready == "http" and not health_url:
             raise ValueError('ready="http" needs health_url')
@@ -92,6 +114,13 @@ class Daemon:
             raise ValueError(f"unknown ready mode {ready!r}")
         self.argv = list(argv)
         self.env = dict(os.environ if env is None else env)
+        # In race mode the child runs with -X dev and asyncio debug on, and its findings
+        # fail the test; race_check=False is for tests that plant defects on purpose.
+        self.race_check = race_mode() if race_check is None else race_check
+        if race_mode():
+            self.env.setdefault("PAZARI_RACE", "1")
+            self.env.setdefault("PYTHONDEVMODE", "1")
+            self.env.setdefault("PYTHONASYNCIODEBUG", "1")
         self.ready_mode: ReadyMode = ready
         self.health_url = health_url
         self.timeout = timeout
@@ -201,6 +230,18 @@ class Daemon:
             f"[{self.name} pid={self._proc.pid if self._proc else '-'} {state}; "
             f"argv={self.argv!r}; notifications={self.raw_notifications!r}]\n{self.logs()}"
         )
+
+    def race_findings(self) -> list[str]:
+        return race_findings(self.logs())
+
+    def check_race(self) -> None:
+        """Raise DaemonError naming every race-checker finding in the log (race mode)."""
+        if not self.race_check:
+            return
+        findings = self.race_findings()
+        if findings:
+            raise self._fail(f"{self.name}: the race checker reported {len(findings)} "
+                             "finding(s):\n" + "\n".join(findings))
 
     def _fail(self, message: str) -> DaemonError:
         return DaemonError(f"{message}\n--- {self.name} log ---\n{self._diagnostics()}")
@@ -340,6 +381,7 @@ class Daemon:
             assert code is not None
             if expect_code is not None and code != expect_code:
                 raise self._fail(f"{self.name} exited with {code}, expected {expect_code}")
+            self.check_race()
             return code
         finally:
             self.close()
@@ -459,7 +501,12 @@ def daemon_factory(
 
     report = getattr(request.node, "rep_call", None)
     failed = report is not None and report.failed
+    raced: list[str] = []
     for daemon in daemons:
         daemon.terminate_quietly()
         if failed:
             print(f"\n===== {daemon!r} log =====\n{daemon._diagnostics()}")
+        if daemon.race_check:
+            raced.extend(f"{daemon!r}: {f}" for f in daemon.race_findings())
+    if raced and not failed:
+        pytest.fail("the race checker reported:\n" + "\n".join(raced), pytrace=False)

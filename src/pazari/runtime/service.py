@@ -20,6 +20,7 @@ from typing import Any
 import uvloop
 from prometheus_client import CollectorRegistry
 
+from pazari.runtime import race
 from pazari.runtime.logs import get_logger
 from pazari.runtime.metrics import GC_STATS, MetricsServer, new_registry
 from pazari.runtime.notify import sd_notify, watchdog_interval, watchdog_loop
@@ -74,13 +75,20 @@ def options_from_args(args: Any) -> RuntimeOptions:
 
 
 def run(service: Service, options: RuntimeOptions) -> int:
-    """Run ``service`` on uvloop until a signal (or ``request_stop``); return the exit code."""
-    return uvloop.run(_serve(service, options))
+    """Run ``service`` on uvloop until a signal (or ``request_stop``); return the exit code.
+
+    With ``PAZARI_RACE=1`` the race checker (pazari.runtime.race) watches the whole run."""
+    code = uvloop.run(_serve(service, options), loop_factory=race.loop_factory())
+    if race.enabled():
+        race.check_at_exit()
+    return code
 
 
 async def _serve(service: Service, options: RuntimeOptions) -> int:
     log = get_logger(f"{service.name}.runtime")
     loop = asyncio.get_running_loop()
+    if race.enabled():
+        race.install(loop)
     GC_STATS.install()
     signals_seen = 0
 
@@ -139,5 +147,7 @@ async def _serve(service: Service, options: RuntimeOptions) -> int:
         watchdog.cancel()
     if metrics is not None:
         await metrics.stop()
+    if race.enabled():
+        await race.check_pending_tasks()
     log.info("stopped", extra={"drain_seconds": round(time.monotonic() - started, 3)})
     return code

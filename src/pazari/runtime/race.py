@@ -1,0 +1,224 @@
+"""The race checker: asyncio's and Python's misuse detectors turned into test failures.
+
+Go has ``-race`` for its load tests; asyncio has debug mode, ``-X dev`` and a handful of
+warnings that nobody reads. With ``PAZARI_RACE=1`` (``make test-race`` sets it, with
+``PYTHONDEVMODE=1`` and ``PYTHONASYNCIODEBUG=1``) the runtime installs this checker in
+every daemon, and each misuse is written to stderr as one line the test helper scans::
+
+    PAZARI-RACE kind=<kind> <detail>
+    PAZARI-RACE|   <stack line>            (zero or more)
+
+The kinds (issue 19):
+
+- ``unretrieved-exception``: a task or future ended with an exception nobody retrieved
+  (the loop's exception handler; asyncio reports it when the task is collected);
+- ``never-awaited``: a coroutine object collected without being awaited (RuntimeWarning);
+- ``slow-callback``: one callback or task step held the loop longer than 100 ms
+  (``loop.slow_callback_duration``), unless :data:`SLOW_CALLBACK_ALLOWLIST` says why;
+- ``cross-thread``: ``call_soon``/``call_later``/``call_at`` called from a thread that does
+  not run the loop (only ``call_soon_threadsafe`` and ``run_coroutine_threadsafe`` may be;
+  ``create_task`` and ``Future.set_result`` from a thread go through ``call_soon``);
+- ``resource-warning``: an unclosed socket, file or transport (ResourceWarning);
+- ``pending-task``: a task still pending after the drain that nobody cancelled;
+- ``unnamed-thread`` / ``unjoined-thread``: a thread with Python's default ``Thread-N``
+  name, or one still alive when the daemon exits (nobody owns and joins it);
+- ``thread-exception``: an exception that ended a thread.
+
+Nothing here runs unless the variable is set: production pays nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import gc
+import io
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVarTuple
+
+import uvloop
+
+PREFIX = "PAZARI-RACE"
+ENV = "PAZARI_RACE"
+SLOW_CALLBACK_SECONDS = 0.1
+
+#: Slow callbacks that are accepted, each with the reason: a substring of asyncio's
+#: "Executing <handle> took N seconds" line -> why it may block the loop. Empty: every entry
+#: must be argued for in review, with the measurement that shows it cannot be avoided.
+SLOW_CALLBACK_ALLOWLIST: Mapping[str, str] = {}
+
+#: How long exiting threads get to finish before they count as unjoined.
+THREAD_GRACE_SECONDS = 1.0
+
+_Ts = TypeVarTuple("_Ts")
+_DEFAULT_THREAD_NAME = re.compile(r"Thread-\d+( \(.*\))?")
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV) == "1"
+
+
+def report(kind: str, detail: str, stack: Iterable[str] = ()) -> None:
+    """Write one finding to fd 2 directly: no logging config or buffering can lose it."""
+    lines = [f"{PREFIX} kind={kind} {' '.join(detail.split())}"]
+    for frame in stack:
+        lines.extend(f"{PREFIX}|   {line}" for line in frame.rstrip("\n").splitlines())
+    with contextlib.suppress(OSError):
+        os.write(2, ("\n".join(lines) + "\n").encode(errors="replace"))
+
+
+def _task_stack(task: asyncio.Task[Any]) -> list[str]:
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return [out.getvalue()]
+
+
+class RaceLoop(uvloop.Loop):
+    """uvloop's loop, with the thread check on the scheduling calls that are not
+    thread-safe. uvloop's own debug check raises in the offending thread, where a worker
+    may swallow it; this one reports first, then lets uvloop raise.
+
+    A handle's "created at" is the caller's top Python frame, which is now this wrapper;
+    the slow-callback report drops that part (the callback's name is what identifies it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._race_owner = threading.get_ident()
+
+    def _race_check(self, what: str) -> None:
+        if threading.get_ident() != self._race_owner:
+            report("cross-thread", f"loop.{what} called from thread "
+                   f"{threading.current_thread().name!r}", traceback.format_stack()[:-2])
+
+    def call_soon(self, callback: Callable[[*_Ts], object], *args: *_Ts,
+                  context: contextvars.Context | None = None) -> asyncio.Handle:
+        self._race_check("call_soon")
+        return super().call_soon(callback, *args, context=context)
+
+    def call_later(self, delay: float, callback: Callable[[*_Ts], object],
+                   *args: *_Ts, context: contextvars.Context | None = None
+                   ) -> asyncio.TimerHandle:
+        self._race_check("call_later")
+        return super().call_later(delay, callback, *args, context=context)
+
+    def call_at(self, when: float, callback: Callable[[*_Ts], object],
+                *args: *_Ts, context: contextvars.Context | None = None
+                ) -> asyncio.TimerHandle:
+        self._race_check("call_at")
+        return super().call_at(when, callback, *args, context=context)
+
+
+def loop_factory() -> Callable[[], uvloop.Loop]:
+    """The loop the runtime should create: RaceLoop when the checker is on."""
+    return RaceLoop if enabled() else uvloop.new_event_loop
+
+
+class _AsyncioLog(logging.Handler):
+    """asyncio's debug mode reports slow callbacks as warnings on the ``asyncio`` logger."""
+
+    _SLOW = re.compile(r"Executing (?P<what>.*) took (?P<took>[0-9.]+) seconds", re.S)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        match = self._SLOW.match(msg)
+        if match is None:
+            return
+        for needle, _why in SLOW_CALLBACK_ALLOWLIST.items():
+            if needle in msg:
+                return
+        what = re.sub(rf" created at {re.escape(__file__)}:\d+", "", match["what"])
+        report("slow-callback", f"{match['took']}s > {SLOW_CALLBACK_SECONDS}s: {what}")
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    message = str(context.get("message", ""))
+    if "never retrieved" in message:
+        exc = context.get("exception")
+        what = context.get("task") or context.get("future")
+        stack = traceback.format_exception(exc) if isinstance(exc, BaseException) else []
+        report("unretrieved-exception", f"{message}: {what!r}", stack)
+    loop.default_exception_handler(context)
+
+
+_original_showwarning = warnings.showwarning
+
+
+def _showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    text = str(message)
+    if issubclass(category, ResourceWarning):
+        report("resource-warning", f"{text} ({filename}:{lineno})")
+    elif issubclass(category, RuntimeWarning) and "was never awaited" in text:
+        report("never-awaited", f"{text} ({filename}:{lineno})")
+    _original_showwarning(message, category, filename, lineno, file, line)
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    name = args.thread.name if args.thread is not None else "?"
+    stack = traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)
+    report("thread-exception", f"thread {name!r}: {args.exc_type.__name__}: {args.exc_value}",
+           stack)
+    threading.__excepthook__(args)
+
+
+_original_start = threading.Thread.start
+
+
+def _checked_start(self: threading.Thread) -> None:
+    # At start, not at exit: a short-lived unnamed thread is gone by then.
+    if _DEFAULT_THREAD_NAME.fullmatch(self.name):
+        report("unnamed-thread", f"thread {self.name!r} has Python's default name; name it "
+               "after its owner", traceback.format_stack()[:-1])
+    _original_start(self)
+
+
+def install(loop: asyncio.AbstractEventLoop) -> None:
+    """Turn the checker on for ``loop`` (called by the runtime when :func:`enabled`)."""
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+    loop.set_exception_handler(_exception_handler)
+    logging.getLogger("asyncio").addHandler(_AsyncioLog())
+    warnings.simplefilter("always", ResourceWarning)
+    warnings.filterwarnings("always", message=".*was never awaited", category=RuntimeWarning)
+    warnings.showwarning = _showwarning
+    threading.excepthook = _thread_excepthook
+    threading.Thread.start = _checked_start  # type: ignore[method-assign]
+
+
+async def check_pending_tasks() -> None:
+    """After the drain: every task still pending that nobody cancelled is reported.
+
+    Cancelled tasks get one loop turn to finish; a task that is being cancelled has an
+    owner who noticed it, so it is not reported."""
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is current or task.done() or task.cancelling():
+            continue
+        report("pending-task", f"task {task.get_name()!r} still pending after the drain: "
+               f"{task.get_coro()!r}", _task_stack(task))
+
+
+def check_at_exit() -> None:
+    """After the loop is closed: collect garbage (so unretrieved exceptions and unclosed
+    resources report now, not after stderr is gone), then check every thread."""
+    gc.collect()
+    deadline = time.monotonic() + THREAD_GRACE_SECONDS
+    for thread in threading.enumerate():
+        if thread is threading.main_thread():
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            frame = sys._current_frames().get(thread.ident or -1)
+            stack = traceback.format_stack(frame) if frame is not None else []
+            report("unjoined-thread", f"thread {thread.name!r} still alive at exit "
+                   f"(daemon={thread.daemon})", stack)

@@ -1,0 +1,111 @@
+"""A throwaway daemon that plants one defect of the kind the race checker must catch.
+
+``python -m tests.race.planted <defect>`` runs a real pazari runtime (uvloop, signals,
+sd_notify, graceful stop) around a service whose ``start`` plants the defect; with
+``PAZARI_RACE=1`` the checker must report it (tests/race/test_checker.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from pazari.runtime.service import RuntimeOptions, Service, run
+
+
+async def _boom() -> None:
+    raise ValueError("planted: nobody retrieves this")
+
+
+async def _never() -> None:
+    """A coroutine nobody awaits."""
+
+
+def _unretrieved(service: PlantedService) -> None:
+    # No reference kept: the task is collected with its exception unread.
+    asyncio.get_running_loop().create_task(_boom(), name="planted-boom")
+
+
+def _never_awaited(service: PlantedService) -> None:
+    _never()  # type: ignore[unused-coroutine]  # the defect
+
+
+def _slow(service: PlantedService) -> None:
+    asyncio.get_running_loop().call_soon(time.sleep, 0.2)
+
+
+def _cross_thread(service: PlantedService) -> None:
+    loop = asyncio.get_running_loop()
+
+    def worker() -> None:
+        # uvloop's own debug check raises; the checker reported before it did.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon(print, "from another thread")
+
+    thread = threading.Thread(target=worker, name="planted-cross")
+    thread.start()
+    thread.join()
+
+
+def _leaked_socket(service: PlantedService) -> None:
+    sock = socket.socket()
+    del sock  # never closed
+
+
+def _unjoined_thread(service: PlantedService) -> None:
+    threading.Thread(target=time.sleep, args=(30,), name="planted-sleeper", daemon=True).start()
+
+
+def _unnamed_thread(service: PlantedService) -> None:
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    thread.join()
+
+
+def _pending_task(service: PlantedService) -> None:
+    service.forgotten = asyncio.get_running_loop().create_task(
+        asyncio.sleep(3600), name="planted-forgotten")
+
+
+def _clean(service: PlantedService) -> None:
+    service.forgotten = asyncio.get_running_loop().create_task(
+        asyncio.sleep(3600), name="owned")
+
+
+DEFECTS: dict[str, Callable[[PlantedService], None]] = {
+    "unretrieved-exception": _unretrieved,
+    "never-awaited": _never_awaited,
+    "slow-callback": _slow,
+    "cross-thread": _cross_thread,
+    "resource-warning": _leaked_socket,
+    "unjoined-thread": _unjoined_thread,
+    "unnamed-thread": _unnamed_thread,
+    "pending-task": _pending_task,
+    "clean": _clean,
+}
+
+
+class PlantedService(Service):
+    name = "planted"
+
+    def __init__(self, defect: str) -> None:
+        super().__init__()
+        self.defect = defect
+        self.forgotten: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        DEFECTS[self.defect](self)
+
+    async def stop(self) -> None:
+        if self.defect == "clean" and self.forgotten is not None:
+            self.forgotten.cancel()  # an owner that notices its task's end
+            await asyncio.gather(self.forgotten, return_exceptions=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run(PlantedService(sys.argv[1]), RuntimeOptions(drain_timeout=5.0)))
