@@ -9,7 +9,7 @@ APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby rub
             libmagic1 procps openssl chromium wrk nginx btrfs-progs
 APT_RUN  := redis-server podman runc busybox-static
 
-.PHONY: all deps venv build lint test test-fast bench bench-gate run wheel clean
+.PHONY: all deps venv build lint test test-fast test-race bench bench-gate run wheel clean
 
 all: build
 
@@ -38,6 +38,16 @@ test: deps build lint
 # The tests without the slow reliability and wheel checks, for the edit-test loop.
 test-fast: build
 	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The end-to-end, reliability and load tests of every service with each daemon under the race
+# checker (pazari.runtime.race: -X dev, asyncio debug, PAZARI_RACE=1); any finding fails the
+# test that started the daemon (issue 19).
+RACE_TESTS := tests/race tests/downloader/test_end_to_end.py tests/downloader/test_reliability.py \
+              tests/rafka/test_reliability.py tests/rafka/test_shutdown.py \
+              tests/scratchd/test_end_to_end.py tests/scratchd/test_reliability.py \
+              tests/scratchd/test_workers.py tests/mistry/test_reliability.py
+test-race: deps build
+	PAZARI_RACE=1 $(VPY) -m pytest -p no:cacheprovider $(RACE_TESTS) $(PYTEST_ARGS)
 
 bench: deps build
 	$(VPY) -m pytest bench -p no:cacheprovider --benchmark-columns=min,median,mean,ops \

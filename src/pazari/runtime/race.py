@@ -14,7 +14,9 @@ The kinds (issue 19):
   (the loop's exception handler; asyncio reports it when the task is collected);
 - ``never-awaited``: a coroutine object collected without being awaited (RuntimeWarning);
 - ``slow-callback``: one callback or task step held the loop longer than 100 ms
-  (``loop.slow_callback_duration``), unless :data:`SLOW_CALLBACK_ALLOWLIST` says why;
+  (``loop.slow_callback_duration``) while the daemon serves (from READY=1 to the end of the
+  drain), with the loop thread's stack, unless :data:`SLOW_CALLBACK_ALLOWLIST` says why.
+  Start-up before READY=1 (imports, CA bundles, ``gc.freeze``) holds no request up;
 - ``cross-thread``: ``call_soon``/``call_later``/``call_at`` called from a thread that does
   not run the loop (only ``call_soon_threadsafe`` and ``run_coroutine_threadsafe`` may be;
   ``create_task`` and ``Future.set_result`` from a thread go through ``call_soon``);
@@ -122,6 +124,61 @@ def loop_factory() -> Callable[[], uvloop.Loop]:
     return RaceLoop if enabled() else uvloop.new_event_loop
 
 
+class _StallMonitor:
+    """Takes the loop thread's stack while a callback is holding the loop, so the
+    slow-callback report says where it blocked (asyncio only names the handle or task).
+
+    The loop stamps a heartbeat every 20 ms; a thread (``race-stall-monitor``) that sees no
+    stamp for SLOW_CALLBACK_SECONDS takes the loop thread's stack once per stall."""
+
+    TICK = 0.02
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._beat = time.monotonic()
+        self._stop = threading.Event()
+        self.stack: list[str] = []
+        self._thread = threading.Thread(target=self._watch, name="race-stall-monitor",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._loop.call_soon(self._tick)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        self._beat = time.monotonic()
+        if not self._stop.is_set():
+            self._loop.call_later(self.TICK, self._tick)
+
+    def _watch(self) -> None:
+        taken_for = 0.0
+        while not self._stop.wait(self.TICK):
+            beat = self._beat
+            if beat != taken_for and time.monotonic() - beat > SLOW_CALLBACK_SECONDS:
+                frame = sys._current_frames().get(self._loop_thread)
+                self.stack = traceback.format_stack(frame) if frame is not None else []
+                taken_for = beat
+
+    def take(self) -> list[str]:
+        stack, self.stack = self.stack, []
+        return stack
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+_monitor: _StallMonitor | None = None
+_serving = False
+
+
+def serving(on: bool) -> None:
+    """The runtime marks the span in which a blocked loop holds requests up."""
+    global _serving
+    _serving = on
+
+
 class _AsyncioLog(logging.Handler):
     """asyncio's debug mode reports slow callbacks as warnings on the ``asyncio`` logger."""
 
@@ -132,11 +189,14 @@ class _AsyncioLog(logging.Handler):
         match = self._SLOW.match(msg)
         if match is None:
             return
+        stack = _monitor.take() if _monitor is not None else []
+        if not _serving:
+            return
         for needle, _why in SLOW_CALLBACK_ALLOWLIST.items():
             if needle in msg:
                 return
         what = re.sub(rf" created at {re.escape(__file__)}:\d+", "", match["what"])
-        report("slow-callback", f"{match['took']}s > {SLOW_CALLBACK_SECONDS}s: {what}")
+        report("slow-callback", f"{match['took']}s > {SLOW_CALLBACK_SECONDS}s: {what}", stack)
 
 
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -174,8 +234,11 @@ _original_start = threading.Thread.start
 
 
 def _checked_start(self: threading.Thread) -> None:
-    # At start, not at exit: a short-lived unnamed thread is gone by then.
-    if _DEFAULT_THREAD_NAME.fullmatch(self.name):
+    # At start, not at exit: a short-lived unnamed thread is gone by then. asyncio's own
+    # (the Runner's default-executor shutdown) is the standard library's, not ours.
+    target = getattr(self, "_target", None)
+    stdlib = (getattr(target, "__module__", None) or "uvloop").startswith(("asyncio", "uvloop"))
+    if _DEFAULT_THREAD_NAME.fullmatch(self.name) and not stdlib:
         report("unnamed-thread", f"thread {self.name!r} has Python's default name; name it "
                "after its owner", traceback.format_stack()[:-1])
     _original_start(self)
@@ -192,6 +255,9 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
     warnings.showwarning = _showwarning
     threading.excepthook = _thread_excepthook
     threading.Thread.start = _checked_start  # type: ignore[method-assign]
+    global _monitor
+    _monitor = _StallMonitor(loop)
+    _monitor.start()
 
 
 async def check_pending_tasks() -> None:
@@ -211,6 +277,8 @@ async def check_pending_tasks() -> None:
 def check_at_exit() -> None:
     """After the loop is closed: collect garbage (so unretrieved exceptions and unclosed
     resources report now, not after stderr is gone), then check every thread."""
+    if _monitor is not None:
+        _monitor.close()
     gc.collect()
     deadline = time.monotonic() + THREAD_GRACE_SECONDS
     for thread in threading.enumerate():

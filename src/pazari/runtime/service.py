@@ -127,6 +127,7 @@ async def _serve(service: Service, options: RuntimeOptions) -> int:
         urls["metrics"] = metrics.url
     log.info("ready", extra={"pid": os.getpid(), **urls})
     sd_notify(f"READY=1\nSTATUS={service.name} serving\nMAINPID={os.getpid()}")
+    race.serving(True)
     interval = watchdog_interval()
     if interval is not None:
         watchdog = asyncio.create_task(watchdog_loop(interval), name="sd-watchdog")
@@ -147,6 +148,7 @@ async def _serve(service: Service, options: RuntimeOptions) -> int:
         watchdog.cancel()
     if metrics is not None:
         await metrics.stop()
+    race.serving(False)
     if race.enabled():
         await race.check_pending_tasks()
     log.info("stopped", extra={"drain_seconds": round(time.monotonic() - started, 3)})
