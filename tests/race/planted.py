@@ -36,8 +36,15 @@ def _never_awaited(service: PlantedService) -> None:
 
 
 def _slow(service: PlantedService) -> None:
-    # After READY=1: the checker watches the loop while the daemon serves.
-    asyncio.get_running_loop().call_later(0.05, time.sleep, 0.2)
+    # After READY=1: the checker watches the loop while the daemon serves. The drain waits
+    # until it has happened, however early the test's SIGTERM comes.
+    service.planted.clear()
+
+    def block() -> None:
+        time.sleep(0.2)
+        service.planted.set()
+
+    asyncio.get_running_loop().call_later(0.05, block)
 
 
 def _cross_thread(service: PlantedService) -> None:
@@ -98,11 +105,14 @@ class PlantedService(Service):
         super().__init__()
         self.defect = defect
         self.forgotten: asyncio.Task[None] | None = None
+        self.planted = asyncio.Event()
 
     async def start(self) -> None:
+        self.planted.set()
         DEFECTS[self.defect](self)
 
     async def stop(self) -> None:
+        await self.planted.wait()
         if self.defect == "clean" and self.forgotten is not None:
             self.forgotten.cancel()  # an owner that notices its task's end
             await asyncio.gather(self.forgotten, return_exceptions=True)

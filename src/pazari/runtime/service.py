@@ -127,7 +127,8 @@ async def _serve(service: Service, options: RuntimeOptions) -> int:
         urls["metrics"] = metrics.url
     log.info("ready", extra={"pid": os.getpid(), **urls})
     sd_notify(f"READY=1\nSTATUS={service.name} serving\nMAINPID={os.getpid()}")
-    race.serving(True)
+    # From the next loop turn on: the step that ran start() ends at the wait below.
+    loop.call_soon(race.serving, True)
     interval = watchdog_interval()
     if interval is not None:
         watchdog = asyncio.create_task(watchdog_loop(interval), name="sd-watchdog")
