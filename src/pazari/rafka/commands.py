@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pazari.rafka import RAFKA_COMPAT_VERSION
-from pazari.rafka.config import to_librdkafka
+from pazari.rafka.config import client_key_allowed, to_librdkafka
 from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown
 from pazari.rafka.goparse import GoParseError, parse_int
 from pazari.rafka.producer import ProduceError, Producer, QueueFull, kafka_text
@@ -253,6 +253,10 @@ def _consumer_for(conn: Connection, key: _TopicsKey) -> Consumer | str:
             return (f"CONS Client '{conn.client_id}' has Consumer '{conn.consumer.cid}' "
                     f"registered (new consID: '{cid}')")
         return conn.consumer
+    allow = server.options.client_config_allow
+    for k in key.conf:
+        if not client_key_allowed(k, allow):
+            return f"CONS Config key not allowed: {k}"
     group, _, rest = conn.client_id.partition(":")
     conf = dict(server.consumer_conf)
     for k, v in key.conf.items():

@@ -9,6 +9,7 @@ Every librdkafka value is checked by librdkafka itself, at startup.
 from __future__ import annotations
 
 import copy
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +41,9 @@ class ServerOptions:
     queue_full_timeout: float = 5.0
     monitor_buffer: int = 1000
     prefetch: int = 100
+    # Extra librdkafka keys (fnmatch patterns) clients may set in the BLPOP JSON, beyond
+    # CLIENT_CONFIG_ALLOWED; CLIENT_CONFIG_NEVER wins over both (issue 12).
+    client_config_allow: list[str] = field(default_factory=list)
 
     def validate(self) -> tuple[str, str] | None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -74,6 +78,33 @@ class RafkaConfig:
         # stats only count failures (spec §1.5).
         producer.setdefault("delivery.report.only.error", True)
         return consumer, producer
+
+
+#: librdkafka keys a client may set through the BLPOP JSON (issue 12): consumer tuning only.
+#: The original passed any key on, so a client could load a shared library into the server
+#: (`plugin.library.paths`) or break at-least-once (`enable.auto.offset.store`).
+CLIENT_CONFIG_ALLOWED: tuple[str, ...] = (
+    "auto.offset.reset", "session.timeout.ms", "max.poll.interval.ms", "fetch.*", "queued.*",
+    "rafka.*",
+)
+#: Never settable by a client, whatever the operator allows: identity, delivery semantics,
+#: where to connect, code loading and credentials. Aliases of these keys count too
+#: (librdkafka CONFIGURATION.md: `metadata.broker.list`, `auto.commit.enable`).
+CLIENT_CONFIG_NEVER: tuple[str, ...] = (
+    "group.id", "group.instance.id", "client.id", "enable.auto.offset.store",
+    "enable.auto.commit", "auto.commit.enable", "offset.store.method", "bootstrap.servers",
+    "metadata.broker.list", "plugin.*", "*.oidc.*", "*oidc*", "ssl.*", "ssl_*", "sasl.*",
+    "debug", "interceptor.*",
+)
+
+
+def client_key_allowed(key: str, extra: list[str]) -> bool:
+    """May a client set librdkafka ``key`` in the BLPOP JSON? Matched case-insensitively, so
+    no spelling slips past the never-list."""
+    low = key.lower()
+    if any(fnmatch.fnmatchcase(low, p) for p in CLIENT_CONFIG_NEVER):
+        return False
+    return any(fnmatch.fnmatchcase(low, p.lower()) for p in (*CLIENT_CONFIG_ALLOWED, *extra))
 
 
 def _librdkafka(section: dict[str, Any]) -> dict[str, Any]:
