@@ -6,6 +6,7 @@ reconfigure the server start their own.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.rafka.conftest import Rafka, Raw, StartRafka
+from tests.rafka.conftest import Rafka, Raw, StartRafka, encode
+from tests.support.ports import wait_for
 from tests.support.services import KafkaBroker, produce_messages
 
 # -- client config allowlist ---------------------------------------------------------------
@@ -131,3 +133,78 @@ def test_enable_auto_offset_store_cannot_break_at_least_once(
         if got is not None:
             seen.add(got[7])
     assert seen == set(values)
+
+
+# -- before AUTH (CVE-2021-32675) and connection limits ------------------------------------
+
+_UNAUTH_MULTIBULK = b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+_UNAUTH_BULK = b"-ERR Protocol error: unauthenticated bulk length\r\n"
+
+
+@pytest.mark.parametrize(
+    ("frame", "reply"),
+    [
+        pytest.param(encode(*["PING"] * 11), _UNAUTH_MULTIBULK, id="eleven_arguments"),
+        pytest.param(encode("AUTH", b"x" * (16 * 1024 + 1)), _UNAUTH_BULK, id="bulk_over_16k"),
+        # A frame that never completes may not be buffered past the bound either.
+        pytest.param(b"*2\r\n$4\r\nPING\r\n$30000000\r\n" + b"x" * 40_000, _UNAUTH_BULK,
+                     id="partial_bulk"),
+    ],
+)  # fmt: skip
+def test_cve_2021_32675_unauthenticated_frames_close(
+    start_rafka: StartRafka, frame: bytes, reply: bytes
+) -> None:
+    server = start_rafka({"password": "pw"})
+    raw = server.raw()
+    with contextlib.suppress(OSError):  # the server may close while we still send
+        raw.send(frame)
+    assert raw.read_until_closed() == reply
+    # Once authenticated, the same frames are an ordinary client's.
+    ok = server.raw()
+    assert ok.call("AUTH", "pw") == b"+OK\r\n"
+    assert ok.call(*["PING"] * 11) == b"+PONG\r\n"
+    assert ok.call("PING", b"x" * 40_000) == b"+PONG\r\n"
+    # AUTH then a big frame in one write: the frame after AUTH is checked as authenticated.
+    both = server.raw()
+    both.send(encode("AUTH", "pw") + encode("PING", b"y" * 40_000))
+    assert both.read_reply() == b"+OK\r\n"
+    assert both.read_reply() == b"+PONG\r\n"
+
+
+def test_max_clients(start_rafka: StartRafka) -> None:
+    server = start_rafka({"max_clients": 2})
+    first, second = server.raw(), server.raw()
+    assert first.call("PING") == second.call("PING") == b"+PONG\r\n"
+    third = server.raw()
+    assert third.read_until_closed() == b"-ERR max number of clients reached\r\n"
+    first.close()
+    wait_for(lambda: _connects(server), 10, "a slot freed by a closed client")
+    assert "rafka_rejected_connections_total" in server.metrics()
+
+
+def _connects(server: Rafka) -> bool:
+    raw = server.raw()
+    try:
+        return raw.call("PING") == b"+PONG\r\n"
+    except ConnectionError:
+        return False
+    finally:
+        raw.close()
+
+
+def test_idle_clients_time_out(start_rafka: StartRafka, kafka_topic: str, group: str) -> None:
+    server = start_rafka({"timeout": 1})
+    idle = server.raw()
+    monitor = server.raw()
+    assert monitor.call("MONITOR") == b"+OK\r\n"
+    blocked = _named_raw(server, f"{group}:blocked")
+    started = time.monotonic()
+    blocked.cmd("BLPOP", f"topics:{kafka_topic}", "4")
+    assert idle.read_until_closed(timeout=30) == b""
+    assert time.monotonic() - started < 20
+    # A client waiting in BLPOP is not idle: it gets its answer, and MONITOR stays open.
+    assert blocked.read_reply() == b"*-1\r\n"
+    assert time.monotonic() - started >= 3
+    assert server.raw().call("PING", "after") == b"+PONG\r\n"
+    while b'"PING" "after"' not in monitor.buf:
+        monitor._fill()

@@ -44,6 +44,12 @@ class ServerOptions:
     # Extra librdkafka keys (fnmatch patterns) clients may set in the BLPOP JSON, beyond
     # CLIENT_CONFIG_ALLOWED; CLIENT_CONFIG_NEVER wins over both (issue 12).
     client_config_allow: list[str] = field(default_factory=list)
+    # As Redis `maxclients`: connections past this are answered
+    # `-ERR max number of clients reached` and closed.
+    max_clients: int = 10000
+    # As Redis `timeout`: close a client idle this many seconds (0: never). Clients waiting
+    # in a blocking command and MONITOR clients are not idle.
+    timeout: float = 0.0
 
     def validate(self) -> tuple[str, str] | None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -51,6 +57,10 @@ class ServerOptions:
         for name in ("max_bulk", "max_inline", "max_args", "monitor_buffer", "prefetch"):
             if getattr(self, name) < 1:
                 return name, "must be at least 1"
+        if self.max_clients < 1:
+            return "max_clients", "must be at least 1"
+        if self.timeout < 0:
+            return "timeout", "must not be negative"
         if self.blpop_default_timeout <= 0:
             return "blpop_default_timeout", "must be greater than 0"
         return None

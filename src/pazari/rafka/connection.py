@@ -33,6 +33,14 @@ log = get_logger("rafka.client")
 _PARKED_HIGH = 4096
 
 
+#: Before AUTH succeeds a frame may carry at most this many arguments and bulk bytes; more
+#: closes the connection, as Redis does since CVE-2021-32675 (an unauthenticated client
+#: could otherwise make the server buffer 20 x 32 MB).
+_UNAUTH_MAX_ARGS = 10
+_UNAUTH_MAX_BYTES = 16 * 1024
+_AUTH_COMMANDS = frozenset({b"AUTH", b"HELLO"})
+
+
 #: Replies held back while more requests wait in the socket are written once this large.
 _CORK_MAX = 256 * 1024
 
@@ -76,6 +84,12 @@ class Connection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._fd = -1
         self._flush_scheduled = False
+        self.last_active = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        """A blocking command (BLPOP, DUMP, ...) is running: the client waits, it is not idle."""
+        return self._busy
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -89,7 +103,10 @@ class Connection(asyncio.Protocol):
             self.client_id = f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
         else:
             self.client_id = f"unix:{id(self)}"
-        self.server.on_connect(self)
+        if not self.server.on_connect(self):
+            self.writer.error(b"ERR max number of clients reached")
+            self.flush()
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -100,6 +117,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_active = time.monotonic()
         batch: list[Any] = []
         try:
             self.reader.feed(data)
@@ -109,6 +127,8 @@ class Connection(asyncio.Protocol):
         except ProtocolError as exc:
             # Commands before the bad frame still run, in order; then the error closes us.
             batch.append(_Failure(str(exc)))
+        if not self.authenticated:
+            self._check_unauthenticated(batch)
         if not batch:
             return
         if self._busy:
@@ -116,6 +136,25 @@ class Connection(asyncio.Protocol):
             self._pause_if_parked()
             return
         self._run(batch)
+
+    def _check_unauthenticated(self, batch: list[Any]) -> None:
+        """Cut ``batch`` at the first frame an unauthenticated client may not send (Redis:
+        `Protocol error: unauthenticated multibulk length` / `bulk length`). Frames after
+        an AUTH or HELLO are the authenticated client's: they are checked no further."""
+        for i, command in enumerate(batch):
+            if command.__class__ is not list:
+                return
+            if len(command) > _UNAUTH_MAX_ARGS:
+                batch[i:] = [_Failure("ERR Protocol error: unauthenticated multibulk length")]
+                return
+            if sum(len(a) for a in command if a is not None) > _UNAUTH_MAX_BYTES:
+                batch[i:] = [_Failure("ERR Protocol error: unauthenticated bulk length")]
+                return
+            if command and (command[0] or b"").upper() in _AUTH_COMMANDS:
+                return
+        # No AUTH in this read: a partial frame may not grow past the bound either.
+        if self.reader.buffered() > _UNAUTH_MAX_BYTES + 64:
+            batch.append(_Failure("ERR Protocol error: unauthenticated bulk length"))
 
     def pause_writing(self) -> None:
         # The client does not read its replies: stop reading its requests too.

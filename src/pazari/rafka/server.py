@@ -41,6 +41,7 @@ class RafkaServer(Service):
         self._producers: set[Producer] = set()
         self._closing: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -57,10 +58,29 @@ class RafkaServer(Service):
         sock = self._server.sockets[0].getsockname()
         self.port = sock[1]
         self.log.info("Listening on %s:%d", self.host, self.port)
+        if self.options.timeout > 0:
+            self._idle_timer = loop.call_later(self._idle_period(), self._close_idle)
+
+    def _idle_period(self) -> float:
+        return min(1.0, self.options.timeout / 2)
+
+    def _close_idle(self) -> None:
+        """Redis `timeout`: close clients idle that long; blocked and MONITOR clients are
+        not idle (Redis clientsCronHandleTimeout)."""
+        limit = time.monotonic() - self.options.timeout
+        for conn in list(self.connections):
+            if conn.last_active < limit and not conn.busy and not conn.monitoring:
+                self.log.info("closing idle client", extra={"client": conn.client_id})
+                conn.close()
+        self._idle_timer = asyncio.get_running_loop().call_later(
+            self._idle_period(), self._close_idle
+        )
 
     async def stop(self) -> None:
         """Spec §2.3: consumers go first, producers keep working until the last phase."""
         self.log.info("Shutting down...")
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         # 1. New and waiting BLPOPs answer `-CONS Server shutdown` (within one poll slice).
         self.stopping.set()
         # 2. Close the clients that have a consumer, once their pending reply is out; closing
@@ -114,11 +134,16 @@ class RafkaServer(Service):
 
     # -- client registry (spec §1.2) -----------------------------------------------------
 
-    def on_connect(self, conn: Connection) -> None:
+    def on_connect(self, conn: Connection) -> bool:
+        """Register a new connection; False when it is one too many (`max_clients`)."""
+        if len(self.connections) >= self.options.max_clients:
+            self.stats.rejected_connections += 1
+            return False
         self.connections.add(conn)
         self.clients[conn.client_id] = conn
         self.stats.connections += 1
         self.stats.connections_total += 1
+        return True
 
     def rename(self, conn: Connection, new_id: str) -> None:
         self.release(conn)
