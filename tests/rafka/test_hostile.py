@@ -208,3 +208,42 @@ def test_idle_clients_time_out(start_rafka: StartRafka, kafka_topic: str, group:
     assert server.raw().call("PING", "after") == b"+PONG\r\n"
     while b'"PING" "after"' not in monitor.buf:
         monitor._fill()
+
+
+# -- secrets: MONITOR and logs -------------------------------------------------------------
+
+
+def test_monitor_redacts_auth_and_hello_auth(start_rafka: StartRafka) -> None:
+    server = start_rafka({"password": "hunter2"})
+    monitor = server.raw()
+    assert monitor.call("AUTH", "hunter2") == b"+OK\r\n"
+    assert monitor.call("MONITOR") == b"+OK\r\n"
+    sender = server.raw()
+    assert sender.call("AUTH", "wrong-hunter2") != b"+OK\r\n"
+    assert sender.call("AUTH", "default", "hunter2") == b"+OK\r\n"
+    assert sender.call("HELLO", "2", "AUTH", "default", "hunter2", "SETNAME", "g:m")[:1] == b"*"
+    assert sender.call("PING", "done") == b"+PONG\r\n"
+    while b'"PING" "done"' not in monitor.buf:
+        monitor._fill()
+    lines = [line.split(b"] ", 1)[1] for line in monitor.buf.split(b"\r\n") if b"] " in line]
+    assert lines == [
+        b'"AUTH" "(redacted)"',
+        b'"AUTH" "(redacted)" "(redacted)"',
+        b'"HELLO" "2" "AUTH" "(redacted)" "(redacted)" "SETNAME" "g:m"',
+        b'"PING" "done"',
+    ]
+    assert b"hunter2" not in monitor.buf
+
+
+def test_startup_logs_mask_secrets(start_rafka: StartRafka) -> None:
+    secrets = {
+        "sasl.username": "user-s3",
+        "sasl.password": "pw-s3",
+        "ssl.key.password": "keypw-s3",
+        "sasl.oauthbearer.client.secret": "cs-s3",
+    }
+    server = start_rafka(producer={"security.protocol": "plaintext", **secrets})
+    logs = server.daemon.logs()
+    assert "librdkafka" in logs
+    for value in secrets.values():
+        assert value not in logs

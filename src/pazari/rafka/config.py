@@ -117,6 +117,17 @@ def client_key_allowed(key: str, extra: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(low, p.lower()) for p in (*CLIENT_CONFIG_ALLOWED, *extra))
 
 
+def is_secret(key: str) -> bool:
+    """Keys whose values never reach a log: ``*.password``, ``*.secret``, ``sasl.*``."""
+    low = key.lower()
+    return low.startswith("sasl.") or "password" in low or "secret" in low
+
+
+def masked(conf: dict[str, Any]) -> dict[str, Any]:
+    """``conf`` as logged: secrets masked, callbacks dropped."""
+    return {k: ("***" if is_secret(k) else v) for k, v in conf.items() if not callable(v)}
+
+
 def _librdkafka(section: dict[str, Any]) -> dict[str, Any]:
     return {k: to_librdkafka(v) for k, v in copy.deepcopy(section).items()
             if not k.startswith("go.")}

@@ -207,11 +207,31 @@ class RafkaServer(Service):
     def broadcast_monitor(self, sender: Connection, command: list[bytes | None]) -> None:
         """``+<unix secs> [0 <id>] "<CMD>" "<arg>"...``, with the sender's id (the original
         showed the monitoring client's id: a bug)."""
-        parts = [b'"' + _printable((command[0] or b"").upper()) + b'"'] if command else []
-        parts.extend(b'"' + _printable(a or b"") + b'"' for a in command[1:])
+        parts = [b'"' + _printable(a or b"") + b'"' for a in _redacted(command)]
         line = b"+%.6f [0 %s] %s\r\n" % (time.time(), sender.client_id.encode(), b" ".join(parts))
         for mon in list(self.monitors):
             mon.send_monitor_line(line)
+
+
+_REDACTED = b"(redacted)"
+
+
+def _redacted(command: list[bytes | None]) -> list[bytes | None]:
+    """The command as MONITOR shows it: name upper-cased, secrets replaced as Redis does
+    (redactClientCommandArgument): every AUTH argument, and HELLO's AUTH user and password.
+    """
+    if not command:
+        return []
+    name = (command[0] or b"").upper()
+    out = [name, *command[1:]]
+    if name == b"AUTH":
+        out[1:] = [_REDACTED] * (len(out) - 1)
+    elif name == b"HELLO":
+        for i in range(2, len(out)):
+            if (out[i] or b"").upper() == b"AUTH":
+                out[i + 1 : i + 3] = [_REDACTED] * len(out[i + 1 : i + 3])
+                break
+    return out
 
 
 def _printable(arg: bytes) -> bytes:
