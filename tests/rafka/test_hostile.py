@@ -247,3 +247,69 @@ def test_startup_logs_mask_secrets(start_rafka: StartRafka) -> None:
     assert "librdkafka" in logs
     for value in secrets.values():
         assert value not in logs
+
+
+# -- error texts of the original -----------------------------------------------------------
+
+_GO_JSON = "-CONS Error parsing configuration from '{}'; {}\r\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        pytest.param(["CLIENT", "SETNAME"], "-CONS Cannot parse group.id\r\n",
+                     id="client_setname_no_name"),
+        pytest.param(["RPUSH", "acks"], "-CONS Cannot parse ack: ''\r\n", id="rpush_acks_no_value"),
+        pytest.param(["KEYS", "topics:", "extra"], "*", id="keys_extra_argument_ignored"),
+        *(
+            pytest.param(["BLPOP", f"topics:t:{doc}", "1"], _GO_JSON.format(doc, text),
+                         id=f"go_json_{name}")
+            for name, doc, text in [
+                ("truncated", '{"a":', "unexpected EOF"),
+                ("blank", " ", "EOF"),
+                ("key_not_string", "{a:1}",
+                 "invalid character 'a' looking for beginning of object key string"),
+                ("no_colon", '{"a" 1}', "invalid character '1' after object key"),
+                ("no_comma", '{"a":1 "b":2}',
+                 "invalid character '\"' after object key:value pair"),
+                ("bad_value", '{"a":x}', "invalid character 'x' looking for beginning of value"),
+                ("bad_literal", '{"a":tru}',
+                 "invalid character '}' in literal true (expecting 'e')"),
+                ("bad_escape", '{"a":"\\q"}', "invalid character 'q' in string escape code"),
+                ("bad_number", '{"a":-x}', "invalid character 'x' in numeric literal"),
+                ("bad_decimal", '{"a":1.}', "invalid character '}' after decimal point in "
+                 "numeric literal"),
+                ("bad_array", '{"a":[1 2]}', "invalid character '2' after array element"),
+                ("array", "[1]", "json: cannot unmarshal array into Go value of type "
+                 "kafka.ConfigMap"),
+                ("single_quote", "{'a':1}",
+                 "invalid character '\\'' looking for beginning of object key string"),
+            ]
+        ),
+    ],
+)  # fmt: skip
+def test_error_texts_of_the_original(rafka: Rafka, command: list[str], reply: str) -> None:
+    raw = rafka.raw()
+    assert raw.call(*command).startswith(reply.encode())
+
+
+def test_client_setname_extra_argument_succeeds(rafka: Rafka, group: str) -> None:
+    raw = rafka.raw()
+    assert raw.call("CLIENT", "SETNAME", f"{group}:x", "extra") == b"$2\r\nOK\r\n"
+    assert raw.call("CLIENT", "GETNAME") == f"${len(group) + 2}\r\n{group}:x\r\n".encode()
+
+
+def test_go_json_trailing_data_after_object_ignored(rafka: Rafka, kafka_topic: str) -> None:
+    # json.Decoder reads one value: what follows the object is never looked at.
+    raw = _named_raw(rafka, "g-trailing:x")
+    key = f'topics:{kafka_topic}:{{"fetch.wait.max.ms":50}} trailing garbage'
+    assert raw.call("BLPOP", key, "0.1") == b"*-1\r\n"
+
+
+def test_inline_command_over_1024_bytes_is_line_too_long(rafka: Rafka) -> None:
+    raw = rafka.raw()
+    assert raw.call("PING") == b"+PONG\r\n"
+    raw.send(b"PING " + b"x" * 1000 + b"\r\n")
+    assert raw.read_reply() == b"+PONG\r\n"
+    raw.send(b"PING " + b"x" * 1100 + b"\r\n")
+    assert raw.read_until_closed() == b"-LineTooLong\r\n"

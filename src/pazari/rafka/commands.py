@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from pazari.rafka import RAFKA_COMPAT_VERSION
 from pazari.rafka.config import client_key_allowed, to_librdkafka
 from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown
-from pazari.rafka.goparse import GoParseError, parse_int
+from pazari.rafka.goparse import GoParseError, decode_config_map, parse_int
 from pazari.rafka.producer import ProduceError, Producer, QueueFull, kafka_text
 
 if TYPE_CHECKING:
@@ -58,8 +57,10 @@ def dispatch(conn: Connection, command: list[bytes | None]) -> Awaitable[None] |
 def client(conn: Connection, args: Args) -> None:
     sub = args[0].upper() if args else b""
     w = conn.writer
-    if sub == b"SETNAME" and len(args) == 2:
-        error = set_name(conn, args[1].decode("utf-8", "replace"))
+    if sub == b"SETNAME":
+        # The original read only argument 2 (command.Get(2)): a missing name is "" (so
+        # `Cannot parse group.id`) and extra arguments are ignored.
+        error = set_name(conn, args[1].decode("utf-8", "replace") if len(args) > 1 else "")
         if error:
             w.error(error.encode())
         else:
@@ -199,9 +200,6 @@ def _parse_topics_key(arg: bytes) -> _TopicsKey | str:
     return parsed
 
 
-_GO_JSON_KINDS: dict[type, str] = {list: "array", str: "string", bool: "bool"}
-
-
 def _parse_topics_key_text(arg: bytes) -> _TopicsKey | str:
     text = arg.decode("utf-8", "replace")
     parts = text.split(":", 2)
@@ -209,16 +207,14 @@ def _parse_topics_key_text(arg: bytes) -> _TopicsKey | str:
         return f"CONS Cannot parse topics from `{text}`"
     conf: dict[str, Any] = {}
     if len(parts) == 3 and parts[2]:
+        # Decoded as the original did (json.NewDecoder + UseNumber into a kafka.ConfigMap):
+        # Go's error texts, the first value only, numbers kept as written.
         try:
-            decoded = orjson.loads(parts[2])
-        except orjson.JSONDecodeError as exc:
+            first, kind = decode_config_map(parts[2])
+        except GoParseError as exc:
             return f"CONS Error parsing configuration from '{parts[2]}'; {exc}"
-        if decoded is not None and not isinstance(decoded, dict):
-            # encoding/json's text, with its JSON kind names; `null` decodes to an empty map.
-            kind = _GO_JSON_KINDS.get(type(decoded), "number")
-            return (f"CONS Error parsing configuration from '{parts[2]}'; json: cannot "
-                    f"unmarshal {kind} into Go value of type map[string]interface {{}}")
-        conf = decoded or {}
+        if kind == "object":
+            conf = json.loads(first, parse_int=str, parse_float=str)
     extended = conf.pop(REPLY_EXTENDED, None) == "extended"
     return _TopicsKey(parts[1].split(","), conf, extended)
 
@@ -428,11 +424,8 @@ def rpush(conn: Connection, args: Args) -> None:
         stats.ack_errors += 1
         w.error(b"CONS You can only RPUSH to the 'acks' key")
         return
-    if len(args) < 2:
-        stats.ack_errors += 1
-        w.error(b"ERR wrong number of arguments for 'rpush' command")
-        return
-    for raw in args[1:]:
+    # A missing value is "" to the original (command.Get(2)): `Cannot parse ack: ''`.
+    for raw in args[1:] or [b""]:
         error = _ack(conn, raw.decode("utf-8", "replace"))
         if error:
             stats.ack_errors += 1
@@ -583,7 +576,7 @@ async def _dump(conn: Connection, timeout: float) -> None:
 def keys(conn: Connection, args: Args) -> Awaitable[None] | None:
     w = conn.writer
     arg = args[0] if args else b""
-    if arg != b"topics:" or len(args) != 1:
+    if arg != b"topics:":  # further arguments are ignored, as in the original
         w.error(b"ERR Expected argument to be 'topics:', got " + arg)
         return None
     producer = conn.producer or conn.server.producer_for(conn)

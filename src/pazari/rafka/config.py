@@ -27,7 +27,8 @@ class ServerOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     max_bulk: int = DEFAULT_MAX_BULK
-    max_inline: int = 64 * 1024
+    # go-redisproto's inline line limit: a longer inline command is `LineTooLong` (spec §1.1).
+    max_inline: int = 1024
     # The original allowed 20 arguments (go-redisproto MaxNumArg); HELLO with AUTH and
     # SETNAME needs 7, BLMPOP with COUNT 6.
     max_args: int = 20
