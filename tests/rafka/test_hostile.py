@@ -313,3 +313,21 @@ def test_inline_command_over_1024_bytes_is_line_too_long(rafka: Rafka) -> None:
     assert raw.read_reply() == b"+PONG\r\n"
     raw.send(b"PING " + b"x" * 1100 + b"\r\n")
     assert raw.read_until_closed() == b"-LineTooLong\r\n"
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_command_errors_counted_by_command(start_rafka: StartRafka) -> None:
+    server = start_rafka()
+    raw = server.raw()
+    for command in (("RPUSH", "nope", "x"), ("RPUSH", "acks", "bad"), ("BLPOP", "bad", "1"),
+                    ("GET", "x"), ("HGETALL", "other"), ("PING",)):  # fmt: skip
+        raw.call(*command)
+    metrics = server.metrics()
+    for line in ('rafka_command_errors_total{command="rpush"} 2.0',
+                 'rafka_command_errors_total{command="blpop"} 1.0',
+                 'rafka_command_errors_total{command="unknown"} 1.0',
+                 'rafka_command_errors_total{command="hgetall"} 1.0'):  # fmt: skip
+        assert line in metrics, metrics
+    assert 'rafka_command_errors_total{command="ping"}' not in metrics

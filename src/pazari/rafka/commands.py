@@ -32,8 +32,9 @@ REPLY_EXTENDED = "rafka.reply"
 
 def dispatch(conn: Connection, command: list[bytes | None]) -> Awaitable[None] | None:
     if not command:
+        conn.command = "empty"
         # `*-1` / `*0`: the original dereferenced a nil command and crashed (spec §1.1).
-        conn.writer.error(b"ERR Protocol error: empty command")
+        conn.error(b"ERR Protocol error: empty command")
         return None
     name = (command[0] or b"").upper()
     # A null bulk argument arrives as nil; Go turned it into "" (spec §1.1).
@@ -41,12 +42,14 @@ def dispatch(conn: Connection, command: list[bytes | None]) -> Awaitable[None] |
     stats = conn.server.stats
     handler = TABLE.get(name)
     if handler is None:
+        conn.command = "unknown"
         stats.commands["unknown"] += 1
-        conn.writer.error(b"Command not supported: " + name)
+        conn.error(b"Command not supported: " + name)
         return None
-    stats.commands[_LABELS[name]] += 1
+    conn.command = _LABELS[name]
+    stats.commands[conn.command] += 1
     if not conn.authenticated and name not in _NO_AUTH:
-        conn.writer.error(b"NOAUTH Authentication required.")
+        conn.error(b"NOAUTH Authentication required.")
         return None
     return handler(conn, args)
 
@@ -62,7 +65,7 @@ def client(conn: Connection, args: Args) -> None:
         # `Cannot parse group.id`) and extra arguments are ignored.
         error = set_name(conn, args[1].decode("utf-8", "replace") if len(args) > 1 else "")
         if error:
-            w.error(error.encode())
+            conn.error(error.encode())
         else:
             w.bulk(b"OK")  # a bulk string, not +OK (spec §1.2)
     elif sub == b"GETNAME":
@@ -73,7 +76,7 @@ def client(conn: Connection, args: Args) -> None:
     elif sub == b"ID":
         w.integer(id(conn) & 0x7FFFFFFF)
     else:
-        w.error(b"Command not supported: " + sub)
+        conn.error(b"Command not supported: " + sub)
 
 
 def set_name(conn: Connection, new_id: str) -> str | None:
@@ -98,10 +101,10 @@ def hello(conn: Connection, args: Args) -> None:
         try:
             proto = int(args[0])
         except ValueError:
-            w.error(b"ERR Protocol version is not an integer or out of range")
+            conn.error(b"ERR Protocol version is not an integer or out of range")
             return
         if proto not in (2, 3):
-            w.error(b"NOPROTO unsupported protocol version")
+            conn.error(b"NOPROTO unsupported protocol version")
             return
         i = 1
     name: str | None = None
@@ -109,24 +112,24 @@ def hello(conn: Connection, args: Args) -> None:
         opt = args[i].upper()
         if opt == b"AUTH" and i + 2 < len(args):
             if not _check_password(conn, args[i + 2]):
-                w.error(_WRONGPASS)
+                conn.error(_WRONGPASS)
                 return
             i += 3
         elif opt == b"SETNAME" and i + 1 < len(args):
             name = args[i + 1].decode("utf-8", "replace")
             i += 2
         else:
-            w.error(b"ERR Syntax error in HELLO option '" + args[i] + b"'")
+            conn.error(b"ERR Syntax error in HELLO option '" + args[i] + b"'")
             return
     if not conn.authenticated:
-        w.error(b"NOAUTH HELLO must be called with the client already authenticated, "
+        conn.error(b"NOAUTH HELLO must be called with the client already authenticated, "
                 b"otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
                 b"authenticate the client and select the RESP protocol version at the same time")
         return
     if name is not None:
         error = set_name(conn, name)
         if error:
-            w.error(error.encode())
+            conn.error(error.encode())
             return
     w.resp3 = proto == 3
     fields: list[tuple[bytes, Any]] = [
@@ -164,14 +167,14 @@ def _check_password(conn: Connection, given: bytes) -> bool:
 def auth(conn: Connection, args: Args) -> None:
     w = conn.writer
     if not args or len(args) > 2:
-        w.error(b"ERR wrong number of arguments for 'auth' command")
+        conn.error(b"ERR wrong number of arguments for 'auth' command")
     elif conn.server.options.password is None:
-        w.error(b"ERR AUTH <password> called without any password configured for the default "
+        conn.error(b"ERR AUTH <password> called without any password configured for the default "
                 b"user. Are you sure your configuration is correct?")
     elif _check_password(conn, args[-1]):
         w.simple(b"OK")
     else:
-        w.error(_WRONGPASS)
+        conn.error(_WRONGPASS)
 
 
 # -- consuming (spec §1.3) -----------------------------------------------------------------
@@ -282,7 +285,7 @@ def _consumer_from_key(conn: Connection, raw_key: bytes) -> Consumer | None:
 
 def blpop(conn: Connection, args: Args) -> Awaitable[None] | None:
     if not args:
-        conn.writer.error(b"ERR wrong number of arguments for 'blpop' command")
+        conn.error(b"ERR wrong number of arguments for 'blpop' command")
         return None
     consumer = _consumer_from_key(conn, args[0])
     if consumer is None:
@@ -348,25 +351,24 @@ def _write_message(conn: Connection, consumer: Consumer, msg: Any) -> None:
 
 def blmpop(conn: Connection, args: Args) -> Awaitable[None] | None:
     """``BLMPOP <timeout> 1 topics:<t>[:<json>] LEFT|RIGHT [COUNT n]``: up to n messages."""
-    w = conn.writer
     if len(args) < 4:
-        w.error(b"ERR wrong number of arguments for 'blmpop' command")
+        conn.error(b"ERR wrong number of arguments for 'blmpop' command")
         return None
     try:
         timeout = float(args[0])
         numkeys = int(args[1])
     except ValueError:
-        w.error(b"ERR timeout is not a float or out of range")
+        conn.error(b"ERR timeout is not a float or out of range")
         return None
     if timeout < 0:
-        w.error(b"ERR timeout is negative")
+        conn.error(b"ERR timeout is negative")
         return None
     if numkeys != 1:
-        w.error(b"ERR rafka serves exactly one topics key per BLMPOP (numkeys must be 1)")
+        conn.error(b"ERR rafka serves exactly one topics key per BLMPOP (numkeys must be 1)")
         return None
     rest = args[3:]
     if not rest or rest[0].upper() not in (b"LEFT", b"RIGHT"):
-        w.error(b"ERR syntax error")
+        conn.error(b"ERR syntax error")
         return None
     count = 1
     if len(rest) == 3 and rest[1].upper() == b"COUNT":
@@ -375,10 +377,10 @@ def blmpop(conn: Connection, args: Args) -> Awaitable[None] | None:
         except ValueError:
             count = 0
         if count < 1:
-            w.error(b"ERR count should be greater than 0")
+            conn.error(b"ERR count should be greater than 0")
             return None
     elif len(rest) != 1:
-        w.error(b"ERR syntax error")
+        conn.error(b"ERR syntax error")
         return None
     consumer = _consumer_from_key(conn, args[2])
     if consumer is None:
@@ -411,7 +413,7 @@ async def _blmpop(
 
 def _consume_error(conn: Connection, text: str) -> None:
     conn.server.stats.consume_errors += 1
-    conn.writer.error(text.encode())
+    conn.error(text.encode())
 
 
 # -- acks (spec §1.4) ----------------------------------------------------------------------
@@ -422,14 +424,14 @@ def rpush(conn: Connection, args: Args) -> None:
     stats = conn.server.stats
     if not args or args[0].upper() != b"ACKS":
         stats.ack_errors += 1
-        w.error(b"CONS You can only RPUSH to the 'acks' key")
+        conn.error(b"CONS You can only RPUSH to the 'acks' key")
         return
     # A missing value is "" to the original (command.Get(2)): `Cannot parse ack: ''`.
     for raw in args[1:] or [b""]:
         error = _ack(conn, raw.decode("utf-8", "replace"))
         if error:
             stats.ack_errors += 1
-            w.error(error.encode())
+            conn.error(error.encode())
             return
     w.integer(1)
 
@@ -458,7 +460,7 @@ def _ack(conn: Connection, value: str) -> str | None:
 def save(conn: Connection, args: Args) -> Awaitable[None] | None:
     """SAVE: commit the stored offsets synchronously (beyond the original)."""
     if conn.consumer is None:
-        conn.writer.error(f"CONS No consumer registered for Client {conn.client_id}".encode())
+        conn.error(f"CONS No consumer registered for Client {conn.client_id}".encode())
         return None
     return _save(conn, conn.consumer)
 
@@ -467,7 +469,7 @@ async def _save(conn: Connection, consumer: Consumer) -> None:
     try:
         await consumer.commit()
     except Exception as exc:
-        conn.writer.error(f"CONS {kafka_text(exc)}".encode())
+        conn.error(f"CONS {kafka_text(exc)}".encode())
         return
     conn.writer.simple(b"OK")
 
@@ -480,18 +482,18 @@ def rpushx(conn: Connection, args: Args) -> Awaitable[None] | None:
     stats = conn.server.stats
     if len(args) != 2:
         stats.produce_errors += 1
-        w.error(f"PROD RPUSHX accepts 2 arguments, got {len(args)}".encode())
+        conn.error(f"PROD RPUSHX accepts 2 arguments, got {len(args)}".encode())
         return None
     parts = args[0].split(b":")
     if len(parts) not in (2, 3):
         stats.produce_errors += 1
-        w.error(b"PROD First argument must be in the form of 'topics:<topic>' or "
+        conn.error(b"PROD First argument must be in the form of 'topics:<topic>' or "
                 b"'topics:<topic>:<key>'")
         return None
     producer = conn.producer or conn.server.producer_for(conn)
     if isinstance(producer, str):
         stats.produce_errors += 1
-        w.error(f"PROD Error spawning producer: {producer}".encode())
+        conn.error(f"PROD Error spawning producer: {producer}".encode())
         return None
     topic = parts[1].decode("utf-8", "replace")
     key = parts[2] if len(parts) == 3 else None
@@ -503,7 +505,7 @@ def rpushx(conn: Connection, args: Args) -> Awaitable[None] | None:
         return _rpushx_when_room(conn, producer, args[0], topic, args[1], key)
     except ProduceError as exc:
         stats.produce_errors += 1
-        w.error(f"PROD {exc}".encode())
+        conn.error(f"PROD {exc}".encode())
         return None
     _remember_route(args[0], topic, key)
     stats.produced += 1
@@ -526,11 +528,11 @@ async def _rpushx_when_room(
             if time.monotonic() < deadline:
                 continue
             stats.produce_errors += 1
-            conn.writer.error(f"PROD {exc}".encode())
+            conn.error(f"PROD {exc}".encode())
             return
         except ProduceError as exc:
             stats.produce_errors += 1
-            conn.writer.error(f"PROD {exc}".encode())
+            conn.error(f"PROD {exc}".encode())
             return
         _remember_route(target, topic, key)
         stats.produced += 1
@@ -557,12 +559,12 @@ def dump(conn: Connection, args: Args) -> Awaitable[None] | None:
         w.integer(0)
         return None
     if len(args) != 1:
-        w.error(f"PROD DUMP accepts 1 argument, got {len(args)}".encode())
+        conn.error(f"PROD DUMP accepts 1 argument, got {len(args)}".encode())
         return None
     try:
         timeout_ms = int(args[0])
     except ValueError:
-        w.error(b"PROD NaN")
+        conn.error(b"PROD NaN")
         return None
     return _dump(conn, max(timeout_ms, 0) / 1000)
 
@@ -574,14 +576,13 @@ async def _dump(conn: Connection, timeout: float) -> None:
 
 
 def keys(conn: Connection, args: Args) -> Awaitable[None] | None:
-    w = conn.writer
     arg = args[0] if args else b""
     if arg != b"topics:":  # further arguments are ignored, as in the original
-        w.error(b"ERR Expected argument to be 'topics:', got " + arg)
+        conn.error(b"ERR Expected argument to be 'topics:', got " + arg)
         return None
     producer = conn.producer or conn.server.producer_for(conn)
     if isinstance(producer, str):
-        w.error(f"ERR Error spawning producer: {producer}".encode())
+        conn.error(f"ERR Error spawning producer: {producer}".encode())
         return None
     return _keys(conn)
 
@@ -592,7 +593,7 @@ async def _keys(conn: Connection) -> None:
     try:
         topics = await loop.run_in_executor(None, conn.producer.list_topics, 0.1)
     except Exception as exc:
-        conn.writer.error(f"ERR Error getting metadata: {kafka_text(exc)}".encode())
+        conn.error(f"ERR Error getting metadata: {kafka_text(exc)}".encode())
         return
     conn.writer.bulk_array([b"topics:" + t.encode() for t in topics])
 
@@ -616,7 +617,7 @@ def quit_(conn: Connection, args: Args) -> None:
 def _stats_key(conn: Connection, args: Args) -> bool:
     key = args[0].upper() if args else b""
     if key != b"STATS":
-        conn.writer.error(b"ERR Expected key to be 'stats', got " + key)
+        conn.error(b"ERR Expected key to be 'stats', got " + key)
         return False
     return True
 
@@ -641,7 +642,7 @@ def del_(conn: Connection, args: Args) -> None:
 
 def monitor(conn: Connection, args: Args) -> None:
     if args:
-        conn.writer.error(b"ERR command 'monitor' does not accept any extra arguments")
+        conn.error(b"ERR command 'monitor' does not accept any extra arguments")
         return
     conn.writer.simple(b"OK")
     conn.server.add_monitor(conn)

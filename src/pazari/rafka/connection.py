@@ -85,6 +85,8 @@ class Connection(asyncio.Protocol):
         self._fd = -1
         self._flush_scheduled = False
         self.last_active = time.monotonic()
+        #: The label of the command being run, for `rafka_command_errors{command=...}`.
+        self.command = ""
 
     @property
     def busy(self) -> bool:
@@ -272,6 +274,11 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and len(self.writer) and not self.transport.is_closing():
             self.transport.write(self.writer.take())
 
+    def error(self, text: bytes) -> None:
+        """Reply ``-<text>`` to the running command, counted in ``command_errors``."""
+        self.server.stats.command_errors[self.command] += 1
+        self.writer.error(text)
+
     def _protocol_error(self, text: str) -> None:
         # Spec §1.1: write `-<error text>`, flush and close this connection only.
         self.server.stats.protocol_errors += 1
@@ -294,11 +301,3 @@ class Connection(asyncio.Protocol):
             self.server.monitor_dropped += 1
             return
         t.write(line)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.client_id,
-            "consumer": self.consumer.cid if self.consumer else None,
-            "monitor": self.monitoring,
-            "since": time.time(),
-        }
