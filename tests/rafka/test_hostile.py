@@ -331,3 +331,87 @@ def test_command_errors_counted_by_command(start_rafka: StartRafka) -> None:
                  'rafka_command_errors_total{command="hgetall"} 1.0'):  # fmt: skip
         assert line in metrics, metrics
     assert 'rafka_command_errors_total{command="ping"}' not in metrics
+
+
+# -- memory bounded in bytes -----------------------------------------------------------------
+
+_MB = 1024 * 1024
+
+
+def rss(server: Rafka) -> int:
+    """The daemon's resident set size in bytes (/proc/<pid>/status VmRSS)."""
+    for line in Path(f"/proc/{server.daemon.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _send_until_blocked(raw: Raw, chunk: bytes, limit: int, stall: float = 2.0) -> int:
+    """Send ``chunk`` repeatedly until the server stops reading for ``stall`` seconds (the
+    kernel buffers are full) or ``limit`` bytes went out; the bytes sent."""
+    raw.sock.settimeout(stall)
+    sent = 0
+    try:
+        while sent < limit:
+            raw.sock.sendall(chunk)
+            sent += len(chunk)
+    except TimeoutError:
+        pass
+    return sent
+
+
+def test_parked_pipeline_bounded_in_bytes(rafka: Rafka, kafka_topic: str, group: str) -> None:
+    client = _named_raw(rafka, f"{group}:parker")
+    before = rss(rafka)
+    # A blocking BLPOP, then 64 KiB PINGs behind it: 4096 of them used to be parked (256 MB).
+    client.cmd("BLPOP", f"topics:{kafka_topic}", "8")
+    ping = encode("PING", b"p" * 65536)
+    sent = _send_until_blocked(client, ping * 16, 1024 * _MB)
+    grown = rss(rafka) - before
+    assert sent < 64 * _MB, f"the server read {sent} bytes behind a blocking command"
+    assert grown < 48 * _MB, f"RSS grew {grown / _MB:.0f} MB"
+    # Nothing was lost: the BLPOP answers, then every PING that went out.
+    client.sock.settimeout(60)
+    assert client.read_reply() == b"*-1\r\n"
+    for _ in range(sent // len(ping)):
+        assert client.read_reply() == b"+PONG\r\n"
+
+
+def test_key_caches_keep_no_long_keys(
+    rafka: Rafka, kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    raw = rafka.raw()
+    assert raw.call("RPUSHX", f"topics:{kafka_topic}", "warm") == b":1\r\n"
+    assert raw.call("BLPOP", f"topics:{kafka_topic}", "1").startswith(b"-CONS Connection")
+    before = rss(rafka)
+    # 400 distinct 128 KiB BLPOP keys (each valid: the unnamed client is refused after the
+    # parse) and 200 RPUSHX targets with 64 KiB message keys: 64 MB the caches used to keep.
+    pad = "x" * (128 * 1024)
+    for i in range(400):
+        reply = raw.call("BLPOP", f'topics:{kafka_topic}:{{"fetch.x{i}":"{pad}"}}', "1")
+        assert reply.startswith(b"-CONS Connection not ready")
+    for i in range(200):
+        key = f"{i}-".encode() + b"k" * 65536
+        assert raw.call("RPUSHX", b"topics:" + kafka_topic.encode() + b":" + key, "v") == b":1\r\n"
+    assert raw.call("DUMP", "30000") == b":0\r\n"
+    grown = rss(rafka) - before
+    assert grown < 40 * _MB, f"RSS grew {grown / _MB:.0f} MB"
+
+
+def test_client_output_buffer_limit(start_rafka: StartRafka, group: str) -> None:
+    server = start_rafka({"client_output_buffer_limit": 4 * _MB})
+    raw = server.raw()
+    name = f"{group}:" + "n" * (512 * 1024)
+    assert raw.call("CLIENT", "SETNAME", name) == b"$2\r\nOK\r\n"
+    before = rss(server)
+    # 4,000 GETNAMEs are 2 GB of replies; this client reads none of them.
+    raw.sock.settimeout(10)
+    with contextlib.suppress(OSError):
+        raw.send(encode("CLIENT", "GETNAME") * 4000)
+    assert rss(server) - before < 64 * _MB
+    wait_for(lambda: "rafka_output_limit_disconnects_total 1.0" in server.metrics(), 30,
+             "the client to be disconnected")  # fmt: skip
+    received = len(raw.read_until_closed(timeout=30))
+    assert received < 16 * _MB
+    # Other clients are fine.
+    assert server.raw().call("PING") == b"+PONG\r\n"

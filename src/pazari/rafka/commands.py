@@ -187,19 +187,31 @@ class _TopicsKey:
         self.extended = extended
 
 
-_KEYS: dict[bytes, _TopicsKey] = {}
+#: The process-wide caches (parsed BLPOP keys, RPUSHX routes) keep no key longer than this
+#: and at most CACHE_ENTRIES keys each, so a client inventing keys costs at most a few MB
+#: (issue 12: a 32 MB key was kept for ever).
+CACHE_KEY_MAX = 1024
+CACHE_ENTRIES = 4096
 
 
-def _parse_topics_key(arg: bytes) -> _TopicsKey | str:
+def remember(cache: dict[Any, Any], key: bytes, value: Any) -> None:
+    """Keep ``key`` in a process-wide cache, within CACHE_KEY_MAX and CACHE_ENTRIES."""
+    if len(key) > CACHE_KEY_MAX:
+        return
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = value
+
+
+def _parse_topics_key(conn: Connection, arg: bytes) -> _TopicsKey | str:
     """Parse the BLPOP key; valid keys are remembered (clients repeat the same one)."""
-    cached = _KEYS.get(arg)
+    cache = conn.server.topic_keys
+    cached = cache.get(arg)
     if cached is not None:
-        return cached
+        return cached  # type: ignore[no-any-return]
     parsed = _parse_topics_key_text(arg)
     if isinstance(parsed, _TopicsKey):
-        if len(_KEYS) >= 10_000:
-            _KEYS.clear()
-        _KEYS[arg] = parsed
+        remember(cache, arg, parsed)
     return parsed
 
 
@@ -275,7 +287,7 @@ def _consumer_for(conn: Connection, key: _TopicsKey) -> Consumer | str:
 
 def _consumer_from_key(conn: Connection, raw_key: bytes) -> Consumer | None:
     """The connection's consumer for a `topics:...` key; None once the error is replied."""
-    key = _parse_topics_key(raw_key)
+    key = _parse_topics_key(conn, raw_key)
     consumer = key if isinstance(key, str) else _consumer_for(conn, key)
     if isinstance(consumer, str):
         _consume_error(conn, consumer)
@@ -507,7 +519,7 @@ def rpushx(conn: Connection, args: Args) -> Awaitable[None] | None:
         stats.produce_errors += 1
         conn.error(f"PROD {exc}".encode())
         return None
-    _remember_route(args[0], topic, key)
+    remember(conn.server.routes, args[0], (topic, key))
     stats.produced += 1
     w.integer(1)
     return None
@@ -534,23 +546,13 @@ async def _rpushx_when_room(
             stats.produce_errors += 1
             conn.error(f"PROD {exc}".encode())
             return
-        _remember_route(target, topic, key)
+        remember(conn.server.routes, target, (topic, key))
         stats.produced += 1
         conn.writer.integer(1)
         return
 
 
 RPUSHX_NAMES = frozenset({b"RPUSHX", b"rpushx", b"RPushX", b"Rpushx"})
-#: Parsed `topics:<topic>[:<key>]` arguments of RPUSHX, for the hot path in
-#: Connection._rpushx_run; bounded so that a client inventing keys cannot grow it for ever.
-ROUTES: dict[bytes | None, tuple[str, bytes | None]] = {}
-_ROUTES_MAX = 10_000
-
-
-def _remember_route(target: bytes, topic: str, key: bytes | None) -> None:
-    if len(ROUTES) >= _ROUTES_MAX:
-        ROUTES.clear()
-    ROUTES[target] = (topic, key)
 
 
 def dump(conn: Connection, args: Args) -> Awaitable[None] | None:

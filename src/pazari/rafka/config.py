@@ -51,6 +51,10 @@ class ServerOptions:
     # As Redis `timeout`: close a client idle this many seconds (0: never). Clients waiting
     # in a blocking command and MONITOR clients are not idle.
     timeout: float = 0.0
+    # As Redis `client-output-buffer-limit` (hard limit): a client whose unread replies pass
+    # this many bytes is disconnected (0: no limit). Large enough for a BLMPOP of big
+    # messages; a client reading its replies never comes near it.
+    client_output_buffer_limit: int = 256 * 1024 * 1024
 
     def validate(self) -> tuple[str, str] | None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -60,6 +64,8 @@ class ServerOptions:
                 return name, "must be at least 1"
         if self.max_clients < 1:
             return "max_clients", "must be at least 1"
+        if self.client_output_buffer_limit < 0:
+            return "client_output_buffer_limit", "must not be negative"
         if self.timeout < 0:
             return "timeout", "must not be negative"
         if self.blpop_default_timeout <= 0:

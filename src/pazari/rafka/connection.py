@@ -29,8 +29,12 @@ if TYPE_CHECKING:
 
 log = get_logger("rafka.client")
 
-#: Pipelined commands parked behind a blocking one before the connection stops reading.
-_PARKED_HIGH = 4096
+#: Bytes of pipelined commands parked behind a blocking one before the connection stops
+#: reading (issue 12: bounded in bytes, not entries; 4096 entries could be 4096 x 32 MB).
+#: Reading resumes below half of it.
+_PARKED_HIGH = 1 << 20
+#: What one parked command costs beyond its argument bytes (list, bytes headers).
+_PARKED_OVERHEAD = 64
 
 
 #: Before AUTH succeeds a frame may carry at most this many arguments and bulk bytes; more
@@ -51,6 +55,12 @@ def _bytes_waiting(fd: int) -> int:
         return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
     except OSError:
         return 0
+
+
+def _parked_size(command: list[bytes | None] | _Failure) -> int:
+    if command.__class__ is not list:
+        return _PARKED_OVERHEAD
+    return _PARKED_OVERHEAD + sum(len(a) + 8 for a in command if a is not None)
 
 
 class _Failure:
@@ -79,8 +89,15 @@ class Connection(asyncio.Protocol):
         self.monitoring = False
         self.closing = False
         self._parked: collections.deque[list[bytes | None] | _Failure] = collections.deque()
+        self._parked_bytes = 0
         self._busy = False
         self._reading_paused = False
+        # Why reading is paused: "parked" (too many parked bytes), "writing" (the client
+        # does not read its replies). Reading resumes only when no reason holds.
+        self._pause_reasons: set[str] = set()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._output_limit = opts.client_output_buffer_limit
         self._task: asyncio.Task[None] | None = None
         self._fd = -1
         self._flush_scheduled = False
@@ -134,8 +151,7 @@ class Connection(asyncio.Protocol):
         if not batch:
             return
         if self._busy:
-            self._parked.extend(batch)
-            self._pause_if_parked()
+            self._park(batch)
             return
         self._run(batch)
 
@@ -159,12 +175,14 @@ class Connection(asyncio.Protocol):
             batch.append(_Failure("ERR Protocol error: unauthenticated bulk length"))
 
     def pause_writing(self) -> None:
-        # The client does not read its replies: stop reading its requests too.
-        self._set_reading(False)
+        # The client does not read its replies: stop reading its requests too, and let
+        # parked commands wait before they add more replies.
+        self._writable.clear()
+        self._hold("writing")
 
     def resume_writing(self) -> None:
-        if len(self._parked) < _PARKED_HIGH:
-            self._set_reading(True)
+        self._writable.set()
+        self._release("writing")
 
     # -- running commands --------------------------------------------------------------------
 
@@ -182,11 +200,10 @@ class Connection(asyncio.Protocol):
             command = batch[i]
             i += 1
             pending = self._dispatch(command)
-            if self.closing:
+            if self.closing or self._over_output_limit():
                 return
             if pending is not None:
-                self._parked.extend(batch[i:])
-                self._pause_if_parked()
+                self._park(batch[i:])
                 self._busy = True
                 self.flush()
                 self._task = asyncio.get_running_loop().create_task(self._run_parked(pending))
@@ -221,7 +238,7 @@ class Connection(asyncio.Protocol):
         of the first command it did not take: the generic path replies to that one."""
         assert self.producer is not None
         start = i
-        i = produce_run(batch, i, commands.RPUSHX_NAMES, commands.ROUTES,
+        i = produce_run(batch, i, commands.RPUSHX_NAMES, self.server.routes,
                         self.producer.produce_raw, self.writer.integer)
         if i > start:
             stats = self.server.stats
@@ -233,14 +250,25 @@ class Connection(asyncio.Protocol):
         try:
             await pending
             while self._parked and not self.closing:
-                nxt = self._dispatch(self._parked.popleft())
+                if not self._writable.is_set():
+                    self.flush()
+                    await self._writable.wait()
+                    continue
+                command = self._parked.popleft()
+                self._parked_bytes -= _parked_size(command)
+                if self._parked_bytes < _PARKED_HIGH // 2:
+                    self._release("parked")
+                nxt = self._dispatch(command)
+                if self._over_output_limit():
+                    return
                 if nxt is not None:
                     self.flush()
                     await nxt
             self._busy = False
+            self._parked_bytes = 0
             if not self.closing:
                 self.flush()
-                self._set_reading(True)
+                self._release("parked")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not take the server down: close this client
@@ -255,9 +283,21 @@ class Connection(asyncio.Protocol):
             self.server.broadcast_monitor(self, command)
         return commands.dispatch(self, command)
 
-    def _pause_if_parked(self) -> None:
-        if len(self._parked) >= _PARKED_HIGH:
-            self._set_reading(False)
+    def _park(self, commands_: list[list[bytes | None] | _Failure]) -> None:
+        """Queue commands behind the blocking one; stop reading past _PARKED_HIGH bytes."""
+        self._parked.extend(commands_)
+        self._parked_bytes += sum(map(_parked_size, commands_))
+        if self._parked_bytes >= _PARKED_HIGH:
+            self._hold("parked")
+
+    def _hold(self, reason: str) -> None:
+        self._pause_reasons.add(reason)
+        self._set_reading(False)
+
+    def _release(self, reason: str) -> None:
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons:
+            self._set_reading(True)
 
     def _set_reading(self, on: bool) -> None:
         if self.transport is None or self.closing or on != self._reading_paused:
@@ -268,11 +308,28 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
         self._reading_paused = not on
 
+    def _over_output_limit(self) -> bool:
+        """Redis `client-output-buffer-limit`: a client whose unread replies pass the limit
+        is disconnected at once (its replies are dropped)."""
+        t = self.transport
+        if t is None or not self._output_limit:
+            return False
+        if len(self.writer) + t.get_write_buffer_size() <= self._output_limit:
+            return False
+        self.server.stats.output_limit_disconnects += 1
+        log.info("client output buffer limit reached; closing",
+                 extra={"client": self.client_id})
+        self.writer.take()
+        self.closing = True
+        t.abort()
+        return True
+
     # -- output ------------------------------------------------------------------------------
 
     def flush(self) -> None:
         if self.transport is not None and len(self.writer) and not self.transport.is_closing():
             self.transport.write(self.writer.take())
+            self._over_output_limit()
 
     def error(self, text: bytes) -> None:
         """Reply ``-<text>`` to the running command, counted in ``command_errors``."""

@@ -42,6 +42,10 @@ class RafkaServer(Service):
         self._closing: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        # Process-wide parse caches, bounded by commands.remember: parsed BLPOP keys, and the
+        # `topics:<topic>[:<key>]` targets of RPUSHX for the hot path (Connection._rpushx_run).
+        self.topic_keys: dict[bytes, Any] = {}
+        self.routes: dict[bytes | None, tuple[str, bytes | None]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
