@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from tests.rafka.conftest import Rafka, Raw, StartRafka, encode
 from tests.support.ports import wait_for
-from tests.support.services import KafkaBroker, produce_messages
+from tests.support.services import KafkaBroker, consume_all, produce_messages
 
 # -- client config allowlist ---------------------------------------------------------------
 
@@ -415,3 +416,44 @@ def test_client_output_buffer_limit(start_rafka: StartRafka, group: str) -> None
     assert received < 16 * _MB
     # Other clients are fine.
     assert server.raw().call("PING") == b"+PONG\r\n"
+
+
+# -- DUMP counts this connection's messages only -------------------------------------------
+
+
+def test_dump_counts_only_this_connections_messages(
+    rafka: Rafka, kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    stop = threading.Event()
+    others_sent = [0]
+
+    def keep_producing() -> None:
+        # Another client floods the shared producer for the whole test.
+        other = rafka.raw()
+        batch = encode("RPUSHX", f"topics:{kafka_topic}-busy", b"x" * 200) * 500
+        while not stop.is_set():
+            other.send(batch)
+            for _ in range(500):
+                assert other.read_reply() == b":1\r\n"
+            others_sent[0] += 500
+
+    flooder = threading.Thread(target=keep_producing, daemon=True)
+    flooder.start()
+    try:
+        wait_for(lambda: others_sent[0] >= 2000, 60, "the other client to produce")
+        mine = rafka.raw()
+        for phase in range(2):  # before the first DUMP (untracked), then after it (tracked)
+            for i in range(50):
+                assert mine.call("RPUSHX", f"topics:{kafka_topic}", f"p{phase}-{i}") == b":1\r\n"
+            deadline = time.monotonic() + 60
+            while (left := int(mine.call("DUMP", "200")[1:-2])) != 0:
+                assert 0 < left <= 50, left
+                assert time.monotonic() < deadline, f"DUMP still answers {left}"
+        assert others_sent[0] > 2000
+    finally:
+        stop.set()
+        flooder.join(30)
+    got = consume_all(kafka_broker.bootstrap, kafka_topic, 100, timeout=60)
+    assert sorted(r.value for r in got if r.value) == sorted(
+        f"p{phase}-{i}".encode() for phase in range(2) for i in range(50)
+    )

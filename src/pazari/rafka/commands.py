@@ -510,7 +510,7 @@ def rpushx(conn: Connection, args: Args) -> Awaitable[None] | None:
     topic = parts[1].decode("utf-8", "replace")
     key = parts[2] if len(parts) == 3 else None
     try:
-        producer.produce(topic, args[1], key)
+        producer.produce(topic, args[1], key, conn.on_delivery)
     except QueueFull:
         # Backpressure instead of the original's immediate `-PROD Local: Queue full`: this
         # connection waits (its later commands stay parked) while librdkafka drains.
@@ -520,9 +520,17 @@ def rpushx(conn: Connection, args: Args) -> Awaitable[None] | None:
         conn.error(f"PROD {exc}".encode())
         return None
     remember(conn.server.routes, args[0], (topic, key))
-    stats.produced += 1
+    _count_produced(conn, producer)
     w.integer(1)
     return None
+
+
+def _count_produced(conn: Connection, producer: Producer) -> None:
+    conn.server.stats.produced += 1
+    if producer.tracked:
+        conn.unreported += 1
+    else:
+        conn.untracked_sent += 1
 
 
 async def _rpushx_when_room(
@@ -535,7 +543,7 @@ async def _rpushx_when_room(
         # librdkafka signals no "room again" event; its queue drains in milliseconds.
         await asyncio.sleep(0.002)
         try:
-            producer.produce(topic, value, key)
+            producer.produce(topic, value, key, conn.on_delivery)
         except QueueFull as exc:
             if time.monotonic() < deadline:
                 continue
@@ -547,7 +555,7 @@ async def _rpushx_when_room(
             conn.error(f"PROD {exc}".encode())
             return
         remember(conn.server.routes, target, (topic, key))
-        stats.produced += 1
+        _count_produced(conn, producer)
         conn.writer.integer(1)
         return
 
@@ -572,9 +580,44 @@ def dump(conn: Connection, args: Args) -> Awaitable[None] | None:
 
 
 async def _dump(conn: Connection, timeout: float) -> None:
-    assert conn.producer is not None
-    left = await conn.producer.flush(timeout)
+    producer = conn.producer
+    assert producer is not None
+    if conn.server.options.producers == "per-connection":
+        conn.writer.integer(await producer.flush(timeout))
+        return
+    # A shared producer holds every connection's messages: count only this one's (the
+    # original had a producer per connection, so a client looping until DUMP answers 0
+    # finished while others kept producing). From its first DUMP on, the connection
+    # produces on the tracked producer, which reports each delivery.
+    untracked = producer if not producer.tracked else None
+    if untracked is not None:
+        conn.track_deliveries()
+    deadline = time.monotonic() + timeout
+    while True:
+        if untracked is not None:
+            untracked.poll()
+        conn.server.tracked_producer().poll()
+        left = conn.unreported + _untracked_left(conn, untracked)
+        if left == 0 or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(min(0.005, max(deadline - time.monotonic(), 0)))
     conn.writer.integer(left)
+
+
+def _untracked_left(conn: Connection, untracked: Producer | None) -> int:
+    """This connection's messages sent before its first DUMP and maybe still queued: they
+    are settled once the untracked producer finished as many messages as it had accepted
+    at that DUMP (librdkafka reports no successes there; its queue drains in order)."""
+    if not conn.untracked_sent:
+        return 0
+    producer = untracked or conn.server.shared_producer
+    if producer is None:
+        return 0
+    behind = conn.untracked_barrier - producer.finished()
+    if behind <= 0:
+        conn.untracked_sent = 0
+        return 0
+    return min(conn.untracked_sent, behind)
 
 
 def keys(conn: Connection, args: Args) -> Awaitable[None] | None:

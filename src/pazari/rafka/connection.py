@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import fcntl
+import functools
 import struct
 import termios
 import time
@@ -86,6 +87,14 @@ class Connection(asyncio.Protocol):
         self.authenticated = opts.password is None
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        # DUMP accounting on a shared producer (commands.dump): this connection's messages
+        # on the tracked producer not yet reported, and those it sent on the untracked one
+        # before its first DUMP, settled once that producer finished `untracked_barrier`.
+        self.unreported = 0
+        self.untracked_sent = 0
+        self.untracked_barrier = 0
+        self.on_delivery: Any = None
+        self._produce: Any = None
         self.monitoring = False
         self.closing = False
         self._parked: collections.deque[list[bytes | None] | _Failure] = collections.deque()
@@ -236,15 +245,40 @@ class Connection(asyncio.Protocol):
     def _rpushx_run(self, batch: list[Any], i: int, n: int) -> int:
         """Produce the RPUSHX commands from ``batch[i]`` on (compiled loop); return the index
         of the first command it did not take: the generic path replies to that one."""
-        assert self.producer is not None
+        producer = self.producer
+        assert producer is not None
         start = i
+        produce = self._produce or producer.produce_raw
         i = produce_run(batch, i, commands.RPUSHX_NAMES, self.server.routes,
-                        self.producer.produce_raw, self.writer.integer)
+                        produce, self.writer.integer)
         if i > start:
+            n = i - start
             stats = self.server.stats
-            stats.produced += i - start
-            stats.commands["rpushx"] += i - start
+            stats.produced += n
+            stats.commands["rpushx"] += n
+            producer.accepted += n
+            if producer.tracked:
+                self.unreported += n
+            else:
+                self.untracked_sent += n
         return i
+
+    def track_deliveries(self) -> None:
+        """Produce on the server's tracked producer from now on, counting this connection's
+        own outstanding messages (DUMP, as the original's per-connection producer did)."""
+        producer = self.server.tracked_producer()
+        if self.producer is not None and not self.producer.tracked:
+            self.untracked_barrier = self.producer.accepted
+        self.producer = producer
+        shared_report = producer.on_delivery
+
+        def delivered(err: Any, msg: Any) -> None:
+            self.unreported -= 1
+            if err is not None:
+                shared_report(err, msg)
+
+        self.on_delivery = delivered
+        self._produce = functools.partial(producer.produce_raw, on_delivery=delivered)
 
     async def _run_parked(self, pending: Awaitable[None]) -> None:
         try:

@@ -38,6 +38,7 @@ class RafkaServer(Service):
         self.monitor_buffer_bytes = self.options.monitor_buffer * 256
         self.monitor_dropped = 0
         self._shared_producer: Producer | None = None
+        self._tracked_producer: Producer | None = None
         self._producers: set[Producer] = set()
         self._closing: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
@@ -167,7 +168,9 @@ class RafkaServer(Service):
         self.stats.connections -= 1
         if conn.consumer is not None:
             self._track(conn.consumer.close())
-        if conn.producer is not None and conn.producer is not self._shared_producer:
+        if conn.producer is not None and conn.producer not in (
+            self._shared_producer, self._tracked_producer
+        ):
             self._producers.discard(conn.producer)
             self._track(conn.producer.close(self.options.close_flush_timeout))
         conn.producer = None
@@ -194,6 +197,17 @@ class RafkaServer(Service):
             return kafka_text(exc)
         conn.producer = producer
         return producer
+
+    @property
+    def shared_producer(self) -> Producer | None:
+        return self._shared_producer
+
+    def tracked_producer(self) -> Producer:
+        """The shared producer reporting every delivery, for connections that DUMP."""
+        if self._tracked_producer is None:
+            self._tracked_producer = Producer(self.producer_conf, self.stats, tracked=True)
+            self._producers.add(self._tracked_producer)
+        return self._tracked_producer
 
     # -- consumers -------------------------------------------------------------------------
 
