@@ -7,6 +7,7 @@ reconfigure the server start their own.
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.rafka.conftest import Rafka, Raw, StartRafka, encode
+from tests.support.daemon import DaemonFactory
 from tests.support.ports import wait_for
 from tests.support.services import KafkaBroker, consume_all, produce_messages
 
@@ -457,3 +459,48 @@ def test_dump_counts_only_this_connections_messages(
     assert sorted(r.value for r in got if r.value) == sorted(
         f"p{phase}-{i}".encode() for phase in range(2) for i in range(50)
     )
+
+
+# -- shutdown never waits on a client that does not read -----------------------------------
+
+
+def test_shutdown_aborts_clients_that_do_not_read(
+    start_rafka: StartRafka,
+    daemon_factory: DaemonFactory,
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    group: str,
+) -> None:
+    server = start_rafka({"client_config_allow": ["auto.commit.interval.ms"]})
+    produce_messages(kafka_broker.bootstrap, kafka_topic, ["m0", "m1", "m2"], key="k")
+    # A long name makes every GETNAME reply 256 KiB (client.id is only "c").
+    stuck = _named_raw(server, f"{group}:c:" + "n" * (256 * 1024))
+    key = f'topics:{kafka_topic}:{{"auto.commit.interval.ms":600000}}'
+    got: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(got) < 3:
+        assert time.monotonic() < deadline
+        reply = stuck.call("BLPOP", key, "1")
+        if reply != b"*-1\r\n":
+            got.append(reply)
+    for reply in got[:2]:
+        fields = reply.split(b"\r\n")
+        assert stuck.call("RPUSH", "acks", f"{kafka_topic}:{int(fields[7][1:])}:"
+                          f"{int(fields[10][1:])}") == b":1\r\n"  # fmt: skip
+    # 200 MB of replies it never reads: its transport can never finish closing by itself.
+    stuck.sock.settimeout(5)
+    with contextlib.suppress(OSError):
+        stuck.send(encode("CLIENT", "GETNAME") * 800)
+    started = time.monotonic()
+    server.daemon.send_signal(signal.SIGTERM)
+    assert server.daemon.wait_exit(60) == 0
+    assert time.monotonic() - started < 30
+    assert f"msg=Bye consumer={group}:" in server.daemon.logs()
+    # The consumer closed, so its acks were committed: the group resumes at m2.
+    server.close_clients()
+    server.restart(daemon_factory)
+    again = _named_raw(server, f"{group}:again")
+    deadline = time.monotonic() + 60
+    while (reply := again.call("BLPOP", f"topics:{kafka_topic}", "1")) == b"*-1\r\n":
+        assert time.monotonic() < deadline
+    assert reply.endswith(b"$2\r\nm2\r\n"), reply

@@ -111,6 +111,8 @@ class Connection(asyncio.Protocol):
         self._fd = -1
         self._flush_scheduled = False
         self.last_active = time.monotonic()
+        #: Set once the transport is gone (connection_lost).
+        self.lost = asyncio.Event()
         #: The label of the command being run, for `rafka_command_errors{command=...}`.
         self.command = ""
 
@@ -138,6 +140,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.lost.set()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.server.on_disconnect(self)
@@ -382,6 +385,12 @@ class Connection(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping replies the client has not read."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def send_monitor_line(self, line: bytes) -> None:
         """Stream one MONITOR line, dropping it when this monitor is too far behind."""

@@ -17,6 +17,9 @@ from pazari.rafka.stats import Stats, StatsCollector
 from pazari.runtime.logs import get_logger
 from pazari.runtime.service import Service
 
+#: How long a closing client may take to read its last replies at shutdown.
+_CLOSE_GRACE = 1.0
+
 
 class RafkaServer(Service):
     name = "rafka"
@@ -98,8 +101,7 @@ class RafkaServer(Service):
         if self._server is not None:
             self._server.close()
         # 5. Close the remaining (producer-only) clients and flush the producers.
-        for conn in list(self.connections):
-            conn.close()
+        await asyncio.gather(*(self._close_or_abort(c) for c in list(self.connections)))
         await self._wait_closing()
         producers = list(self._producers)
         await asyncio.gather(*(p.close(self.options.close_flush_timeout) for p in producers))
@@ -114,7 +116,18 @@ class RafkaServer(Service):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(task), 1.0)
         conn.flush()
+        await self._close_or_abort(conn)
+
+    async def _close_or_abort(self, conn: Connection) -> None:
+        """Close ``conn``; a client that does not read its replies keeps a closing transport
+        (and its consumer) open for ever, so it is aborted after a grace period: step 3 of
+        the shutdown never waits on a client (issue 12)."""
         conn.close()
+        try:
+            await asyncio.wait_for(conn.lost.wait(), _CLOSE_GRACE)
+        except TimeoutError:
+            self.log.info("client does not read; aborted", extra={"client": conn.client_id})
+            conn.abort()
 
     async def _wait_closing(self) -> None:
         # connection_lost runs on the next loop iteration after transport.close().
