@@ -504,3 +504,55 @@ def test_shutdown_aborts_clients_that_do_not_read(
     while (reply := again.call("BLPOP", f"topics:{kafka_topic}", "1")) == b"*-1\r\n":
         assert time.monotonic() < deadline
     assert reply.endswith(b"$2\r\nm2\r\n"), reply
+
+
+# -- static membership (KIP-345) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "static", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["static", "dynamic"]
+)
+def test_static_membership_reconnect_does_not_rebalance(
+    start_rafka: StartRafka, kafka_broker: KafkaBroker, kafka_topic: str, group: str,
+    static: bool,
+) -> None:  # fmt: skip
+    produce_messages(kafka_broker.bootstrap, kafka_topic, [f"v{i}" for i in range(8)])
+    server = start_rafka({"static_membership": static})
+    key = f'topics:{kafka_topic}:{{"session.timeout.ms":15000}}'
+    stop = threading.Event()
+
+    def poll_forever(name: str) -> None:
+        raw = _named_raw(server, f"{group}:{name}")
+        while not stop.is_set():
+            raw.call("BLPOP", key, "0.5")
+        raw.call("QUIT")
+
+    def log_count(what: str, name: str) -> int:
+        return sum(
+            1 for line in server.daemon.logs().splitlines()
+            if f'msg="{what} ' in line and f"consumer={group}:{name}|" in line
+        )  # fmt: skip
+
+    leader = threading.Thread(target=poll_forever, args=("y",), daemon=True)
+    leader.start()
+    try:
+        wait_for(lambda: log_count("assigned", "y") >= 1, 60, "y assigned")
+        x = _named_raw(server, f"{group}:x")
+        wait_for(lambda: x.call("BLPOP", key, "0.5") and log_count("assigned", "x") >= 1, 60,
+                 "x joins")  # fmt: skip
+        wait_for(lambda: log_count("assigned", "y") >= 2, 60, "y rebalanced with x in")
+        revoked_before = log_count("revoked", "y")
+        assert x.call("QUIT") == b"$2\r\nOK\r\n"
+        # The same name comes back well within session.timeout.ms, as after a redeploy.
+        back = _named_raw(server, f"{group}:x")
+        wait_for(lambda: back.call("BLPOP", key, "0.5") and log_count("assigned", "x") >= 2,
+                 60, "x back")  # fmt: skip
+        # A dynamic member leaves (LeaveGroup) and rejoins under a new member id: the
+        # group rebalances and y gives its partitions up. A static one is recognised.
+        if static:
+            assert log_count("revoked", "y") == revoked_before
+        else:
+            wait_for(lambda: log_count("revoked", "y") > revoked_before, 30, "a rebalance")
+    finally:
+        stop.set()
+        leader.join(30)

@@ -274,6 +274,8 @@ def _consumer_for(conn: Connection, key: _TopicsKey) -> Consumer | str:
         conf[k] = to_librdkafka(v)
     conf["group.id"] = group
     conf["client.id"] = rest.split(":")[0]
+    if server.options.static_membership:
+        conf["group.instance.id"] = rest
     try:
         consumer = Consumer(cid, key.topics, conf, server.stats, server.options.prefetch,
                             key.extended)

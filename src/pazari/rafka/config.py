@@ -55,6 +55,11 @@ class ServerOptions:
     # this many bytes is disconnected (0: no limit). Large enough for a BLMPOP of big
     # messages; a client reading its replies never comes near it.
     client_output_buffer_limit: int = 256 * 1024 * 1024
+    # KIP-345 static membership: `CLIENT SETNAME <group>:<name>` also sets the consumer's
+    # group.instance.id to <name>, so a client that reconnects within session.timeout.ms
+    # (a rafka restart or redeploy) takes its partitions back without a rebalance. Names
+    # must then be unique per group across every rafka instance (a duplicate is fenced).
+    static_membership: bool = False
 
     def validate(self) -> tuple[str, str] | None:
         if (self.tls_cert is None) != (self.tls_key is None):
