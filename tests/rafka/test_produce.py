@@ -51,12 +51,14 @@ def test_many_connections_share_one_producer(
     for raw in clients:
         assert raw.read_reply() == b":1\r\n"
     doc = rafka.debug_vars()
-    assert doc["rafka"]["producers"] == 1
+    # The shared producer, and the tracked one if a client of the module DUMPed.
+    shared = doc["rafka"]["producers"]
+    assert shared in (1, 2)
     for raw in clients:
         raw.cmd("QUIT")
         assert raw.read_reply() == b"$2\r\nOK\r\n"
     # Closing producer connections never closes the shared producer.
-    assert rafka.debug_vars()["rafka"]["producers"] == 1
+    assert rafka.debug_vars()["rafka"]["producers"] == shared
     records = consume_all(kafka_broker.bootstrap, kafka_topic, n)
     assert sorted(r.value for r in records) == sorted(f"c{i}".encode() for i in range(n))
 

@@ -65,10 +65,11 @@ EXACT: list[object] = [
     pytest.param(["BLPOP", "topic:foo", "1"], b"-CONS Cannot parse topics from `topic:foo`\r\n",
                  id="blpop-wrong-prefix"),
     pytest.param(["BLPOP", "topics:t:{bad", "1"], b"-CONS Error parsing configuration from "
-                 b"'{bad'; ", id="blpop-bad-json"),
+                 b"'{bad'; invalid character 'b' looking for beginning of object key string\r\n",
+                 id="blpop-bad-json"),
     *(pytest.param(["BLPOP", f"topics:t:{doc}", "1"], b"-CONS Error parsing configuration from "
                    b"'%s'; json: cannot unmarshal %s into Go value of type "
-                   b"map[string]interface {}\r\n" % (doc.encode(), kind), id=f"blpop-json-{kind}")
+                   b"kafka.ConfigMap\r\n" % (doc.encode(), kind), id=f"blpop-json-{kind}")
       for doc, kind in (("[1]", b"array"), ('"s"', b"string"), ("5", b"number"),
                         ("true", b"bool"))),
     pytest.param(["BLPOP", "topics:t:null", "1"], b"-CONS Connection not ready. Identify "

@@ -23,7 +23,7 @@ def test_graceful_shutdown_sequence(
     kafka_topic: str,
     group: str,
 ) -> None:
-    server = start_rafka()
+    server = start_rafka({"client_config_allow": ["auto.commit.interval.ms"]})
     produce_messages(kafka_broker.bootstrap, kafka_topic, [f"m{i}" for i in range(6)], key="k")
     # A consumer that acks m0..m3; with auto-commit effectively off only the close commits.
     acker = server.redis(single_connection_client=True)

@@ -9,7 +9,7 @@ import confluent_kafka
 
 from pazari import __version__
 from pazari.rafka import RAFKA_COMPAT_VERSION
-from pazari.rafka.config import RafkaConfig, check_librdkafka
+from pazari.rafka.config import RafkaConfig, check_librdkafka, masked
 from pazari.rafka.server import RafkaServer
 from pazari.runtime import base_parser, get_logger, setup_logging
 from pazari.runtime.cli import config_exit, load_or_exit
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     consumer, producer = config.merged()
     get_logger("rafka.server").info(
         "librdkafka %s | consumer=%s producer=%s",
-        confluent_kafka.libversion()[0], consumer, producer,
+        confluent_kafka.libversion()[0], masked(consumer), masked(producer),
     )
     return run(RafkaServer(config, args.host, args.port), options_from_args(args))
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from pazari.rafka import RAFKA_COMPAT_VERSION
-from pazari.rafka.config import to_librdkafka
+from pazari.rafka.config import client_key_allowed, to_librdkafka
 from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown
-from pazari.rafka.goparse import GoParseError, parse_int
+from pazari.rafka.goparse import GoParseError, decode_config_map, parse_int
 from pazari.rafka.producer import ProduceError, Producer, QueueFull, kafka_text
 
 if TYPE_CHECKING:
@@ -33,8 +32,9 @@ REPLY_EXTENDED = "rafka.reply"
 
 def dispatch(conn: Connection, command: list[bytes | None]) -> Awaitable[None] | None:
     if not command:
+        conn.command = "empty"
         # `*-1` / `*0`: the original dereferenced a nil command and crashed (spec §1.1).
-        conn.writer.error(b"ERR Protocol error: empty command")
+        conn.error(b"ERR Protocol error: empty command")
         return None
     name = (command[0] or b"").upper()
     # A null bulk argument arrives as nil; Go turned it into "" (spec §1.1).
@@ -42,12 +42,14 @@ def dispatch(conn: Connection, command: list[bytes | None]) -> Awaitable[None] |
     stats = conn.server.stats
     handler = TABLE.get(name)
     if handler is None:
+        conn.command = "unknown"
         stats.commands["unknown"] += 1
-        conn.writer.error(b"Command not supported: " + name)
+        conn.error(b"Command not supported: " + name)
         return None
-    stats.commands[_LABELS[name]] += 1
+    conn.command = _LABELS[name]
+    stats.commands[conn.command] += 1
     if not conn.authenticated and name not in _NO_AUTH:
-        conn.writer.error(b"NOAUTH Authentication required.")
+        conn.error(b"NOAUTH Authentication required.")
         return None
     return handler(conn, args)
 
@@ -58,10 +60,12 @@ def dispatch(conn: Connection, command: list[bytes | None]) -> Awaitable[None] |
 def client(conn: Connection, args: Args) -> None:
     sub = args[0].upper() if args else b""
     w = conn.writer
-    if sub == b"SETNAME" and len(args) == 2:
-        error = set_name(conn, args[1].decode("utf-8", "replace"))
+    if sub == b"SETNAME":
+        # The original read only argument 2 (command.Get(2)): a missing name is "" (so
+        # `Cannot parse group.id`) and extra arguments are ignored.
+        error = set_name(conn, args[1].decode("utf-8", "replace") if len(args) > 1 else "")
         if error:
-            w.error(error.encode())
+            conn.error(error.encode())
         else:
             w.bulk(b"OK")  # a bulk string, not +OK (spec §1.2)
     elif sub == b"GETNAME":
@@ -72,7 +76,7 @@ def client(conn: Connection, args: Args) -> None:
     elif sub == b"ID":
         w.integer(id(conn) & 0x7FFFFFFF)
     else:
-        w.error(b"Command not supported: " + sub)
+        conn.error(b"Command not supported: " + sub)
 
 
 def set_name(conn: Connection, new_id: str) -> str | None:
@@ -97,10 +101,10 @@ def hello(conn: Connection, args: Args) -> None:
         try:
             proto = int(args[0])
         except ValueError:
-            w.error(b"ERR Protocol version is not an integer or out of range")
+            conn.error(b"ERR Protocol version is not an integer or out of range")
             return
         if proto not in (2, 3):
-            w.error(b"NOPROTO unsupported protocol version")
+            conn.error(b"NOPROTO unsupported protocol version")
             return
         i = 1
     name: str | None = None
@@ -108,24 +112,24 @@ def hello(conn: Connection, args: Args) -> None:
         opt = args[i].upper()
         if opt == b"AUTH" and i + 2 < len(args):
             if not _check_password(conn, args[i + 2]):
-                w.error(_WRONGPASS)
+                conn.error(_WRONGPASS)
                 return
             i += 3
         elif opt == b"SETNAME" and i + 1 < len(args):
             name = args[i + 1].decode("utf-8", "replace")
             i += 2
         else:
-            w.error(b"ERR Syntax error in HELLO option '" + args[i] + b"'")
+            conn.error(b"ERR Syntax error in HELLO option '" + args[i] + b"'")
             return
     if not conn.authenticated:
-        w.error(b"NOAUTH HELLO must be called with the client already authenticated, "
+        conn.error(b"NOAUTH HELLO must be called with the client already authenticated, "
                 b"otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
                 b"authenticate the client and select the RESP protocol version at the same time")
         return
     if name is not None:
         error = set_name(conn, name)
         if error:
-            w.error(error.encode())
+            conn.error(error.encode())
             return
     w.resp3 = proto == 3
     fields: list[tuple[bytes, Any]] = [
@@ -163,14 +167,14 @@ def _check_password(conn: Connection, given: bytes) -> bool:
 def auth(conn: Connection, args: Args) -> None:
     w = conn.writer
     if not args or len(args) > 2:
-        w.error(b"ERR wrong number of arguments for 'auth' command")
+        conn.error(b"ERR wrong number of arguments for 'auth' command")
     elif conn.server.options.password is None:
-        w.error(b"ERR AUTH <password> called without any password configured for the default "
+        conn.error(b"ERR AUTH <password> called without any password configured for the default "
                 b"user. Are you sure your configuration is correct?")
     elif _check_password(conn, args[-1]):
         w.simple(b"OK")
     else:
-        w.error(_WRONGPASS)
+        conn.error(_WRONGPASS)
 
 
 # -- consuming (spec §1.3) -----------------------------------------------------------------
@@ -183,23 +187,32 @@ class _TopicsKey:
         self.extended = extended
 
 
-_KEYS: dict[bytes, _TopicsKey] = {}
+#: The process-wide caches (parsed BLPOP keys, RPUSHX routes) keep no key longer than this
+#: and at most CACHE_ENTRIES keys each, so a client inventing keys costs at most a few MB
+#: (issue 12: a 32 MB key was kept for ever).
+CACHE_KEY_MAX = 1024
+CACHE_ENTRIES = 4096
 
 
-def _parse_topics_key(arg: bytes) -> _TopicsKey | str:
+def remember(cache: dict[Any, Any], key: bytes, value: Any) -> None:
+    """Keep ``key`` in a process-wide cache, within CACHE_KEY_MAX and CACHE_ENTRIES."""
+    if len(key) > CACHE_KEY_MAX:
+        return
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = value
+
+
+def _parse_topics_key(conn: Connection, arg: bytes) -> _TopicsKey | str:
     """Parse the BLPOP key; valid keys are remembered (clients repeat the same one)."""
-    cached = _KEYS.get(arg)
+    cache = conn.server.topic_keys
+    cached = cache.get(arg)
     if cached is not None:
-        return cached
+        return cached  # type: ignore[no-any-return]
     parsed = _parse_topics_key_text(arg)
     if isinstance(parsed, _TopicsKey):
-        if len(_KEYS) >= 10_000:
-            _KEYS.clear()
-        _KEYS[arg] = parsed
+        remember(cache, arg, parsed)
     return parsed
-
-
-_GO_JSON_KINDS: dict[type, str] = {list: "array", str: "string", bool: "bool"}
 
 
 def _parse_topics_key_text(arg: bytes) -> _TopicsKey | str:
@@ -209,16 +222,14 @@ def _parse_topics_key_text(arg: bytes) -> _TopicsKey | str:
         return f"CONS Cannot parse topics from `{text}`"
     conf: dict[str, Any] = {}
     if len(parts) == 3 and parts[2]:
+        # Decoded as the original did (json.NewDecoder + UseNumber into a kafka.ConfigMap):
+        # Go's error texts, the first value only, numbers kept as written.
         try:
-            decoded = orjson.loads(parts[2])
-        except orjson.JSONDecodeError as exc:
+            first, kind = decode_config_map(parts[2])
+        except GoParseError as exc:
             return f"CONS Error parsing configuration from '{parts[2]}'; {exc}"
-        if decoded is not None and not isinstance(decoded, dict):
-            # encoding/json's text, with its JSON kind names; `null` decodes to an empty map.
-            kind = _GO_JSON_KINDS.get(type(decoded), "number")
-            return (f"CONS Error parsing configuration from '{parts[2]}'; json: cannot "
-                    f"unmarshal {kind} into Go value of type map[string]interface {{}}")
-        conf = decoded or {}
+        if kind == "object":
+            conf = json.loads(first, parse_int=str, parse_float=str)
     extended = conf.pop(REPLY_EXTENDED, None) == "extended"
     return _TopicsKey(parts[1].split(","), conf, extended)
 
@@ -253,12 +264,18 @@ def _consumer_for(conn: Connection, key: _TopicsKey) -> Consumer | str:
             return (f"CONS Client '{conn.client_id}' has Consumer '{conn.consumer.cid}' "
                     f"registered (new consID: '{cid}')")
         return conn.consumer
+    allow = server.options.client_config_allow
+    for k in key.conf:
+        if not client_key_allowed(k, allow):
+            return f"CONS Config key not allowed: {k}"
     group, _, rest = conn.client_id.partition(":")
     conf = dict(server.consumer_conf)
     for k, v in key.conf.items():
         conf[k] = to_librdkafka(v)
     conf["group.id"] = group
     conf["client.id"] = rest.split(":")[0]
+    if server.options.static_membership:
+        conf["group.instance.id"] = rest
     try:
         consumer = Consumer(cid, key.topics, conf, server.stats, server.options.prefetch,
                             key.extended)
@@ -272,7 +289,7 @@ def _consumer_for(conn: Connection, key: _TopicsKey) -> Consumer | str:
 
 def _consumer_from_key(conn: Connection, raw_key: bytes) -> Consumer | None:
     """The connection's consumer for a `topics:...` key; None once the error is replied."""
-    key = _parse_topics_key(raw_key)
+    key = _parse_topics_key(conn, raw_key)
     consumer = key if isinstance(key, str) else _consumer_for(conn, key)
     if isinstance(consumer, str):
         _consume_error(conn, consumer)
@@ -282,7 +299,7 @@ def _consumer_from_key(conn: Connection, raw_key: bytes) -> Consumer | None:
 
 def blpop(conn: Connection, args: Args) -> Awaitable[None] | None:
     if not args:
-        conn.writer.error(b"ERR wrong number of arguments for 'blpop' command")
+        conn.error(b"ERR wrong number of arguments for 'blpop' command")
         return None
     consumer = _consumer_from_key(conn, args[0])
     if consumer is None:
@@ -348,25 +365,24 @@ def _write_message(conn: Connection, consumer: Consumer, msg: Any) -> None:
 
 def blmpop(conn: Connection, args: Args) -> Awaitable[None] | None:
     """``BLMPOP <timeout> 1 topics:<t>[:<json>] LEFT|RIGHT [COUNT n]``: up to n messages."""
-    w = conn.writer
     if len(args) < 4:
-        w.error(b"ERR wrong number of arguments for 'blmpop' command")
+        conn.error(b"ERR wrong number of arguments for 'blmpop' command")
         return None
     try:
         timeout = float(args[0])
         numkeys = int(args[1])
     except ValueError:
-        w.error(b"ERR timeout is not a float or out of range")
+        conn.error(b"ERR timeout is not a float or out of range")
         return None
     if timeout < 0:
-        w.error(b"ERR timeout is negative")
+        conn.error(b"ERR timeout is negative")
         return None
     if numkeys != 1:
-        w.error(b"ERR rafka serves exactly one topics key per BLMPOP (numkeys must be 1)")
+        conn.error(b"ERR rafka serves exactly one topics key per BLMPOP (numkeys must be 1)")
         return None
     rest = args[3:]
     if not rest or rest[0].upper() not in (b"LEFT", b"RIGHT"):
-        w.error(b"ERR syntax error")
+        conn.error(b"ERR syntax error")
         return None
     count = 1
     if len(rest) == 3 and rest[1].upper() == b"COUNT":
@@ -375,10 +391,10 @@ def blmpop(conn: Connection, args: Args) -> Awaitable[None] | None:
         except ValueError:
             count = 0
         if count < 1:
-            w.error(b"ERR count should be greater than 0")
+            conn.error(b"ERR count should be greater than 0")
             return None
     elif len(rest) != 1:
-        w.error(b"ERR syntax error")
+        conn.error(b"ERR syntax error")
         return None
     consumer = _consumer_from_key(conn, args[2])
     if consumer is None:
@@ -411,7 +427,7 @@ async def _blmpop(
 
 def _consume_error(conn: Connection, text: str) -> None:
     conn.server.stats.consume_errors += 1
-    conn.writer.error(text.encode())
+    conn.error(text.encode())
 
 
 # -- acks (spec §1.4) ----------------------------------------------------------------------
@@ -422,17 +438,14 @@ def rpush(conn: Connection, args: Args) -> None:
     stats = conn.server.stats
     if not args or args[0].upper() != b"ACKS":
         stats.ack_errors += 1
-        w.error(b"CONS You can only RPUSH to the 'acks' key")
+        conn.error(b"CONS You can only RPUSH to the 'acks' key")
         return
-    if len(args) < 2:
-        stats.ack_errors += 1
-        w.error(b"ERR wrong number of arguments for 'rpush' command")
-        return
-    for raw in args[1:]:
+    # A missing value is "" to the original (command.Get(2)): `Cannot parse ack: ''`.
+    for raw in args[1:] or [b""]:
         error = _ack(conn, raw.decode("utf-8", "replace"))
         if error:
             stats.ack_errors += 1
-            w.error(error.encode())
+            conn.error(error.encode())
             return
     w.integer(1)
 
@@ -461,7 +474,7 @@ def _ack(conn: Connection, value: str) -> str | None:
 def save(conn: Connection, args: Args) -> Awaitable[None] | None:
     """SAVE: commit the stored offsets synchronously (beyond the original)."""
     if conn.consumer is None:
-        conn.writer.error(f"CONS No consumer registered for Client {conn.client_id}".encode())
+        conn.error(f"CONS No consumer registered for Client {conn.client_id}".encode())
         return None
     return _save(conn, conn.consumer)
 
@@ -470,7 +483,7 @@ async def _save(conn: Connection, consumer: Consumer) -> None:
     try:
         await consumer.commit()
     except Exception as exc:
-        conn.writer.error(f"CONS {kafka_text(exc)}".encode())
+        conn.error(f"CONS {kafka_text(exc)}".encode())
         return
     conn.writer.simple(b"OK")
 
@@ -483,35 +496,43 @@ def rpushx(conn: Connection, args: Args) -> Awaitable[None] | None:
     stats = conn.server.stats
     if len(args) != 2:
         stats.produce_errors += 1
-        w.error(f"PROD RPUSHX accepts 2 arguments, got {len(args)}".encode())
+        conn.error(f"PROD RPUSHX accepts 2 arguments, got {len(args)}".encode())
         return None
     parts = args[0].split(b":")
     if len(parts) not in (2, 3):
         stats.produce_errors += 1
-        w.error(b"PROD First argument must be in the form of 'topics:<topic>' or "
+        conn.error(b"PROD First argument must be in the form of 'topics:<topic>' or "
                 b"'topics:<topic>:<key>'")
         return None
     producer = conn.producer or conn.server.producer_for(conn)
     if isinstance(producer, str):
         stats.produce_errors += 1
-        w.error(f"PROD Error spawning producer: {producer}".encode())
+        conn.error(f"PROD Error spawning producer: {producer}".encode())
         return None
     topic = parts[1].decode("utf-8", "replace")
     key = parts[2] if len(parts) == 3 else None
     try:
-        producer.produce(topic, args[1], key)
+        producer.produce(topic, args[1], key, conn.on_delivery)
     except QueueFull:
         # Backpressure instead of the original's immediate `-PROD Local: Queue full`: this
         # connection waits (its later commands stay parked) while librdkafka drains.
         return _rpushx_when_room(conn, producer, args[0], topic, args[1], key)
     except ProduceError as exc:
         stats.produce_errors += 1
-        w.error(f"PROD {exc}".encode())
+        conn.error(f"PROD {exc}".encode())
         return None
-    _remember_route(args[0], topic, key)
-    stats.produced += 1
+    remember(conn.server.routes, args[0], (topic, key))
+    _count_produced(conn, producer)
     w.integer(1)
     return None
+
+
+def _count_produced(conn: Connection, producer: Producer) -> None:
+    conn.server.stats.produced += 1
+    if producer.tracked:
+        conn.unreported += 1
+    else:
+        conn.untracked_sent += 1
 
 
 async def _rpushx_when_room(
@@ -524,34 +545,24 @@ async def _rpushx_when_room(
         # librdkafka signals no "room again" event; its queue drains in milliseconds.
         await asyncio.sleep(0.002)
         try:
-            producer.produce(topic, value, key)
+            producer.produce(topic, value, key, conn.on_delivery)
         except QueueFull as exc:
             if time.monotonic() < deadline:
                 continue
             stats.produce_errors += 1
-            conn.writer.error(f"PROD {exc}".encode())
+            conn.error(f"PROD {exc}".encode())
             return
         except ProduceError as exc:
             stats.produce_errors += 1
-            conn.writer.error(f"PROD {exc}".encode())
+            conn.error(f"PROD {exc}".encode())
             return
-        _remember_route(target, topic, key)
-        stats.produced += 1
+        remember(conn.server.routes, target, (topic, key))
+        _count_produced(conn, producer)
         conn.writer.integer(1)
         return
 
 
 RPUSHX_NAMES = frozenset({b"RPUSHX", b"rpushx", b"RPushX", b"Rpushx"})
-#: Parsed `topics:<topic>[:<key>]` arguments of RPUSHX, for the hot path in
-#: Connection._rpushx_run; bounded so that a client inventing keys cannot grow it for ever.
-ROUTES: dict[bytes | None, tuple[str, bytes | None]] = {}
-_ROUTES_MAX = 10_000
-
-
-def _remember_route(target: bytes, topic: str, key: bytes | None) -> None:
-    if len(ROUTES) >= _ROUTES_MAX:
-        ROUTES.clear()
-    ROUTES[target] = (topic, key)
 
 
 def dump(conn: Connection, args: Args) -> Awaitable[None] | None:
@@ -560,31 +571,65 @@ def dump(conn: Connection, args: Args) -> Awaitable[None] | None:
         w.integer(0)
         return None
     if len(args) != 1:
-        w.error(f"PROD DUMP accepts 1 argument, got {len(args)}".encode())
+        conn.error(f"PROD DUMP accepts 1 argument, got {len(args)}".encode())
         return None
     try:
         timeout_ms = int(args[0])
     except ValueError:
-        w.error(b"PROD NaN")
+        conn.error(b"PROD NaN")
         return None
     return _dump(conn, max(timeout_ms, 0) / 1000)
 
 
 async def _dump(conn: Connection, timeout: float) -> None:
-    assert conn.producer is not None
-    left = await conn.producer.flush(timeout)
+    producer = conn.producer
+    assert producer is not None
+    if conn.server.options.producers == "per-connection":
+        conn.writer.integer(await producer.flush(timeout))
+        return
+    # A shared producer holds every connection's messages: count only this one's (the
+    # original had a producer per connection, so a client looping until DUMP answers 0
+    # finished while others kept producing). From its first DUMP on, the connection
+    # produces on the tracked producer, which reports each delivery.
+    untracked = producer if not producer.tracked else None
+    if untracked is not None:
+        conn.track_deliveries()
+    deadline = time.monotonic() + timeout
+    while True:
+        if untracked is not None:
+            untracked.poll()
+        conn.server.tracked_producer().poll()
+        left = conn.unreported + _untracked_left(conn, untracked)
+        if left == 0 or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(min(0.005, max(deadline - time.monotonic(), 0)))
     conn.writer.integer(left)
 
 
+def _untracked_left(conn: Connection, untracked: Producer | None) -> int:
+    """This connection's messages sent before its first DUMP and maybe still queued: they
+    are settled once the untracked producer finished as many messages as it had accepted
+    at that DUMP (librdkafka reports no successes there; its queue drains in order)."""
+    if not conn.untracked_sent:
+        return 0
+    producer = untracked or conn.server.shared_producer
+    if producer is None:
+        return 0
+    behind = conn.untracked_barrier - producer.finished()
+    if behind <= 0:
+        conn.untracked_sent = 0
+        return 0
+    return min(conn.untracked_sent, behind)
+
+
 def keys(conn: Connection, args: Args) -> Awaitable[None] | None:
-    w = conn.writer
     arg = args[0] if args else b""
-    if arg != b"topics:" or len(args) != 1:
-        w.error(b"ERR Expected argument to be 'topics:', got " + arg)
+    if arg != b"topics:":  # further arguments are ignored, as in the original
+        conn.error(b"ERR Expected argument to be 'topics:', got " + arg)
         return None
     producer = conn.producer or conn.server.producer_for(conn)
     if isinstance(producer, str):
-        w.error(f"ERR Error spawning producer: {producer}".encode())
+        conn.error(f"ERR Error spawning producer: {producer}".encode())
         return None
     return _keys(conn)
 
@@ -595,7 +640,7 @@ async def _keys(conn: Connection) -> None:
     try:
         topics = await loop.run_in_executor(None, conn.producer.list_topics, 0.1)
     except Exception as exc:
-        conn.writer.error(f"ERR Error getting metadata: {kafka_text(exc)}".encode())
+        conn.error(f"ERR Error getting metadata: {kafka_text(exc)}".encode())
         return
     conn.writer.bulk_array([b"topics:" + t.encode() for t in topics])
 
@@ -619,7 +664,7 @@ def quit_(conn: Connection, args: Args) -> None:
 def _stats_key(conn: Connection, args: Args) -> bool:
     key = args[0].upper() if args else b""
     if key != b"STATS":
-        conn.writer.error(b"ERR Expected key to be 'stats', got " + key)
+        conn.error(b"ERR Expected key to be 'stats', got " + key)
         return False
     return True
 
@@ -644,7 +689,7 @@ def del_(conn: Connection, args: Args) -> None:
 
 def monitor(conn: Connection, args: Args) -> None:
     if args:
-        conn.writer.error(b"ERR command 'monitor' does not accept any extra arguments")
+        conn.error(b"ERR command 'monitor' does not accept any extra arguments")
         return
     conn.writer.simple(b"OK")
     conn.server.add_monitor(conn)

@@ -9,6 +9,7 @@ Every librdkafka value is checked by librdkafka itself, at startup.
 from __future__ import annotations
 
 import copy
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +27,8 @@ class ServerOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     max_bulk: int = DEFAULT_MAX_BULK
-    max_inline: int = 64 * 1024
+    # go-redisproto's inline line limit: a longer inline command is `LineTooLong` (spec §1.1).
+    max_inline: int = 1024
     # The original allowed 20 arguments (go-redisproto MaxNumArg); HELLO with AUTH and
     # SETNAME needs 7, BLMPOP with COUNT 6.
     max_args: int = 20
@@ -40,6 +42,24 @@ class ServerOptions:
     queue_full_timeout: float = 5.0
     monitor_buffer: int = 1000
     prefetch: int = 100
+    # Extra librdkafka keys (fnmatch patterns) clients may set in the BLPOP JSON, beyond
+    # CLIENT_CONFIG_ALLOWED; CLIENT_CONFIG_NEVER wins over both (issue 12).
+    client_config_allow: list[str] = field(default_factory=list)
+    # As Redis `maxclients`: connections past this are answered
+    # `-ERR max number of clients reached` and closed.
+    max_clients: int = 10000
+    # As Redis `timeout`: close a client idle this many seconds (0: never). Clients waiting
+    # in a blocking command and MONITOR clients are not idle.
+    timeout: float = 0.0
+    # As Redis `client-output-buffer-limit` (hard limit): a client whose unread replies pass
+    # this many bytes is disconnected (0: no limit). Large enough for a BLMPOP of big
+    # messages; a client reading its replies never comes near it.
+    client_output_buffer_limit: int = 256 * 1024 * 1024
+    # KIP-345 static membership: `CLIENT SETNAME <group>:<name>` also sets the consumer's
+    # group.instance.id to <name>, so a client that reconnects within session.timeout.ms
+    # (a rafka restart or redeploy) takes its partitions back without a rebalance. Names
+    # must then be unique per group across every rafka instance (a duplicate is fenced).
+    static_membership: bool = False
 
     def validate(self) -> tuple[str, str] | None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -47,6 +67,12 @@ class ServerOptions:
         for name in ("max_bulk", "max_inline", "max_args", "monitor_buffer", "prefetch"):
             if getattr(self, name) < 1:
                 return name, "must be at least 1"
+        if self.max_clients < 1:
+            return "max_clients", "must be at least 1"
+        if self.client_output_buffer_limit < 0:
+            return "client_output_buffer_limit", "must not be negative"
+        if self.timeout < 0:
+            return "timeout", "must not be negative"
         if self.blpop_default_timeout <= 0:
             return "blpop_default_timeout", "must be greater than 0"
         return None
@@ -74,6 +100,44 @@ class RafkaConfig:
         # stats only count failures (spec §1.5).
         producer.setdefault("delivery.report.only.error", True)
         return consumer, producer
+
+
+#: librdkafka keys a client may set through the BLPOP JSON (issue 12): consumer tuning only.
+#: The original passed any key on, so a client could load a shared library into the server
+#: (`plugin.library.paths`) or break at-least-once (`enable.auto.offset.store`).
+CLIENT_CONFIG_ALLOWED: tuple[str, ...] = (
+    "auto.offset.reset", "session.timeout.ms", "max.poll.interval.ms", "fetch.*", "queued.*",
+    "rafka.*",
+)
+#: Never settable by a client, whatever the operator allows: identity, delivery semantics,
+#: where to connect, code loading and credentials. Aliases of these keys count too
+#: (librdkafka CONFIGURATION.md: `metadata.broker.list`, `auto.commit.enable`).
+CLIENT_CONFIG_NEVER: tuple[str, ...] = (
+    "group.id", "group.instance.id", "client.id", "enable.auto.offset.store",
+    "enable.auto.commit", "auto.commit.enable", "offset.store.method", "bootstrap.servers",
+    "metadata.broker.list", "plugin.*", "*.oidc.*", "*oidc*", "ssl.*", "ssl_*", "sasl.*",
+    "debug", "interceptor.*",
+)
+
+
+def client_key_allowed(key: str, extra: list[str]) -> bool:
+    """May a client set librdkafka ``key`` in the BLPOP JSON? Matched case-insensitively, so
+    no spelling slips past the never-list."""
+    low = key.lower()
+    if any(fnmatch.fnmatchcase(low, p) for p in CLIENT_CONFIG_NEVER):
+        return False
+    return any(fnmatch.fnmatchcase(low, p.lower()) for p in (*CLIENT_CONFIG_ALLOWED, *extra))
+
+
+def is_secret(key: str) -> bool:
+    """Keys whose values never reach a log: ``*.password``, ``*.secret``, ``sasl.*``."""
+    low = key.lower()
+    return low.startswith("sasl.") or "password" in low or "secret" in low
+
+
+def masked(conf: dict[str, Any]) -> dict[str, Any]:
+    """``conf`` as logged: secrets masked, callbacks dropped."""
+    return {k: ("***" if is_secret(k) else v) for k, v in conf.items() if not callable(v)}
 
 
 def _librdkafka(section: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import KafkaError, TopicPartition
 
+from pazari.rafka.config import masked
 from pazari.rafka.stats import Stats
 from pazari.runtime.logs import get_logger
 
@@ -217,8 +218,4 @@ def _tps(partitions: list[TopicPartition]) -> str:
 
 def _public(conf: dict[str, Any]) -> dict[str, Any]:
     """The config as logged: callbacks dropped and secrets masked."""
-    return {
-        k: ("***" if "password" in k or "secret" in k else v)
-        for k, v in conf.items()
-        if not callable(v)
-    }
+    return masked(conf)

@@ -94,3 +94,182 @@ def parse_int(s: str, base: int, bits: int) -> int:
     elif value >= limit:
         raise _range(s)
     return value
+
+
+# -- encoding/json, as the original decoded the BLPOP config (json.NewDecoder + UseNumber) --
+
+_WS = b" \t\r\n"
+
+
+class _Unexpected(Exception):
+    """The input ended inside a value: json.Decoder's io.ErrUnexpectedEOF."""
+
+
+def _quote_char(c: int) -> str:
+    """encoding/json quoteChar: the byte as a Go quoted rune, between single quotes."""
+    if c == 0x27:
+        return "'\\''"
+    if c == 0x22:
+        return "'\"'"
+    ch = chr(c)
+    named = {0x07: "\\a", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t",
+             0x0B: "\\v", 0x5C: "\\\\"}  # fmt: skip
+    if c in named:
+        return f"'{named[c]}'"
+    if ch.isprintable() and c != 0xAD:
+        return f"'{ch}'"
+    return f"'\\x{c:02x}'" if c < 0x80 else f"'\\u{c:04x}'"
+
+
+class _Scanner:
+    """A port of encoding/json's scanner, for its error texts only (scanner.go)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.i = 0
+
+    def _peek(self) -> int:
+        if self.i >= len(self.data):
+            raise _Unexpected
+        return self.data[self.i]
+
+    def _skip_ws(self) -> int:
+        while self.i < len(self.data) and self.data[self.i] in _WS:
+            self.i += 1
+        return self._peek()
+
+    def _bad(self, c: int, context: str) -> GoParseError:
+        return GoParseError(f"invalid character {_quote_char(c)} {context}")
+
+    def value(self) -> None:
+        c = self._skip_ws()
+        if c == 0x7B:  # {
+            self.i += 1
+            c = self._skip_ws()
+            if c == 0x7D:
+                self.i += 1
+                return
+            while True:
+                if c != 0x22:
+                    raise self._bad(c, "looking for beginning of object key string")
+                self.string()
+                c = self._skip_ws()
+                if c != 0x3A:
+                    raise self._bad(c, "after object key")
+                self.i += 1
+                self.value()
+                c = self._skip_ws()
+                self.i += 1
+                if c == 0x7D:
+                    return
+                if c != 0x2C:
+                    raise self._bad(c, "after object key:value pair")
+                c = self._skip_ws()
+        elif c == 0x5B:  # [
+            self.i += 1
+            if self._skip_ws() == 0x5D:
+                self.i += 1
+                return
+            while True:
+                self.value()
+                c = self._skip_ws()
+                self.i += 1
+                if c == 0x5D:
+                    return
+                if c != 0x2C:
+                    raise self._bad(c, "after array element")
+        elif c == 0x22:
+            self.string()
+        elif c == 0x2D or 0x30 <= c <= 0x39:
+            self.number()
+        elif c in b"tfn":
+            word = {0x74: b"true", 0x66: b"false", 0x6E: b"null"}[c]
+            self.i += 1
+            for expect in word[1:]:
+                got = self._peek()
+                if got != expect:
+                    raise self._bad(got, f"in literal {word.decode()} (expecting "
+                                         f"{_quote_char(expect)})")
+                self.i += 1
+        else:
+            raise self._bad(c, "looking for beginning of value")
+
+    def string(self) -> None:
+        self.i += 1  # the opening quote
+        while True:
+            c = self._peek()
+            self.i += 1
+            if c == 0x22:
+                return
+            if c == 0x5C:
+                e = self._peek()
+                self.i += 1
+                if e == 0x75:  # \uXXXX
+                    for _ in range(4):
+                        h = self._peek()
+                        if h not in b"0123456789abcdefABCDEF":
+                            raise self._bad(h, "in \\u hexadecimal character escape")
+                        self.i += 1
+                elif e not in b'"\\/bfnrt':
+                    raise self._bad(e, "in string escape code")
+            elif c < 0x20:
+                raise self._bad(c, "in string literal")
+
+    def number(self) -> None:
+        data = self.data
+
+        def at() -> int | None:
+            return data[self.i] if self.i < len(data) else None
+
+        if at() == 0x2D:
+            self.i += 1
+            c = self._peek()
+            if not 0x30 <= c <= 0x39:
+                raise self._bad(c, "in numeric literal")
+        if at() == 0x30:
+            self.i += 1
+        else:
+            while (c2 := at()) is not None and 0x30 <= c2 <= 0x39:
+                self.i += 1
+        if at() == 0x2E:
+            self.i += 1
+            c = self._peek()
+            if not 0x30 <= c <= 0x39:
+                raise self._bad(c, "after decimal point in numeric literal")
+            while (c2 := at()) is not None and 0x30 <= c2 <= 0x39:
+                self.i += 1
+        if at() in (0x65, 0x45):
+            self.i += 1
+            if at() in (0x2B, 0x2D):
+                self.i += 1
+            c = self._peek()
+            if not 0x30 <= c <= 0x39:
+                raise self._bad(c, "in exponent of numeric literal")
+            while (c2 := at()) is not None and 0x30 <= c2 <= 0x39:
+                self.i += 1
+
+
+_GO_KINDS = {0x7B: "object", 0x5B: "array", 0x22: "string", 0x74: "bool", 0x66: "bool",
+             0x6E: "null"}  # fmt: skip
+
+
+def decode_config_map(text: str) -> tuple[str, str]:
+    """What ``json.NewDecoder(text).Decode(&kafka.ConfigMap)`` reads: the first JSON value
+    (trailing bytes ignored, as Decoder does) and its kind; raises GoParseError with Go's text
+    (``EOF``, ``unexpected EOF``, ``invalid character ...``, ``json: cannot unmarshal ...``).
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    scanner = _Scanner(data)
+    if not data.strip(_WS):
+        raise GoParseError("EOF")
+    try:
+        scanner.value()
+    except _Unexpected:
+        raise GoParseError("unexpected EOF") from None
+    first = data[: scanner.i].strip(_WS)
+    kind = _GO_KINDS.get(first[0], "number")
+    if kind not in ("object", "null"):
+        raise GoParseError(
+            f"json: cannot unmarshal {kind} into Go value of type kafka.ConfigMap"
+        )
+    return first.decode("utf-8", "replace"), kind

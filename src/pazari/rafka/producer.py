@@ -9,6 +9,7 @@ original's one producer per connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,11 +38,18 @@ class Producer:
 
     _counter = 0
 
-    def __init__(self, conf: dict[str, Any], stats: Stats) -> None:
+    def __init__(self, conf: dict[str, Any], stats: Stats, tracked: bool = False) -> None:
         Producer._counter += 1
         self.name = f"producer-{Producer._counter}"
         self.stats = stats
+        #: Messages accepted by produce() (the hot path adds its own).
+        self.accepted = 0
+        #: Reports every delivery, so that a connection can count its own messages (DUMP);
+        #: only connections that DUMP produce here (success reports cost the hot path).
+        self.tracked = tracked
         conf = dict(conf)
+        if tracked:
+            conf["delivery.report.only.error"] = False
         conf.setdefault("client.id", f"rafka-{self.name}")
         conf["error_cb"] = self._on_error
         conf["on_delivery"] = self._on_delivery
@@ -61,10 +69,17 @@ class Producer:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-flush")
         log.info("Started working...", extra={"producer": self.name})
 
-    def produce(self, topic: str, value: bytes, key: bytes | None) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None,
+        on_delivery: Callable[[Any, Any], None] | None = None,
+    ) -> None:
         """Enqueue one message (asynchronous); raises ProduceError on a local error."""
         try:
-            self._producer.produce(topic, value, key)
+            if on_delivery is None:
+                self._producer.produce(topic, value, key)
+            else:
+                self._producer.produce(topic, value, key, on_delivery=on_delivery)
+            self.accepted += 1
         except BufferError:
             raise QueueFull("Local: Queue full") from None
         except confluent_kafka.KafkaException as exc:
@@ -74,6 +89,14 @@ class Producer:
 
     def outstanding(self) -> int:
         return len(self._producer)
+
+    def finished(self) -> int:
+        """Messages accepted that are no longer queued (delivered or failed)."""
+        return self.accepted - len(self._producer)
+
+    def poll(self) -> None:
+        """Serve pending delivery reports now."""
+        self._producer.poll(0)
 
     async def flush(self, timeout: float) -> int:
         """Wait until the queue is empty or ``timeout`` passes; return what is outstanding."""
@@ -103,6 +126,10 @@ class Producer:
     def _poll_tick(self) -> None:
         self._producer.poll(0)
         self._timer = self._loop.call_later(POLL_INTERVAL, self._poll_tick)
+
+    def on_delivery(self, err: Any, msg: Any) -> None:
+        """The producer-wide delivery report: failures are logged and counted."""
+        self._on_delivery(err, msg)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is None:

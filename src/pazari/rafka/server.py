@@ -17,6 +17,9 @@ from pazari.rafka.stats import Stats, StatsCollector
 from pazari.runtime.logs import get_logger
 from pazari.runtime.service import Service
 
+#: How long a closing client may take to read its last replies at shutdown.
+_CLOSE_GRACE = 1.0
+
 
 class RafkaServer(Service):
     name = "rafka"
@@ -38,9 +41,15 @@ class RafkaServer(Service):
         self.monitor_buffer_bytes = self.options.monitor_buffer * 256
         self.monitor_dropped = 0
         self._shared_producer: Producer | None = None
+        self._tracked_producer: Producer | None = None
         self._producers: set[Producer] = set()
         self._closing: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        # Process-wide parse caches, bounded by commands.remember: parsed BLPOP keys, and the
+        # `topics:<topic>[:<key>]` targets of RPUSHX for the hot path (Connection._rpushx_run).
+        self.topic_keys: dict[bytes, Any] = {}
+        self.routes: dict[bytes | None, tuple[str, bytes | None]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -57,10 +66,29 @@ class RafkaServer(Service):
         sock = self._server.sockets[0].getsockname()
         self.port = sock[1]
         self.log.info("Listening on %s:%d", self.host, self.port)
+        if self.options.timeout > 0:
+            self._idle_timer = loop.call_later(self._idle_period(), self._close_idle)
+
+    def _idle_period(self) -> float:
+        return min(1.0, self.options.timeout / 2)
+
+    def _close_idle(self) -> None:
+        """Redis `timeout`: close clients idle that long; blocked and MONITOR clients are
+        not idle (Redis clientsCronHandleTimeout)."""
+        limit = time.monotonic() - self.options.timeout
+        for conn in list(self.connections):
+            if conn.last_active < limit and not conn.busy and not conn.monitoring:
+                self.log.info("closing idle client", extra={"client": conn.client_id})
+                conn.close()
+        self._idle_timer = asyncio.get_running_loop().call_later(
+            self._idle_period(), self._close_idle
+        )
 
     async def stop(self) -> None:
         """Spec §2.3: consumers go first, producers keep working until the last phase."""
         self.log.info("Shutting down...")
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         # 1. New and waiting BLPOPs answer `-CONS Server shutdown` (within one poll slice).
         self.stopping.set()
         # 2. Close the clients that have a consumer, once their pending reply is out; closing
@@ -73,8 +101,7 @@ class RafkaServer(Service):
         if self._server is not None:
             self._server.close()
         # 5. Close the remaining (producer-only) clients and flush the producers.
-        for conn in list(self.connections):
-            conn.close()
+        await asyncio.gather(*(self._close_or_abort(c) for c in list(self.connections)))
         await self._wait_closing()
         producers = list(self._producers)
         await asyncio.gather(*(p.close(self.options.close_flush_timeout) for p in producers))
@@ -89,7 +116,18 @@ class RafkaServer(Service):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(task), 1.0)
         conn.flush()
+        await self._close_or_abort(conn)
+
+    async def _close_or_abort(self, conn: Connection) -> None:
+        """Close ``conn``; a client that does not read its replies keeps a closing transport
+        (and its consumer) open for ever, so it is aborted after a grace period: step 3 of
+        the shutdown never waits on a client (issue 12)."""
         conn.close()
+        try:
+            await asyncio.wait_for(conn.lost.wait(), _CLOSE_GRACE)
+        except TimeoutError:
+            self.log.info("client does not read; aborted", extra={"client": conn.client_id})
+            conn.abort()
 
     async def _wait_closing(self) -> None:
         # connection_lost runs on the next loop iteration after transport.close().
@@ -114,11 +152,16 @@ class RafkaServer(Service):
 
     # -- client registry (spec §1.2) -----------------------------------------------------
 
-    def on_connect(self, conn: Connection) -> None:
+    def on_connect(self, conn: Connection) -> bool:
+        """Register a new connection; False when it is one too many (`max_clients`)."""
+        if len(self.connections) >= self.options.max_clients:
+            self.stats.rejected_connections += 1
+            return False
         self.connections.add(conn)
         self.clients[conn.client_id] = conn
         self.stats.connections += 1
         self.stats.connections_total += 1
+        return True
 
     def rename(self, conn: Connection, new_id: str) -> None:
         self.release(conn)
@@ -138,7 +181,9 @@ class RafkaServer(Service):
         self.stats.connections -= 1
         if conn.consumer is not None:
             self._track(conn.consumer.close())
-        if conn.producer is not None and conn.producer is not self._shared_producer:
+        if conn.producer is not None and conn.producer not in (
+            self._shared_producer, self._tracked_producer
+        ):
             self._producers.discard(conn.producer)
             self._track(conn.producer.close(self.options.close_flush_timeout))
         conn.producer = None
@@ -166,6 +211,17 @@ class RafkaServer(Service):
         conn.producer = producer
         return producer
 
+    @property
+    def shared_producer(self) -> Producer | None:
+        return self._shared_producer
+
+    def tracked_producer(self) -> Producer:
+        """The shared producer reporting every delivery, for connections that DUMP."""
+        if self._tracked_producer is None:
+            self._tracked_producer = Producer(self.producer_conf, self.stats, tracked=True)
+            self._producers.add(self._tracked_producer)
+        return self._tracked_producer
+
     # -- consumers -------------------------------------------------------------------------
 
     def on_consumer(self, conn: Connection) -> None:
@@ -182,11 +238,31 @@ class RafkaServer(Service):
     def broadcast_monitor(self, sender: Connection, command: list[bytes | None]) -> None:
         """``+<unix secs> [0 <id>] "<CMD>" "<arg>"...``, with the sender's id (the original
         showed the monitoring client's id: a bug)."""
-        parts = [b'"' + _printable((command[0] or b"").upper()) + b'"'] if command else []
-        parts.extend(b'"' + _printable(a or b"") + b'"' for a in command[1:])
+        parts = [b'"' + _printable(a or b"") + b'"' for a in _redacted(command)]
         line = b"+%.6f [0 %s] %s\r\n" % (time.time(), sender.client_id.encode(), b" ".join(parts))
         for mon in list(self.monitors):
             mon.send_monitor_line(line)
+
+
+_REDACTED = b"(redacted)"
+
+
+def _redacted(command: list[bytes | None]) -> list[bytes | None]:
+    """The command as MONITOR shows it: name upper-cased, secrets replaced as Redis does
+    (redactClientCommandArgument): every AUTH argument, and HELLO's AUTH user and password.
+    """
+    if not command:
+        return []
+    name = (command[0] or b"").upper()
+    out = [name, *command[1:]]
+    if name == b"AUTH":
+        out[1:] = [_REDACTED] * (len(out) - 1)
+    elif name == b"HELLO":
+        for i in range(2, len(out)):
+            if (out[i] or b"").upper() == b"AUTH":
+                out[i + 1 : i + 3] = [_REDACTED] * len(out[i + 1 : i + 3])
+                break
+    return out
 
 
 def _printable(arg: bytes) -> bytes:

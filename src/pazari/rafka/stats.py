@@ -24,6 +24,8 @@ class Stats:
         # Ours.
         self.connections = 0
         self.connections_total = 0
+        self.rejected_connections = 0
+        self.output_limit_disconnects = 0
         self.commands: Counter[str] = Counter()
         self.command_errors: Counter[str] = Counter()
         self.protocol_errors = 0
@@ -91,6 +93,10 @@ class StatsCollector(Collector):
             errors.add_metric([name], n)
         yield errors
         for name, doc, value in (
+            ("rafka_rejected_connections", "Connections refused past max_clients",
+             s.rejected_connections),
+            ("rafka_output_limit_disconnects",
+             "Clients closed past client_output_buffer_limit", s.output_limit_disconnects),
             ("rafka_protocol_errors", "Connections closed on a protocol error", s.protocol_errors),
             ("rafka_produced_messages", "Messages handed to librdkafka", s.produced),
             ("rafka_produce_errors", "RPUSHX answered with an error", s.produce_errors),
