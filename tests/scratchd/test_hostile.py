@@ -4,9 +4,13 @@ server alive and every acknowledged event in the sink."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.scratchd.conftest import read_file_sink, tenant
+from tests.support.mounts import unmount_and_remove
 from tests.support.ports import wait_for
 
 HEAD = ("POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0 test\r\n"
@@ -127,3 +132,140 @@ def test_body_over_max_body_bytes_in_segments_is_refused(
     assert status == 400 and "too large" in doc["error"]
     assert http.request("GET", "/healthz").status == 200
     assert read_file_sink(out) == []
+
+
+# -- the spool under write errors ----------------------------------------------------------
+
+needs_root_mounts = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mkfs.ext4") is None,
+    reason="loop mounts need root and mkfs.ext4")
+
+
+@contextlib.contextmanager
+def loop_ext4(image: Path, mountpoint: Path, size: str) -> Iterator[Path]:
+    """A fresh ext4 of ``size`` on a loop device, no blocks reserved for root (the tests run
+    as root and must see ENOSPC), inode tables written now (no background ext4lazyinit)."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+                    "lazy_itable_init=0,lazy_journal_init=0", str(image)],
+                   check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True,
+                   capture_output=True)
+    try:
+        yield mountpoint
+    finally:
+        unmount_and_remove(mountpoint, image)
+
+
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+                   check=True, capture_output=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a filler file until the filesystem is full (real ENOSPC)."""
+    filler = directory / "filler"
+    block = b"\0" * 65536
+    with filler.open("wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(block)
+                f.flush()
+        with contextlib.suppress(OSError):
+            os.fsync(f.fileno())
+    return filler
+
+
+class Acked:
+    """Batches of tagged NDJSON events: which tags were acknowledged (200 accepted=all)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.tags: list[str] = []
+        self.refused = 0
+        self.statuses: list[int] = []
+
+    def send(self, tag: str, n: int = 20) -> int:
+        status, doc = exchange(self.port, [HEAD.format(
+            path="/batch", host="a.test",
+            extra=f"Content-Length: {len(ndjson(n, tag))}\r\n").encode() + ndjson(n, tag)])
+        self.statuses.append(status)
+        if status == 200:
+            assert doc == {"accepted": n, "rejected": []}
+            self.tags.extend([tag] * n)
+        else:
+            assert status == 503, (status, doc)
+            self.refused += 1
+        return status
+
+
+@needs_root_mounts
+def test_enospc_cuts_the_torn_write_and_loses_nothing_acknowledged(
+    scratchd: Callable[..., Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "events"
+    with loop_ext4(tmp_path / "spool.img", tmp_path / "mnt", "16M") as mnt:
+        config = {"tenants": [tenant("a", ["a.test"], ["file"], max_batch_events=5000)],
+                  "sinks": {"file": {"type": "file", "path": str(out)}},
+                  "spool": {"dir": str(mnt / "spool"), "segment_bytes": 32768,
+                            "cursor_interval_ms": 20}}
+        daemon, http = scratchd(config)
+        acked = Acked(http.port)
+        assert acked.send("before") == 200
+        wait_for(lambda: (mnt / "spool" / "cursor-file").exists(), 10, "a persisted cursor")
+        filler = fill(mnt)
+        # On a full disk: whatever was refused is refused (503), what was acknowledged must
+        # reach the sink; torn bytes of a failed write must not stall the forwarder.
+        for i in range(60):
+            acked.send(f"full{i}")
+        assert acked.refused > 0, acked.statuses
+        filler.unlink()
+        for i in range(10):
+            assert acked.send(f"after{i}") == 200
+        wait_for(lambda: sorted(_sink_tags(out)) == sorted(acked.tags), 20,
+                 "every acknowledged event in the sink")
+        assert http.request("GET", "/healthz").status == 200
+        assert daemon.running
+        daemon.stop()
+        http.close()
+    # A graceful stop after ENOSPC delivered nothing twice and nothing torn.
+    assert len(read_file_sink(out)) == len(acked.tags)
+
+
+@needs_root_mounts
+def test_fsyncgate_a_failed_fsync_stops_acknowledging(
+    scratchd: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The spool's ext4 sits on a sparse image in a small tmpfs: once the tmpfs is full, the
+    loop device fails the writeback and fdatasync returns EIO (a real failed fsync)."""
+    out = tmp_path / "events"
+    with tmpfs(tmp_path / "outer", "40m") as outer, \
+            loop_ext4(outer / "spool.img", tmp_path / "mnt", "128M") as mnt:
+        config = {"tenants": [tenant("a", ["a.test"], ["file"], max_batch_events=5000)],
+                  "sinks": {"file": {"type": "file", "path": str(out)}},
+                  "spool": {"dir": str(mnt / "spool")}}
+        daemon, http = scratchd(config)
+        acked = Acked(http.port)
+        assert acked.send("before") == 200
+        filler = fill(outer)
+        statuses = [acked.send(f"broken{i}", 200) for i in range(5)]
+        assert 503 in statuses, statuses
+        filler.unlink()
+        # Room again, but a failed fsync cannot be retried: still nothing acknowledged.
+        assert acked.send("later") == 503
+        assert http.request("GET", "/healthz").status == 503
+        pixel = http.request("GET", "/track?x=1")
+        assert pixel.status == 200  # the pixel answers anyway, the drop is counted
+        wait_for(lambda: "fsync failed" in daemon.logs(), 10, "the failed fsync logged")
+        wait_for(lambda: set(acked.tags) <= set(_sink_tags(out)), 20,
+                 "the acknowledged events in the sink")
+        assert daemon.running
+        daemon.terminate_quietly()
+        http.close()

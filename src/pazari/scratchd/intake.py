@@ -20,7 +20,7 @@ from pazari.scratchd.privacy import (
     privacy_signal,
     valid_id,
 )
-from pazari.scratchd.spool import Spool, SpoolFull
+from pazari.scratchd.spool import Spool, SpoolFailed, SpoolFull
 from pazari.scratchd.stats import Stats
 from pazari.scratchd.tenants import Tenant
 
@@ -178,8 +178,9 @@ class Intake:
         try:
             commit = self.spool.append_many(tenant.id_bytes, visitor.encode(), events)
         except SpoolFull as exc:
-            counters.dropped["spool_full"] += len(events)
-            raise Refused(503, str(exc), "spool_full", rejected=False) from None
+            counter = _spool_counter(exc)
+            counters.dropped[counter] += len(events)
+            raise Refused(503, str(exc), counter, rejected=False) from None
         counters.spooled += len(events)
         return len(events), rejected, commit
 
@@ -188,8 +189,9 @@ class Intake:
         try:
             commit = self.spool.append(tenant.id_bytes, client.visitor_id.encode(), event)
         except SpoolFull as exc:
-            self.stats.tenants[tenant.id].dropped["spool_full"] += 1
-            raise Refused(503, str(exc), "spool_full", rejected=False) from None
+            counter = _spool_counter(exc)
+            self.stats.tenants[tenant.id].dropped[counter] += 1
+            raise Refused(503, str(exc), counter, rejected=False) from None
         self.stats.tenants[tenant.id].spooled += 1
         return commit
 
@@ -203,3 +205,7 @@ class Intake:
             self.stats.tenants[tenant.id].dropped["spool_error"] += n
             raise Refused(503, f"spool write failed: {exc}", "spool_error",
                           rejected=False) from None
+
+
+def _spool_counter(exc: SpoolFull) -> str:
+    return "spool_error" if isinstance(exc, SpoolFailed) else "spool_full"

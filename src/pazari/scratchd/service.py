@@ -81,7 +81,8 @@ class Scratchd(Service):
         self._persist: asyncio.Task[None] | None = None
 
     def healthy(self) -> bool:
-        return not self.stopping and not self.spool.over_quota()
+        return (not self.stopping and self.spool.failed is None
+                and not self.spool.over_quota())
 
     async def start(self) -> None:
         used = sorted({s for t in self.config.tenants for s in t.sinks})
