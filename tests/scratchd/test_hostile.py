@@ -269,3 +269,57 @@ def test_fsyncgate_a_failed_fsync_stops_acknowledging(
         assert daemon.running
         daemon.terminate_quietly()
         http.close()
+
+
+# -- client addresses ------------------------------------------------------------------------
+
+XFF_CASES = [
+    ("spoofed_left_most", ["6.6.6.6, 203.0.113.9, 10.1.2.3"], "203.0.113.0"),
+    ("two_header_lines", ["6.6.6.6", "203.0.113.9, 10.1.2.3"], "203.0.113.0"),
+    ("v6_with_port", ["[2001:db8:1:2:3:4:5:6]:443"], "2001:db8:1::"),
+    ("v4_with_port", ["203.0.113.9:52100, 10.0.0.1"], "203.0.113.0"),
+    ("garbage_hop", ["203.0.113.9, <script>"], None),
+    ("all_trusted", ["10.0.0.5, 10.0.0.6"], "10.0.0.0"),
+]
+
+
+@pytest.mark.parametrize("endpoint", ["pixel", "batch"])
+def test_x_forwarded_for_right_most_untrusted_hop(
+    scratchd: Callable[..., Any], tmp_path: Path, endpoint: str
+) -> None:
+    out = tmp_path / "events"
+    config = {"tenants": [tenant("a", ["a.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(out)}},
+              "trusted_proxies": ["127.0.0.0/8", "10.0.0.0/8"]}
+    daemon, http = scratchd(config)
+    for tag, lines, _ in XFF_CASES:
+        head = "".join(f"X-Forwarded-For: {line}\r\n" for line in lines)
+        if endpoint == "pixel":
+            request = (f"GET /track?tag={tag} HTTP/1.1\r\nHost: a.test\r\n"
+                       f"User-Agent: Mozilla/5.0\r\n{head}\r\n").encode()
+            status, _ = exchange(http.port, [request])
+        else:
+            body = b'{"tag": "%s"}\n' % tag.encode()
+            request = HEAD.format(path="/batch", host="a.test",
+                                  extra=f"{head}Content-Length: {len(body)}\r\n").encode()
+            status, _ = exchange(http.port, [request + body])
+        assert status == 200
+    wait_for(lambda: len(read_file_sink(out)) == len(XFF_CASES), 10, "every event")
+    ips = {e["params"]["tag"]: e["ip"] for e in read_file_sink(out)}
+    assert ips == {tag: ip for tag, _, ip in XFF_CASES}
+    assert daemon.running
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(
+    scratchd: Callable[..., Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "events"
+    config = {"tenants": [tenant("a", ["a.test"], ["file"], anonymize_ip=False)],
+              "sinks": {"file": {"type": "file", "path": str(out)}},
+              "trusted_proxies": ["10.0.0.0/8"]}
+    _, http = scratchd(config)
+    assert http.request("GET", "/track?x=1",
+                        headers={"X-Forwarded-For": "203.0.113.9",
+                                 "X-Forwarded-Proto": "https"}).status == 200
+    wait_for(lambda: len(read_file_sink(out)) == 1, 10, "the event")
+    assert read_file_sink(out)[0]["ip"] == "127.0.0.1"

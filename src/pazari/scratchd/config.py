@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -110,8 +111,11 @@ class ScratchdConfig:
     tenants: list[TenantConfig] = field(default_factory=list)
     sinks: dict[str, SinkConfig] = field(default_factory=dict)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
-    # Use the left-most X-Forwarded-For address (only behind a trusted load balancer).
+    # X-Forwarded-For (issue 12, privacy.ProxyTrust): ``trusted_proxies`` lists the CIDRs of
+    # the proxies in front; the client is the right-most hop not among them (nginx
+    # real_ip_recursive). ``trust_forwarded_for`` alone trusts just the direct peer.
     trust_forwarded_for: bool = False
+    trusted_proxies: list[str] = field(default_factory=list)
     # Graceful stop: each sink gets this long to deliver what is spooled.
     shutdown_deliver_timeout: float = 10.0
 
@@ -131,6 +135,11 @@ class ScratchdConfig:
                 seen_hosts.add(host.lower())
         if not self.tenants:
             return "tenants", "at least one tenant is required"
+        for i, cidr in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                return f"trusted_proxies[{i}]", str(exc)
         return None
 
 

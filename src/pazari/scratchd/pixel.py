@@ -144,9 +144,12 @@ class PixelProtocol(FastPathProtocol):
         key = name.lower()
         canonical = _WANTED.get(key)
         if canonical is not None:
-            if canonical not in self._headers:  # the first one wins, as headers.get() does
+            headers = self._headers
+            if canonical not in headers:  # the first one wins, as headers.get() does
                 # aiohttp decodes header values the same way (utf-8, surrogateescape).
-                self._headers[canonical] = value.decode("utf-8", "surrogateescape")
+                headers[canonical] = value.decode("utf-8", "surrogateescape")
+            elif canonical == "X-Forwarded-For":  # one list over several lines: join them
+                headers[canonical] += ", " + value.decode("utf-8", "surrogateescape")
         elif key in _BODY_HEADERS and (key != b"content-length" or value.strip() != b"0"):
             self._foreign = True  # a GET with a body: aiohttp frames it
 

@@ -21,6 +21,7 @@ from pazari.scratchd.forwarder import Forwarder, persist_loop, persist_once
 from pazari.scratchd.intake import Intake
 from pazari.scratchd.partner import Partner
 from pazari.scratchd.pixel import PixelServer
+from pazari.scratchd.privacy import ProxyTrust
 from pazari.scratchd.sinks import build_sink
 from pazari.scratchd.spool import Spool
 from pazari.scratchd.stats import Stats, StatsCollector
@@ -73,7 +74,8 @@ class Scratchd(Service):
         self.router = TenantRouter(config.tenants)
         self.spool = Spool(config.spool)
         self.stats.spool_bytes = self.spool.disk_bytes
-        self.intake = Intake(self.spool, self.stats, config.trust_forwarded_for)
+        self.intake = Intake(self.spool, self.stats,
+                             ProxyTrust(config.trusted_proxies, config.trust_forwarded_for))
         self.stopping = False
         self.forwarders: list[Forwarder] = []
         self._runner: web.ServerRunner | None = None
