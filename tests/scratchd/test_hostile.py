@@ -323,3 +323,38 @@ def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(
                                  "X-Forwarded-Proto": "https"}).status == 200
     wait_for(lambda: len(read_file_sink(out)) == 1, 10, "the event")
     assert read_file_sink(out)[0]["ip"] == "127.0.0.1"
+
+
+# -- privacy ---------------------------------------------------------------------------------
+
+SHOP = "shop_code=SA-ABCD-1234"
+ACTIONS = ("actions=%5B%7B%22category%22%3A%22site%22%2C%22type%22%3A%22sendPageView%22%7D%5D"
+           "&session=abcdefgh12345678")
+PRIVATE_REQUESTS = [
+    ("pixel", "GET", "/track?x=1", None),
+    ("track", "POST", "/track", b'{"x": 1}'),
+    ("batch", "POST", "/batch", b'[{"x": 1}]'),
+    ("session_create", "GET", f"/track/create?{SHOP}", None),
+    ("session_connect", "GET", f"/track/connect?{SHOP}", None),
+    ("actions", "GET", f"/track/actions/create?{SHOP}&{ACTIONS}", None),
+]
+
+
+def test_dnt_and_gpc_visitors_get_no_cookie(scratchd: Callable[..., Any], tmp_path: Path
+                                            ) -> None:
+    config = {"tenants": [tenant("drop", ["drop.test"], ["file"], dnt="drop"),
+                          tenant("anon", ["anon.test"], ["file"], dnt="anonymize"),
+                          tenant("keep", ["keep.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(tmp_path / "events")}}}
+    _, http = scratchd(config)
+    for host in ("drop.test", "anon.test"):
+        for signal in ({"DNT": "1"}, {"Sec-GPC": "1"}):
+            for name, method, target, body in PRIVATE_REQUESTS:
+                reply = http.request(method, target, body, headers=signal, host=host)
+                assert reply.status in (200, 204), (host, signal, name, reply.body)
+                assert reply.headers.get_all("Set-Cookie") is None, (host, signal, name)
+    # The control: a tenant that ignores the signals, and no signal at all, set cookies.
+    assert http.request("GET", "/track?x=1", headers={"DNT": "1"}, host="keep.test"
+                        ).headers["Set-Cookie"]
+    assert http.request("GET", f"/track/create?{SHOP}", host="anon.test").headers[
+        "Set-Cookie"]
