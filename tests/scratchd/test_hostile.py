@@ -358,3 +358,85 @@ def test_dnt_and_gpc_visitors_get_no_cookie(scratchd: Callable[..., Any], tmp_pa
                         ).headers["Set-Cookie"]
     assert http.request("GET", f"/track/create?{SHOP}", host="anon.test").headers[
         "Set-Cookie"]
+
+
+# -- slowloris -------------------------------------------------------------------------------
+
+def dribble_until_closed(sock: socket.socket, data: bytes, pause: float, limit: float
+                         ) -> tuple[bool, bytes]:
+    """Send ``data`` a byte every ``pause`` s until the server closes; (closed?, reply)."""
+    sock.settimeout(pause)
+    reply = b""
+    deadline = time.monotonic() + limit
+    for byte in data:
+        if time.monotonic() > deadline:
+            return False, reply
+        try:
+            sock.sendall(bytes([byte]))
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            return True, reply
+        if not chunk:
+            return True, reply
+        reply += chunk
+    return False, reply
+
+
+SLOW_HEADS = [
+    ("pixel_head", b"", b"GET /track?x=1 HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
+    ("batch_head", b"", b"POST /batch HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
+    ("second_head_on_keepalive", b"GET /track?x=0 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+     b"GET /track?x=1 HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
+]
+
+
+@pytest.mark.parametrize(("name", "first", "slow"), SLOW_HEADS, ids=[c[0] for c in SLOW_HEADS])
+def test_slowloris_head_is_closed_after_header_timeout(
+    scratchd: Callable[..., Any], tmp_path: Path, name: str, first: bytes, slow: bytes
+) -> None:
+    config = {"tenants": [tenant("a", ["a.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(tmp_path / "events")}},
+              "header_timeout": 1.0}
+    daemon, http = scratchd(config)
+    with socket.create_connection(("127.0.0.1", http.port), timeout=10) as sock:
+        if first:
+            sock.sendall(first)
+            response = http_response(sock)
+            assert response.status == 200
+        # A byte every 0.1 s would take ~50 s; the server must close long before that.
+        closed, reply = dribble_until_closed(sock, slow, 0.1, 30)
+    assert closed, "the slow head was never cut off"
+    assert reply in (b"", REQUEST_TIMEOUT_REPLY), reply
+    assert http.request("GET", "/healthz").status == 200 and daemon.running
+
+
+def test_silent_connection_closed_but_idle_keepalive_between_requests_is_not(
+    scratchd: Callable[..., Any], tmp_path: Path
+) -> None:
+    config = {"tenants": [tenant("a", ["a.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(tmp_path / "events")}},
+              "header_timeout": 1.0}
+    _, http = scratchd(config)
+    request = b"GET /track?x=1 HTTP/1.1\r\nHost: a.test\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", http.port), timeout=15) as silent, \
+            socket.create_connection(("127.0.0.1", http.port), timeout=15) as idle:
+        idle.sendall(request)
+        assert http_response(idle).status == 200
+        # The silent one never starts a head: closed (408 or EOF) well within 15 s.
+        assert silent.recv(4096) in (b"", REQUEST_TIMEOUT_REPLY)
+        # The idle keep-alive connection (between requests) still serves the next one.
+        idle.sendall(request)
+        assert http_response(idle).status == 200
+
+
+REQUEST_TIMEOUT_REPLY = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+
+
+def http_response(sock: socket.socket) -> http.client.HTTPResponse:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    response.read()
+    return response

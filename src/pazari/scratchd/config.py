@@ -116,6 +116,9 @@ class ScratchdConfig:
     # real_ip_recursive). ``trust_forwarded_for`` alone trusts just the direct peer.
     trust_forwarded_for: bool = False
     trusted_proxies: list[str] = field(default_factory=list)
+    # Slowloris (issue 12): a request head not complete this many seconds after its first
+    # byte (or after the connection opened) is answered 408 and closed (checked each second).
+    header_timeout: float = 10.0
     # Graceful stop: each sink gets this long to deliver what is spooled.
     shutdown_deliver_timeout: float = 10.0
 
@@ -135,6 +138,8 @@ class ScratchdConfig:
                 seen_hosts.add(host.lower())
         if not self.tenants:
             return "tenants", "at least one tenant is required"
+        if self.header_timeout <= 0:
+            return "header_timeout", "must be positive"
         for i, cidr in enumerate(self.trusted_proxies):
             try:
                 ipaddress.ip_network(cidr, strict=False)

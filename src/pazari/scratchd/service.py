@@ -110,7 +110,8 @@ class Scratchd(Service):
         await self._runner.setup()
         sock = bind_socket(self.host, self.port, self.reuse_port)
         self.port = sock.getsockname()[1]
-        self._pixel = PixelServer(self.router, self.intake, server, MAX_HEAD)
+        self._pixel = PixelServer(self.router, self.intake, server, MAX_HEAD,
+                                  self.config.header_timeout)
         await self._pixel.start(sock)
         tune_gc()
 
