@@ -69,8 +69,9 @@ class PixelServer(FastPathServer):
         """Once a second (the tick): the Date bytes, and the sweep of slow heads."""
         self._build_responses(date)
         late = self.now - self.header_timeout
-        for conn in [c for c in self.connections if 0.0 < c.head_since < late]:
-            conn.close_slow_head()
+        for conn in list(self.connections):
+            if isinstance(conn, PixelProtocol) and 0.0 < conn.head_since < late:
+                conn.close_slow_head()
 
     def __call__(self) -> PixelProtocol:
         return PixelProtocol(self)
