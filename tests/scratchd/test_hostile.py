@@ -440,3 +440,55 @@ def http_response(sock: socket.socket) -> http.client.HTTPResponse:
     response.begin()
     response.read()
     return response
+
+
+# -- what the public port serves -------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/metrics", "/debug/vars"])
+def test_metrics_and_debug_vars_only_on_the_metrics_port(
+    collector: tuple[Any, Any, Path], path: str
+) -> None:
+    _, http, _ = collector
+    for host in ("a.test", "nobody.test"):
+        reply = http.request("GET", path, host=host)
+        assert reply.status == 404, (host, reply.status)
+        assert b"scratchd" not in reply.body and b"spool" not in reply.body
+    assert "scratchd_events_received" in http.metrics() or "pid" in http.vars()
+    assert http.vars()["scratchd"]["unknown_host"] >= 0
+
+
+TENANT_PARAM = [
+    # (Host, tenant=, expected status, tenant recorded or None)
+    ("shared.test", "y", 200, "y"),
+    ("shared.test", None, 200, "x"),
+    ("shared.test", "z", 404, None),
+    ("z.test", "y", 404, None),
+    ("z.test", "nope", 404, None),
+    ("shared.test", "catchall", 404, None),
+]
+
+
+@pytest.mark.parametrize("endpoint", ["pixel", "batch"])
+def test_tenant_parameter_picks_only_a_tenant_serving_the_host(
+    scratchd: Callable[..., Any], tmp_path: Path, endpoint: str
+) -> None:
+    out = tmp_path / "events"
+    config = {"tenants": [tenant("x", ["shared.test"], ["file"], allow_tenant_param=True),
+                          tenant("y", ["shared.test"], ["file"], allow_tenant_param=True),
+                          tenant("z", ["z.test"], ["file"], allow_tenant_param=True),
+                          tenant("catchall", ["*"], ["file"], allow_tenant_param=True)],
+              "sinks": {"file": {"type": "file", "path": str(out)}}}
+    _, http = scratchd(config)
+    for i, (host, named, status, _) in enumerate(TENANT_PARAM):
+        query = f"case={i}" + (f"&tenant={named}" if named else "")
+        if endpoint == "pixel":
+            reply = http.request("GET", f"/track?{query}", host=host)
+        else:
+            reply = http.request("POST", f"/batch?{query}", b'[{"case": "%d"}]' % i,
+                                 host=host)
+        assert reply.status == status, (host, named, reply.body)
+        if status == 404:
+            assert b"does not serve" in reply.body
+    expected = {str(i): t for i, (_, _, _, t) in enumerate(TENANT_PARAM) if t}
+    wait_for(lambda: len(read_file_sink(out)) == len(expected), 10, "the recorded events")
+    assert {e["params"]["case"]: e["tenant"] for e in read_file_sink(out)} == expected

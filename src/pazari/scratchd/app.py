@@ -8,9 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
-from pazari.runtime.metrics import metrics_routes
 from pazari.scratchd.intake import Client, Dropped, Intake, Refused
 from pazari.scratchd.tenants import Tenant, TenantRouter
 
@@ -50,11 +48,19 @@ class Endpoints:
         self.healthy = healthy
 
     def tenant(self, request: web.Request) -> Tenant:
-        tenant = self.router.lookup(request.headers.get("Host"))
+        host = request.headers.get("Host")
+        tenant = self.router.lookup(host)
         if tenant is not None and tenant.config.allow_tenant_param:
             named = request.query.get("tenant")
-            if named is not None:
-                tenant = self.router.by_id.get(named)
+            if named is not None and named != tenant.id:
+                picked = self.router.named(named, host)
+                if picked is None:
+                    self.intake.stats.unknown_host += 1
+                    raise web.HTTPNotFound(
+                        text=orjson.dumps({"error": f"tenant {named!r} does not serve host "
+                                                    f"{request.host!r}"}).decode(),
+                        content_type=JSON)
+                tenant = picked
         if tenant is None:
             self.intake.stats.unknown_host += 1
             raise web.HTTPNotFound(
@@ -213,10 +219,11 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 class Dispatcher:
     """(method, path) → handler, one dict lookup per request: aiohttp's low-level server
     without the Application router and middleware chain (issue 6: the hot endpoints as lean
-    as the framework allows)."""
+    as the framework allows). ``/metrics`` and ``/debug/vars`` are not here: they are served
+    only on ``--metrics-addr`` (issue 12: spool paths, tenants and lags are no business of the
+    public port)."""
 
-    def __init__(self, endpoints: Endpoints, partner: Any, registry: CollectorRegistry,
-                 vars_fn: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, endpoints: Endpoints, partner: Any) -> None:
         self.routes: dict[tuple[str, str], Any] = {
             ("GET", "/track"): endpoints.pixel,
             ("POST", "/track"): endpoints.track,
@@ -228,9 +235,6 @@ class Dispatcher:
             ("GET", "/track/actions/create"): partner.actions,
             ("GET", "/healthz"): endpoints.healthz,
         }
-        for route in metrics_routes(registry, vars_fn):
-            assert isinstance(route, web.RouteDef)
-            self.routes[(route.method, route.path)] = route.handler
         self.paths = {path for _, path in self.routes}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -125,6 +125,7 @@ class ScratchdConfig:
     def validate(self) -> tuple[str, str] | None:
         seen_hosts: set[str] = set()
         seen_ids: set[str] = set()
+        shared_ok: dict[str, bool] = {}
         for i, tenant in enumerate(self.tenants):
             if tenant.id in seen_ids:
                 return f"tenants[{i}].id", f"duplicate tenant {tenant.id!r}"
@@ -133,9 +134,14 @@ class ScratchdConfig:
                 if sink not in self.sinks:
                     return f"tenants[{i}].sinks", f"unknown sink {sink!r}"
             for host in tenant.hosts:
-                if host.lower() in seen_hosts:
+                # A host may be shared only by tenants that take the `tenant` parameter
+                # (the first one listed is the default; the parameter picks among them).
+                if host.lower() in seen_hosts and not (
+                        tenant.allow_tenant_param and shared_ok.get(host.lower(), False)):
                     return f"tenants[{i}].hosts", f"host {host!r} belongs to two tenants"
                 seen_hosts.add(host.lower())
+                shared_ok[host.lower()] = shared_ok.get(host.lower(), True) and \
+                    tenant.allow_tenant_param
         if not self.tenants:
             return "tenants", "at least one tenant is required"
         if self.header_timeout <= 0:

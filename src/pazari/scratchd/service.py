@@ -101,7 +101,7 @@ class Scratchd(Service):
         self._persist = asyncio.create_task(persist_loop(self.spool, self.forwarders, interval))
         self._persist.add_done_callback(self._persist_died)
         endpoints = Endpoints(self.router, self.intake, self.healthy)
-        dispatch = Dispatcher(endpoints, Partner(endpoints), self.registry, self.vars)
+        dispatch = Dispatcher(endpoints, Partner(endpoints))
         server = web.Server(dispatch, access_log=None,
                             max_line_size=MAX_LINE, max_field_size=MAX_LINE)
         # aiohttp's server is not bound to the socket itself: the pixel fast path owns the
