@@ -30,8 +30,11 @@ class Reply:
 
 
 class Http:
-    def __init__(self, port: int) -> None:
+    """A keep-alive client of the public port; ``vars``/``metrics`` ask the metrics port."""
+
+    def __init__(self, port: int, metrics_port: int | None = None) -> None:
         self.port = port
+        self.metrics_port = metrics_port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
 
     def request(self, method: str, target: str, body: bytes | None = None,
@@ -50,6 +53,24 @@ class Http:
     def close(self) -> None:
         self.conn.close()
 
+    def _metrics_get(self, path: str) -> bytes:
+        assert self.metrics_port is not None, "started without --metrics-addr"
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=20)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            assert resp.status == 200, resp.status
+            return resp.read()
+        finally:
+            conn.close()
+
+    def vars(self) -> Any:
+        """/debug/vars from the --metrics-addr listener."""
+        return json.loads(self._metrics_get("/debug/vars"))
+
+    def metrics(self) -> str:
+        return self._metrics_get("/metrics").decode()
+
 
 def tenant(tid: str, hosts: list[str], sinks: list[str], **extra: Any) -> dict[str, Any]:
     return {"id": tid, "hosts": hosts, "sinks": sinks, **extra}
@@ -66,12 +87,14 @@ def scratchd(daemon_factory: Callable[..., Any], tmp_path: Path) -> Callable[...
         path = tmp_path / name
         path.write_text(json.dumps(config))
         port = port or free_port()
+        metrics_port = free_port()
         daemon = daemon_factory(
             [SCRATCHD, "--config", str(path), "--listen", f"127.0.0.1:{port}",
+             "--metrics-addr", f"127.0.0.1:{metrics_port}",
              "--log-level", "warning", "--drain-timeout", "40"],
             env={**os.environ}, start=start,
         )
-        return daemon, Http(port)
+        return daemon, Http(port, metrics_port)
 
     return make
 

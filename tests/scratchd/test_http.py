@@ -35,7 +35,7 @@ def served(scratchd: Callable[..., Any], tmp_path: Path) -> tuple[Any, Any, Path
 
 
 def _vars(http: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = http.request("GET", "/debug/vars").json()["scratchd"]
+    doc: dict[str, Any] = http.vars()["scratchd"]
     return doc
 
 
@@ -167,7 +167,7 @@ def test_health_metrics_and_vars(served: tuple[Any, Any, Path]) -> None:
     assert http.request("GET", "/healthz").status == 200
     http.request("GET", "/track?x=1")
     wait_for(lambda: _vars(http)["sinks"]["file"]["delivered"].get("a") == 1, 10, "delivery")
-    metrics = http.request("GET", "/metrics").body.decode()
+    metrics = http.metrics()
     for line in ('scratchd_events_received_total{tenant="a"} 1.0',
                  'scratchd_events_spooled_total{tenant="a"} 1.0',
                  'scratchd_events_delivered_total{sink="file",tenant="a"} 1.0',

@@ -126,8 +126,8 @@ def test_connection_persistence(port: int, version: str, extra: str, expect: str
 
 HANDED_OVER = [
     ("unknown host", _pixel(1, "nobody.test"), 404, b"unknown host"),
-    ("tenant parameter", b"GET /track?tenant=a&x=1 HTTP/1.1\r\nHost: t.test\r\n\r\n", 200,
-     GIF),
+    ("tenant parameter for a tenant not serving the host",
+     b"GET /track?tenant=a&x=1 HTTP/1.1\r\nHost: t.test\r\n\r\n", 404, b"does not serve"),
     ("get with a body", _pixel(1, extra="Content-Length: 2\r\n") + b"{}", 200, GIF),
     ("bad header", b"GET /track?x=1 HTTP/1.1\r\nHost: a.test\r\nBad Header: x\r\n\r\n", 400,
      b""),

@@ -127,7 +127,7 @@ def test_disk_quota_answers_503_and_counts(scratchd: Callable[..., Any], tmp_pat
     pixel = http.request("GET", "/track?x=1")
     assert pixel.status == 200 and pixel.body == GIF
     assert http.request("GET", "/healthz").status == 503
-    doc = http.request("GET", "/debug/vars").json()["scratchd"]["tenants"]["a"]
+    doc = http.vars()["scratchd"]["tenants"]["a"]
     assert doc["dropped"]["spool_full"] == 100 - accepted + 1
     assert doc["spooled"] == accepted  # nothing silently lost: spooled or refused
     rss = doc and daemon.pid and _rss(daemon.pid)
@@ -163,7 +163,7 @@ def test_kafka_outage_loses_nothing(scratchd: Callable[..., Any], kafka_broker: 
         load.running.clear()
         time.sleep(0.2)  # let the in-flight request finish; nothing to await on the client
         before = {str(n) for n in load.answered}
-        wait_for(lambda: http.request("GET", "/debug/vars").json()["scratchd"]["sinks"][
+        wait_for(lambda: http.vars()["scratchd"]["sinks"][
             "kafka"]["lag_bytes"] == 0, 30, "kafka caught up")
         records = consume_all(kafka_broker.bootstrap, topic, len(before), timeout=30)
         seen |= {json.loads(r.value or b"")["params"]["n"] for r in records}
@@ -181,6 +181,6 @@ def test_kafka_outage_loses_nothing(scratchd: Callable[..., Any], kafka_broker: 
     records = consume_all(kafka_broker.bootstrap, topic, len(wanted), timeout=90)
     seen |= {json.loads(r.value or b"")["params"]["n"] for r in records}
     missing = answered - seen
-    sinks = http.request("GET", "/debug/vars").json()["scratchd"]["sinks"]["kafka"]
+    sinks = http.vars()["scratchd"]["sinks"]["kafka"]
     assert not missing, f"{len(missing)} answered events never reached Kafka: {sinks}"
     assert sinks["failures"] > 0 and sinks["up"]

@@ -10,7 +10,14 @@ import pytest
 from pazari.runtime.config import ConfigError, from_json
 from pazari.scratchd.config import RateLimitConfig, ScratchdConfig, default_config
 from pazari.scratchd.ids import Uuid7, timestamp_ms
-from pazari.scratchd.privacy import anonymize_ip, cookie_value, is_bot, valid_id
+from pazari.scratchd.privacy import (
+    ProxyTrust,
+    anonymize_ip,
+    clean_ip,
+    cookie_value,
+    is_bot,
+    valid_id,
+)
 from pazari.scratchd.ratelimit import RateLimiter
 from pazari.scratchd.tenants import TenantRouter
 
@@ -30,10 +37,48 @@ def test_uuid7_is_time_ordered_and_well_formed() -> None:
     ("203.0.113.77", "203.0.113.0"),
     ("2001:db8:1:2:3:4:5:6", "2001:db8:1::"),
     ("::ffff:198.51.100.9", "198.51.100.0"),
-    ("not-an-ip", "not-an-ip"),
-], ids=["ipv4", "ipv6", "mapped", "garbage"])
-def test_anonymize_ip(ip: str, expected: str) -> None:
+    ("203.0.113.77:52100", "203.0.113.0"),
+    ("[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1::"),
+    ("[2001:db8:1:2:3:4:5:6]", "2001:db8:1::"),
+    (" 203.0.113.77 ", "203.0.113.0"),
+    ("not-an-ip", None),
+    ("a.b.c.d", None),
+    ("1.2.3", None),
+    ("203.0.113.77:port", None),
+    ("[2001:db8::1]x", None),
+    ("[2001:db8::1", None),
+    ("unknown", None),
+    ("_hidden", None),
+    ("fe80::1%eth0", None),
+    ("", None),
+], ids=["ipv4", "ipv6", "mapped", "v4_port", "v6_bracket_port", "v6_bracket", "spaces",
+        "garbage", "dotted_garbage", "short_v4", "bad_port", "v6_trailing", "v6_unclosed",
+        "rfc7239_unknown", "rfc7239_obfuscated", "zone_id", "empty"])
+def test_anonymize_ip_parses_or_drops(ip: str, expected: str | None) -> None:
     assert anonymize_ip(ip) == expected
+    assert (clean_ip(ip) is None) == (expected is None)
+
+
+@pytest.mark.parametrize(("cidrs", "trust_peer", "remote", "xff", "client"), [
+    (["127.0.0.0/8", "10.0.0.0/8"], False, "127.0.0.1", "6.6.6.6, 203.0.113.9, 10.1.2.3",
+     "203.0.113.9"),
+    (["127.0.0.0/8"], False, "127.0.0.1", "10.0.0.1, 203.0.113.9", "203.0.113.9"),
+    (["127.0.0.0/8", "10.0.0.0/8"], False, "127.0.0.1", "10.0.0.1, 10.0.0.2", "10.0.0.1"),
+    (["10.0.0.0/8"], False, "127.0.0.1", "203.0.113.9", "127.0.0.1"),
+    (["127.0.0.0/8"], False, "127.0.0.1", "203.0.113.9, garbage", "garbage"),
+    (["127.0.0.0/8"], False, "127.0.0.1", "[2001:db8::7]:443", "[2001:db8::7]:443"),
+    (["127.0.0.0/8"], False, "127.0.0.1", None, "127.0.0.1"),
+    (["::ffff:127.0.0.0/104", "127.0.0.0/8"], False, "::ffff:127.0.0.1", "203.0.113.9",
+     "203.0.113.9"),
+    ([], True, "127.0.0.1", "6.6.6.6, 203.0.113.9", "203.0.113.9"),
+    ([], False, "127.0.0.1", "203.0.113.9", "127.0.0.1"),
+], ids=["right_most_untrusted", "spoofed_left_most_ignored", "all_trusted_left_most",
+        "peer_untrusted_header_ignored", "garbage_hop_ends_walk", "v6_with_port",
+        "no_header", "v4_mapped_peer", "trust_peer_only_right_most", "trust_off"])
+def test_proxy_trust_picks_right_most_untrusted_hop(
+    cidrs: list[str], trust_peer: bool, remote: str, xff: str | None, client: str
+) -> None:
+    assert ProxyTrust(cidrs, trust_peer).client_ip(remote, xff) == client
 
 
 @pytest.mark.parametrize(("header", "value"), [

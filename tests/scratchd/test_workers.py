@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,25 @@ from typing import Any
 
 from tests.scratchd.conftest import SCRATCHD, Http, tenant
 from tests.support.ports import free_port
+
+
+def free_ports_in_a_row(n: int) -> int:
+    """A port p with p .. p+n-1 all free right now."""
+    for _ in range(50):
+        first = free_port()
+        socks = []
+        try:
+            for i in range(n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", first + i))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return first
+    raise AssertionError("no run of free ports")
 
 
 def _load(port: int, first: int, count: int, per_connection: int) -> None:
@@ -33,17 +53,20 @@ def test_two_workers_share_the_port_and_never_a_file(daemon_factory: Callable[..
               "sinks": {"file": {"type": "file", "path": str(out)}},
               "spool": {"dir": str(tmp_path / "spool")}}
     (tmp_path / "c.json").write_text(json.dumps(config))
-    port = free_port()
+    port, metrics = free_port(), free_ports_in_a_row(2)
     daemon = daemon_factory([SCRATCHD, "--config", str(tmp_path / "c.json"), "--listen",
-                             f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
+                             f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning",
+                             "--metrics-addr", f"127.0.0.1:{metrics}"],
                             env={**os.environ})
-    pids = set()
     for n in range(40):
         http = Http(port)  # a new connection each time: the kernel spreads them
         assert http.request("GET", f"/track?n={n}").status == 200
-        pids.add(http.request("GET", "/debug/vars").json()["pid"])
         http.close()
+    # Worker i serves its metrics on the given port + i; both took some of the 40.
+    docs = [Http(port, metrics + i).vars() for i in range(2)]
+    pids = {doc["pid"] for doc in docs}
     assert len(pids) == 2 and daemon.pid not in pids
+    assert all(doc["scratchd"]["events_total"] > 0 for doc in docs), docs
     assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["worker-0", "worker-1"]
     # Concurrent load with 3 KB lines (a delivered batch is far above PIPE_BUF): with a shared
     # file the two processes' buffered writes would interleave mid-line.

@@ -41,6 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     reuse_port = args.worker_index is not None
     if args.worker_index is not None:
         config.spool.dir = f"{config.spool.dir}/worker-{args.worker_index}"
+        if args.metrics_addr:
+            # One metrics listener per worker: worker i on the given port + i (0 stays 0).
+            mhost, mport = parse_addr(args.metrics_addr)
+            if mport:
+                args.metrics_addr = f"[{mhost}]:{mport + args.worker_index}" if ":" in mhost \
+                    else f"{mhost}:{mport + args.worker_index}"
     from pazari.scratchd.service import Scratchd
 
     return run(Scratchd(config, host, port, reuse_port, args.worker_index),

@@ -8,9 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
-from pazari.runtime.metrics import metrics_routes
 from pazari.scratchd.intake import Client, Dropped, Intake, Refused
 from pazari.scratchd.tenants import Tenant, TenantRouter
 
@@ -50,11 +48,19 @@ class Endpoints:
         self.healthy = healthy
 
     def tenant(self, request: web.Request) -> Tenant:
-        tenant = self.router.lookup(request.headers.get("Host"))
+        host = request.headers.get("Host")
+        tenant = self.router.lookup(host)
         if tenant is not None and tenant.config.allow_tenant_param:
             named = request.query.get("tenant")
-            if named is not None:
-                tenant = self.router.by_id.get(named)
+            if named is not None and named != tenant.id:
+                picked = self.router.named(named, host)
+                if picked is None:
+                    self.intake.stats.unknown_host += 1
+                    raise web.HTTPNotFound(
+                        text=orjson.dumps({"error": f"tenant {named!r} does not serve host "
+                                                    f"{request.host!r}"}).decode(),
+                        content_type=JSON)
+                tenant = picked
         if tenant is None:
             self.intake.stats.unknown_host += 1
             raise web.HTTPNotFound(
@@ -143,16 +149,28 @@ class Endpoints:
         return web.Response(body=body, content_type=JSON, headers=cors)
 
     async def read_body(self, request: web.Request, tenant: Tenant) -> bytes:
+        """The whole body, up to the tenant's ``max_body_bytes`` (issue 12: a read of what
+        happened to be buffered cut bodies that arrived in several TCP segments). aiohttp's
+        stream reader decodes chunked transfer coding (RFC 9112 §7.1) and ends at the
+        declared Content-Length, so reading until EOF is the whole body either way."""
         limit = tenant.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             self.intake.stats.reject(tenant.id, "too_large")
             raise Refused(400, f"body too large ({request.content_length} bytes, limit "
                                f"{limit})", "too_large")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            self.intake.stats.reject(tenant.id, "too_large")
-            raise Refused(400, f"body too large (limit {limit} bytes)", "too_large")
-        return body
+        content = request.content
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:  # chunked: no length known in advance
+                self.intake.stats.reject(tenant.id, "too_large")
+                raise Refused(400, f"body too large (limit {limit} bytes)", "too_large")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def read_json(self, request: web.Request, tenant: Tenant) -> Any:
         body = await self.read_body(request, tenant)
@@ -201,10 +219,11 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 class Dispatcher:
     """(method, path) → handler, one dict lookup per request: aiohttp's low-level server
     without the Application router and middleware chain (issue 6: the hot endpoints as lean
-    as the framework allows)."""
+    as the framework allows). ``/metrics`` and ``/debug/vars`` are not here: they are served
+    only on ``--metrics-addr`` (issue 12: spool paths, tenants and lags are no business of the
+    public port)."""
 
-    def __init__(self, endpoints: Endpoints, partner: Any, registry: CollectorRegistry,
-                 vars_fn: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, endpoints: Endpoints, partner: Any) -> None:
         self.routes: dict[tuple[str, str], Any] = {
             ("GET", "/track"): endpoints.pixel,
             ("POST", "/track"): endpoints.track,
@@ -216,9 +235,6 @@ class Dispatcher:
             ("GET", "/track/actions/create"): partner.actions,
             ("GET", "/healthz"): endpoints.healthz,
         }
-        for route in metrics_routes(registry, vars_fn):
-            assert isinstance(route, web.RouteDef)
-            self.routes[(route.method, route.path)] = route.handler
         self.paths = {path for _, path in self.routes}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:

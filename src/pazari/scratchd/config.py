@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -110,14 +111,21 @@ class ScratchdConfig:
     tenants: list[TenantConfig] = field(default_factory=list)
     sinks: dict[str, SinkConfig] = field(default_factory=dict)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
-    # Use the left-most X-Forwarded-For address (only behind a trusted load balancer).
+    # X-Forwarded-For (issue 12, privacy.ProxyTrust): ``trusted_proxies`` lists the CIDRs of
+    # the proxies in front; the client is the right-most hop not among them (nginx
+    # real_ip_recursive). ``trust_forwarded_for`` alone trusts just the direct peer.
     trust_forwarded_for: bool = False
+    trusted_proxies: list[str] = field(default_factory=list)
+    # Slowloris (issue 12): a request head not complete this many seconds after its first
+    # byte (or after the connection opened) is answered 408 and closed (checked each second).
+    header_timeout: float = 10.0
     # Graceful stop: each sink gets this long to deliver what is spooled.
     shutdown_deliver_timeout: float = 10.0
 
     def validate(self) -> tuple[str, str] | None:
         seen_hosts: set[str] = set()
         seen_ids: set[str] = set()
+        shared_ok: dict[str, bool] = {}
         for i, tenant in enumerate(self.tenants):
             if tenant.id in seen_ids:
                 return f"tenants[{i}].id", f"duplicate tenant {tenant.id!r}"
@@ -126,11 +134,23 @@ class ScratchdConfig:
                 if sink not in self.sinks:
                     return f"tenants[{i}].sinks", f"unknown sink {sink!r}"
             for host in tenant.hosts:
-                if host.lower() in seen_hosts:
+                # A host may be shared only by tenants that take the `tenant` parameter
+                # (the first one listed is the default; the parameter picks among them).
+                if host.lower() in seen_hosts and not (
+                        tenant.allow_tenant_param and shared_ok.get(host.lower(), False)):
                     return f"tenants[{i}].hosts", f"host {host!r} belongs to two tenants"
                 seen_hosts.add(host.lower())
+                shared_ok[host.lower()] = shared_ok.get(host.lower(), True) and \
+                    tenant.allow_tenant_param
         if not self.tenants:
             return "tenants", "at least one tenant is required"
+        if self.header_timeout <= 0:
+            return "header_timeout", "must be positive"
+        for i, cidr in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                return f"trusted_proxies[{i}]", str(exc)
         return None
 
 

@@ -123,5 +123,10 @@ async def persist_once(spool: Spool, forwarders: Sequence[Forwarder]) -> None:
         spool.cursors[fwd.name] = target
         moved = True
     if moved:
-        await asyncio.to_thread(spool.write_cursors)
+        try:
+            await asyncio.to_thread(spool.write_cursors)
+        except OSError as exc:
+            # A full or failing disk: the cursors stay where they were persisted (at worst a
+            # restart delivers some events again) and the next round tries again.
+            log.warning("cursors not persisted: %s", exc)
         spool.drop_segments()

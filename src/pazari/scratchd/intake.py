@@ -14,13 +14,15 @@ from aiohttp import web
 
 from pazari.event import EventError, encode_fields, encode_query, new_id
 from pazari.scratchd.privacy import (
+    ProxyTrust,
     anonymize_ip,
+    clean_ip,
     cookie_value,
     is_bot,
     privacy_signal,
     valid_id,
 )
-from pazari.scratchd.spool import Spool, SpoolFull
+from pazari.scratchd.spool import Spool, SpoolFailed, SpoolFull
 from pazari.scratchd.stats import Stats
 from pazari.scratchd.tenants import Tenant
 
@@ -52,12 +54,11 @@ class Client:
                  "visitor_id")
 
     def __init__(self, headers: Mapping[str, str], remote: str | None, secure: bool,
-                 tenant: Tenant, trust_forwarded: bool) -> None:
+                 tenant: Tenant, proxies: ProxyTrust) -> None:
         # ``headers`` is aiohttp's case-insensitive mapping, or the pixel fast path's dict of
         # the few headers read here under their canonical names (pixel.py).
-        if trust_forwarded:
-            forwarded = headers.get("X-Forwarded-For")
-            ip = forwarded.split(",", 1)[0].strip() if forwarded else remote
+        if proxies.enabled and proxies.peer_trusted(remote):
+            ip = proxies.client_ip(remote, _forwarded_for(headers))
             self.secure = headers.get("X-Forwarded-Proto") == "https" or secure
         else:
             ip = remote
@@ -78,7 +79,7 @@ class Client:
             self.ip = None
             self.visitor_id = new_id()
             return
-        self.ip = anonymize_ip(ip) if ip and config.anonymize_ip else ip
+        self.ip = None if not ip else anonymize_ip(ip) if config.anonymize_ip else clean_ip(ip)
         visitor = cookie_value(headers.get("Cookie"), tenant.cookie_name)
         if not valid_id(visitor):
             visitor = new_id()
@@ -87,11 +88,21 @@ class Client:
         self.visitor_id = visitor
 
 
+def _forwarded_for(headers: Mapping[str, str]) -> str | None:
+    """Every X-Forwarded-For field line joined (RFC 9110 §5.3: one list split over several
+    lines); the fast path's dict already holds them joined."""
+    getall = getattr(headers, "getall", None)
+    if getall is None:
+        return headers.get("X-Forwarded-For")
+    values: list[str] = getall("X-Forwarded-For", [])
+    return ", ".join(values) if values else None
+
+
 class Intake:
-    def __init__(self, spool: Spool, stats: Stats, trust_forwarded: bool) -> None:
+    def __init__(self, spool: Spool, stats: Stats, proxies: ProxyTrust) -> None:
         self.spool = spool
         self.stats = stats
-        self.trust_forwarded = trust_forwarded
+        self.proxies = proxies
         self.clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000
 
     def client(self, request: web.Request, tenant: Tenant, n: int = 1) -> Client:
@@ -105,7 +116,7 @@ class Intake:
         counters.received += n
         self.stats.events_total += n
         try:
-            client = Client(headers, remote, secure, tenant, self.trust_forwarded)
+            client = Client(headers, remote, secure, tenant, self.proxies)
         except Dropped as drop:
             counters.dropped[drop.counter] += n
             raise
@@ -178,8 +189,9 @@ class Intake:
         try:
             commit = self.spool.append_many(tenant.id_bytes, visitor.encode(), events)
         except SpoolFull as exc:
-            counters.dropped["spool_full"] += len(events)
-            raise Refused(503, str(exc), "spool_full", rejected=False) from None
+            counter = _spool_counter(exc)
+            counters.dropped[counter] += len(events)
+            raise Refused(503, str(exc), counter, rejected=False) from None
         counters.spooled += len(events)
         return len(events), rejected, commit
 
@@ -188,8 +200,9 @@ class Intake:
         try:
             commit = self.spool.append(tenant.id_bytes, client.visitor_id.encode(), event)
         except SpoolFull as exc:
-            self.stats.tenants[tenant.id].dropped["spool_full"] += 1
-            raise Refused(503, str(exc), "spool_full", rejected=False) from None
+            counter = _spool_counter(exc)
+            self.stats.tenants[tenant.id].dropped[counter] += 1
+            raise Refused(503, str(exc), counter, rejected=False) from None
         self.stats.tenants[tenant.id].spooled += 1
         return commit
 
@@ -203,3 +216,7 @@ class Intake:
             self.stats.tenants[tenant.id].dropped["spool_error"] += n
             raise Refused(503, f"spool write failed: {exc}", "spool_error",
                           rejected=False) from None
+
+
+def _spool_counter(exc: SpoolFull) -> str:
+    return "spool_error" if isinstance(exc, SpoolFailed) else "spool_full"

@@ -15,7 +15,7 @@ from aiohttp import web
 from pazari.scratchd.app import JSON, Endpoints, pixel_response
 from pazari.scratchd.ids import new_id
 from pazari.scratchd.intake import Client, Dropped, Refused
-from pazari.scratchd.privacy import cookie_value, valid_id
+from pazari.scratchd.privacy import cookie_value, privacy_signal, valid_id
 from pazari.scratchd.tenants import Tenant
 
 SHOP_CODE = re.compile(r"^SA-[A-Z0-9]{4}-[A-Z0-9]{4}$")
@@ -79,8 +79,8 @@ class Partner:
         response = web.Response(body=orjson.dumps({"session": session}), content_type=JSON,
                                 headers=headers)
         secure = client.secure if client is not None else request.secure
-        cookies = [tenant.session_cookie_header(session, secure)] if created or kind == \
-            "session.connect" else []
+        cookies = [tenant.session_cookie_header(session, secure)] if (
+            created or kind == "session.connect") and not _private(request, tenant) else []
         if client is not None and client.set_cookie is not None:
             cookies.append(client.set_cookie)
         for cookie in cookies:
@@ -134,6 +134,14 @@ class Partner:
             with contextlib.suppress(Refused):
                 await intake.committed(tenant, commit)
         return pixel_response(client)
+
+
+def _private(request: web.Request, tenant: Tenant) -> bool:
+    """DNT / GPC from a visitor of a tenant that honours them: no cookie of any kind
+    (issue 12), the session cookie included; the session id still comes back in the body
+    for the tracker's own use on that page."""
+    return tenant.config.dnt != "ignore" and privacy_signal(
+        request.headers.get("DNT"), request.headers.get("Sec-GPC"))
 
 
 def _parse_actions(text: str) -> list[Any]:

@@ -44,6 +44,10 @@ _WANTED = {
 }
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 MAX_PENDING = 256  # pipelined responses waiting for a commit before reading pauses
+# Slowloris (issue 12): a head not complete within ``header_timeout`` gets this and a close,
+# as nginx's client_header_timeout answers 408 (RFC 9110 §15.5.9).
+REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                   b"Content-Length: 0\r\n\r\n")
 
 
 class PixelServer(FastPathServer):
@@ -51,14 +55,23 @@ class PixelServer(FastPathServer):
     the tick and the graceful stop are runtime.fastpath's)."""
 
     def __init__(self, router: TenantRouter, intake: Intake, fallback: web.Server,
-                 max_head: int) -> None:
+                 max_head: int, header_timeout: float) -> None:
         super().__init__(fallback)
         self.router = router
         self.intake = intake
         # An unfinished head longer than this goes to aiohttp, which answers 400/431.
         self.max_head = max_head
+        self.header_timeout = header_timeout
         self.head_ok = self.response_ok = b""
         self.start_ticking()
+
+    def refresh_date(self, date: str) -> None:
+        """Once a second (the tick): the Date bytes, and the sweep of slow heads."""
+        self._build_responses(date)
+        late = self.now - self.header_timeout
+        for conn in list(self.connections):
+            if isinstance(conn, PixelProtocol) and 0.0 < conn.head_since < late:
+                conn.close_slow_head()
 
     def __call__(self) -> PixelProtocol:
         return PixelProtocol(self)
@@ -66,7 +79,7 @@ class PixelServer(FastPathServer):
     async def start(self, sock: Any) -> None:
         self._server = await self.loop.create_server(self, sock=sock, backlog=4096)
 
-    def refresh_date(self, date: str) -> None:
+    def _build_responses(self, date: str) -> None:
         self.head_ok = (b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\n"
                         b"Cache-Control: no-store\r\nContent-Length: 43\r\nDate: "
                         + date.encode())
@@ -89,7 +102,7 @@ class PixelProtocol(FastPathProtocol):
 
     __slots__ = (
         "_buf", "_close_after", "_done", "_foreign", "_groups", "_headers", "_keep_alive",
-        "_parser", "_throttled", "_url", "_waiting", "remote",
+        "_parser", "_throttled", "_url", "_waiting", "head_since", "remote",
     )
     server: PixelServer
 
@@ -108,6 +121,9 @@ class PixelProtocol(FastPathProtocol):
         self._waiting = 0  # responses in _groups
         self._throttled = False  # reading paused until the waiting responses are out
         self._close_after = False
+        # When the head now being read began (the connection's start for its first one);
+        # 0.0 between requests, where the keep-alive timeout applies instead.
+        self.head_since = server.now
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -121,6 +137,17 @@ class PixelProtocol(FastPathProtocol):
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else None
         super().connection_made(transport)
+
+    def close_slow_head(self) -> None:
+        """The head took longer than ``header_timeout``: 408 and close (once nothing else
+        is owed: answers leave in order)."""
+        transport = self.transport
+        if transport is None or self.owes() or self._handover is not None:
+            return
+        self.head_since = 0.0
+        self._close_after = True
+        transport.write(REQUEST_TIMEOUT)
+        transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -144,9 +171,12 @@ class PixelProtocol(FastPathProtocol):
         key = name.lower()
         canonical = _WANTED.get(key)
         if canonical is not None:
-            if canonical not in self._headers:  # the first one wins, as headers.get() does
+            headers = self._headers
+            if canonical not in headers:  # the first one wins, as headers.get() does
                 # aiohttp decodes header values the same way (utf-8, surrogateescape).
-                self._headers[canonical] = value.decode("utf-8", "surrogateescape")
+                headers[canonical] = value.decode("utf-8", "surrogateescape")
+            elif canonical == "X-Forwarded-For":  # one list over several lines: join them
+                headers[canonical] += ", " + value.decode("utf-8", "surrogateescape")
         elif key in _BODY_HEADERS and (key != b"content-length" or value.strip() != b"0"):
             self._foreign = True  # a GET with a body: aiohttp frames it
 
@@ -202,6 +232,10 @@ class PixelProtocol(FastPathProtocol):
             # Too long for a head (aiohttp answers 431/400), or bare-LF line ends.
             self._hand_over(rest)
             return
+        if not rest:
+            self.head_since = 0.0
+        elif pos or not self.head_since:
+            self.head_since = server.now  # the first bytes of a new head
         self._buf = rest
 
     def _answer(self, head: memoryview, http10: bool, out: list[bytes]) -> None:

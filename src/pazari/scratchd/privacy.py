@@ -20,21 +20,106 @@ def is_bot(user_agent: str | None) -> bool:
     return user_agent is None or bool(_BOT.search(user_agent))
 
 
-@lru_cache(maxsize=65536)
-def anonymize_ip(ip: str) -> str:
-    """IPv4: zero the last octet; IPv6: zero the last 80 bits (spec "Tenancy")."""
-    if "." in ip and ":" not in ip:
-        head, _, _ = ip.rpartition(".")
-        return f"{head}.0"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(value: str) -> IPAddress | None:
+    """An address as peers and proxies write it: ``ip``, ``ip:port``, ``[v6]`` or
+    ``[v6]:port`` (RFC 7239 §6 node forms; X-Forwarded-For carries the same); None for
+    anything else (``unknown``, obfuscated identifiers, garbage)."""
+    text = value.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or (end + 1 < len(text) and not _is_port(text[end + 1:])):
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:  # IPv4 with a port (a bare IPv6 has at least two colons)
+        text, _, port = text.partition(":")
+        if not port.isdigit():
+            return None
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = ipaddress.ip_address(text)
     except ValueError:
-        return ip
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
+        return None  # a zone id is local to the sender's host
+    return addr
+
+
+def _is_port(text: str) -> bool:
+    return text.startswith(":") and text[1:].isdigit() and len(text) <= 6
+
+
+@lru_cache(maxsize=65536)
+def clean_ip(value: str) -> str | None:
+    """The canonical text of the address in ``value``, or None: a raw value is never
+    stored (issue 12)."""
+    addr = parse_ip(value)
+    if addr is None:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+@lru_cache(maxsize=65536)
+def anonymize_ip(value: str) -> str | None:
+    """IPv4: zero the last octet; IPv6: zero the last 80 bits (spec "Tenancy"). Accepts the
+    forms of :func:`parse_ip`; None when ``value`` is not an address."""
+    addr = parse_ip(value)
+    if addr is None:
+        return None
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:
-            return anonymize_ip(str(addr.ipv4_mapped))
+            return str(ipaddress.IPv4Address(int(addr.ipv4_mapped) >> 8 << 8))
         return str(ipaddress.IPv6Address(int(addr) >> 80 << 80))
     return str(ipaddress.IPv4Address(int(addr) >> 8 << 8))
+
+
+class ProxyTrust:
+    """Which address is the client's (issue 12), as nginx's ``real_ip_recursive on``: when
+    the peer is a trusted proxy, walk X-Forwarded-For from the right, skipping trusted
+    proxies; the first other hop is the client. The left-most entry is whatever the client
+    wrote, so it is used only when every hop is trusted. A hop that is not an address ends
+    the walk (it was not written by a trusted proxy) and gives no address at all.
+
+    ``trust_forwarded_for`` without ``trusted_proxies`` trusts the direct peer only (one
+    load balancer in front): the right-most hop, the one that balancer appended."""
+
+    def __init__(self, cidrs: list[str], trust_peer: bool) -> None:
+        self.networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        self.trust_peer = trust_peer and not self.networks
+        self.enabled = bool(self.networks) or trust_peer
+        self._cache: dict[str, bool] = {}
+
+    def trusted(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        found = self._cache.get(value)
+        if found is None:
+            addr = parse_ip(value)
+            if addr is not None and isinstance(addr, ipaddress.IPv6Address) and \
+                    addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
+            found = addr is not None and any(addr in net for net in self.networks)
+            if len(self._cache) < 4096:
+                self._cache[value] = found
+        return found
+
+    def peer_trusted(self, remote: str | None) -> bool:
+        return self.enabled and (self.trust_peer or self.trusted(remote))
+
+    def client_ip(self, remote: str | None, forwarded_for: str | None) -> str | None:
+        """The client's address as sent (not yet cleaned); None if there is none."""
+        if not forwarded_for or not self.peer_trusted(remote):
+            return remote
+        hops = [h.strip() for h in forwarded_for.split(",")]
+        if self.trust_peer:
+            return hops[-1] or None
+        for hop in reversed(hops):
+            if not self.trusted(hop):
+                return hop or None
+        return hops[0] or None
 
 
 def privacy_signal(dnt: str | None, gpc: str | None) -> bool:

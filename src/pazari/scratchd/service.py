@@ -21,6 +21,7 @@ from pazari.scratchd.forwarder import Forwarder, persist_loop, persist_once
 from pazari.scratchd.intake import Intake
 from pazari.scratchd.partner import Partner
 from pazari.scratchd.pixel import PixelServer
+from pazari.scratchd.privacy import ProxyTrust
 from pazari.scratchd.sinks import build_sink
 from pazari.scratchd.spool import Spool
 from pazari.scratchd.stats import Stats, StatsCollector
@@ -73,7 +74,8 @@ class Scratchd(Service):
         self.router = TenantRouter(config.tenants)
         self.spool = Spool(config.spool)
         self.stats.spool_bytes = self.spool.disk_bytes
-        self.intake = Intake(self.spool, self.stats, config.trust_forwarded_for)
+        self.intake = Intake(self.spool, self.stats,
+                             ProxyTrust(config.trusted_proxies, config.trust_forwarded_for))
         self.stopping = False
         self.forwarders: list[Forwarder] = []
         self._runner: web.ServerRunner | None = None
@@ -81,7 +83,8 @@ class Scratchd(Service):
         self._persist: asyncio.Task[None] | None = None
 
     def healthy(self) -> bool:
-        return not self.stopping and not self.spool.over_quota()
+        return (not self.stopping and self.spool.failed is None
+                and not self.spool.over_quota())
 
     async def start(self) -> None:
         used = sorted({s for t in self.config.tenants for s in t.sinks})
@@ -98,7 +101,7 @@ class Scratchd(Service):
         self._persist = asyncio.create_task(persist_loop(self.spool, self.forwarders, interval))
         self._persist.add_done_callback(self._persist_died)
         endpoints = Endpoints(self.router, self.intake, self.healthy)
-        dispatch = Dispatcher(endpoints, Partner(endpoints), self.registry, self.vars)
+        dispatch = Dispatcher(endpoints, Partner(endpoints))
         server = web.Server(dispatch, access_log=None,
                             max_line_size=MAX_LINE, max_field_size=MAX_LINE)
         # aiohttp's server is not bound to the socket itself: the pixel fast path owns the
@@ -107,7 +110,8 @@ class Scratchd(Service):
         await self._runner.setup()
         sock = bind_socket(self.host, self.port, self.reuse_port)
         self.port = sock.getsockname()[1]
-        self._pixel = PixelServer(self.router, self.intake, server, MAX_HEAD)
+        self._pixel = PixelServer(self.router, self.intake, server, MAX_HEAD,
+                                  self.config.header_timeout)
         await self._pixel.start(sock)
         tune_gc()
 

@@ -9,6 +9,15 @@ bytes are on disk (``ack: "spooled"``). Each sink reads from its own cursor
 (``cursor-<sink>``, persisted by write + fsync + rename); a segment is deleted once every
 persisted cursor has passed it. On start the tail of the last segment is checked and a torn
 record (a crash mid-write) is cut.
+
+Write errors (issue 12). A failed or short ``write`` (ENOSPC) cuts the segment back to its
+last whole record (``ftruncate``), or, when even that fails, rolls to a new segment so that
+the torn bytes lie past the old segment's logical end where no reader looks; the commit of
+those records fails (503, nothing acknowledged) and the spool keeps going once there is room.
+A failed ``fsync`` is different: after it the kernel may have dropped the dirty pages and
+marked them clean ("fsyncgate", PostgreSQL 2018), so a later fsync that succeeds proves
+nothing. The spool stops acknowledging for good (every append is refused, /healthz is 503)
+and says so in the log; readers still forward what was written.
 """
 
 from __future__ import annotations
@@ -39,6 +48,10 @@ log = get_logger("scratchd.spool")
 
 class SpoolFull(Exception):
     """The spool is over its disk quota: the request gets 503 (spec "Persistence")."""
+
+
+class SpoolFailed(SpoolFull):
+    """An fsync failed: the spool acknowledges nothing any more (503 until a restart)."""
 
 
 class Record(NamedTuple):
@@ -83,6 +96,10 @@ class Spool:
         self._read_fds: dict[int, int] = {}
         self._tenant_names: dict[bytes, str] = {}
         self._closed = False
+        # Set when an fsync failed: the reason every append is refused from then on.
+        self.failed: str | None = None
+        # A write failed and its torn bytes could not be cut yet: repair before writing.
+        self._torn = False
         self.cursors: dict[str, int] = {}
         self.persisted: dict[str, int] = {}
         self.events_written = 0
@@ -184,6 +201,8 @@ class Spool:
         return self._commit
 
     def _check_room(self) -> None:
+        if self.failed is not None:
+            raise SpoolFailed(self.failed)
         if self._closed:
             raise SpoolFull("spool is shutting down")
         if self.disk_bytes() >= self.config.quota_bytes:
@@ -201,10 +220,12 @@ class Spool:
             while inflight and inflight[0][2].done():
                 commit, end, sync = inflight.popleft()
                 exc = sync.exception()
-                if exc is not None:
-                    log.error("spool fsync failed: %s", exc)
+                if exc is not None and self.failed is None:
+                    self._fsync_failed(exc)
+                if self.failed is not None:
+                    # A later fsync that succeeds does not make earlier pages durable.
                     if not commit.done():
-                        commit.set_exception(exc)
+                        commit.set_exception(OSError(self.failed))
                     continue
                 self.durable = max(self.durable, end)
                 if not commit.done():
@@ -222,8 +243,9 @@ class Spool:
                 continue
             if delay and not self._closed:
                 await asyncio.sleep(delay)  # let a few more appends join this commit
-            rolls = self._seg_size and self._seg_size + len(self._pending) > \
-                self.config.segment_bytes
+            # A torn write may be cut by rolling to a new segment, which closes the fd too.
+            rolls = self._torn or (self._seg_size and self._seg_size + len(self._pending) >
+                                   self.config.segment_bytes)
             if inflight and (len(inflight) >= MAX_INFLIGHT or rolls):
                 # A roll closes the segment's fd: no fdatasync may still be using it.
                 await asyncio.wait([inflight[-1][2] if rolls else inflight[0][2]])
@@ -238,7 +260,7 @@ class Spool:
             try:
                 self._write(data)
             except OSError as exc:
-                log.error("spool write failed: %s", exc)
+                log.error("spool write failed (%d events refused with 503): %s", events, exc)
                 if not commit.done():
                     commit.set_exception(exc)
                 continue
@@ -249,23 +271,52 @@ class Spool:
             inflight.append((commit, self.end, sync))
             sync.add_done_callback(settle)
 
+    def _fsync_failed(self, exc: BaseException) -> None:
+        self.failed = (f"spool fsync failed ({exc}): not acknowledging any more events "
+                       "until a restart (a failed fsync cannot be retried safely)")
+        log.critical("%s", self.failed)
+
     def _write(self, data: bytearray) -> None:
+        """Append ``data`` whole or not at all (see the module docstring)."""
+        if self._torn:
+            self._cut_torn()
         if self._seg_size and self._seg_size + len(data) > self.config.segment_bytes:
             self._roll()
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError:
+            self._torn = True
+            with contextlib.suppress(OSError):
+                self._cut_torn()
+            raise
         self._seg_size += len(data)
         self.end += len(data)
 
+    def _cut_torn(self) -> None:
+        """Drop the bytes of a failed write: truncate the segment to its last whole record,
+        or start a new segment at the logical end (the old one is then read only up to the
+        new base, so its torn tail is never seen). Raises when neither works."""
+        try:
+            os.ftruncate(self._fd, self._seg_size)
+        except OSError as exc:
+            log.warning("spool: cannot truncate a torn write (%s): rolling", exc)
+            self._roll()
+        self._torn = False
+
     def _roll(self) -> None:
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fsync_failed(exc)
+            raise
+        path = self.dir / _segment_name(self.end)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         os.close(self._fd)
-        base = self.end
-        self.bases.append(base)
-        path = self.dir / _segment_name(base)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fd = fd
+        self.bases.append(self.end)
         self._seg_size = 0
 
     # -- reading -----------------------------------------------------------------------------
@@ -364,20 +415,46 @@ class Spool:
         self.drop_segments()
 
     def write_cursors(self) -> None:
-        """Write every changed cursor (safe in a worker thread: touches only cursor files)."""
+        """Write every changed cursor (safe in a worker thread: touches only cursor files).
+
+        A cursor is a fixed-width line written to a new file that replaces the old one. On a
+        full disk (no block for the new file) it is overwritten in place instead: one
+        21-byte write inside the block the file already has, which needs no allocation, so
+        the cursors still move and the consumed segments get deleted, freeing room."""
         for sink, offset in list(self.cursors.items()):
             if self.persisted.get(sink) == offset:
                 continue
             path = self._cursor_path(sink)
-            tmp = path.with_suffix(".tmp")
+            line = b"%020d\n" % offset
+            try:
+                self._replace_cursor(path, line)
+            except OSError as exc:
+                log.warning("spool: cursor %s: %s: overwriting in place", sink, exc)
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    if os.pwrite(fd, line, 0) != len(line):
+                        raise OSError(f"short write of cursor {sink}") from exc
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self.persisted[sink] = offset
+
+    @staticmethod
+    def _replace_cursor(path: Path, line: bytes) -> None:
+        tmp = path.with_suffix(".tmp")
+        try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
             try:
-                os.write(fd, b"%d\n" % offset)
+                if os.write(fd, line) != len(line):
+                    raise OSError("short write")
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            self.persisted[sink] = offset
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def drop_segments(self) -> None:
         low = min(self.persisted.values(), default=self.end)

@@ -47,18 +47,29 @@ class Tenant:
         return zlib.crc32(visitor_id.encode()) % 10_000 < self._sample_below
 
 
+def host_name(host: str) -> str:
+    """A Host header value without its port, lower-cased (RFC 9110 §7.2)."""
+    name = host.lower()
+    if name.startswith("["):
+        return name[: name.find("]") + 1]
+    return name.rpartition(":")[0] or name if name.count(":") == 1 else name
+
+
 class TenantRouter:
     def __init__(self, configs: list[TenantConfig]) -> None:
         self.tenants = [Tenant(c) for c in configs]
         self.by_id = {t.id: t for t in self.tenants}
         self.by_host: dict[str, Tenant] = {}
         self.wildcard: Tenant | None = None
+        # (tenant id, host) for every host a tenant lists by name (the `tenant` parameter).
+        self.serves: set[tuple[str, str]] = set()
         for t in self.tenants:
             for host in t.config.hosts:
                 if host == "*":
                     self.wildcard = t
                 else:
-                    self.by_host[host.lower()] = t
+                    self.by_host.setdefault(host.lower(), t)  # a shared host: the first
+                    self.serves.add((t.id, host.lower()))
         self._cache: dict[str, Tenant | None] = {}
 
     def lookup(self, host: str | None) -> Tenant | None:
@@ -68,12 +79,16 @@ class TenantRouter:
         found = self._cache.get(host, self)
         if found is not self:
             return found  # type: ignore[return-value]
-        name = host.lower()
-        if name.startswith("["):
-            name = name[: name.find("]") + 1]
-        else:
-            name = name.rpartition(":")[0] or name if name.count(":") == 1 else name
-        tenant = self.by_host.get(name, self.wildcard)
+        tenant = self.by_host.get(host_name(host), self.wildcard)
         if len(self._cache) < 4096:
             self._cache[host] = tenant
         return tenant
+
+    def named(self, tenant_id: str, host: str | None) -> Tenant | None:
+        """The tenant a ``tenant`` parameter picks (issue 12): only one that allows the
+        parameter and lists the requesting host by name among its hosts (a catch-all ``*``
+        does not count), so a page on one tenant's host cannot write into another's."""
+        tenant = self.by_id.get(tenant_id)
+        if tenant is None or host is None or not tenant.config.allow_tenant_param:
+            return None
+        return tenant if (tenant.id, host_name(host)) in self.serves else None

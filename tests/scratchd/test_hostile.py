@@ -1,0 +1,494 @@
+"""scratchd under hostile clients and a hostile network (issue 12): every finding is attacked
+over raw sockets against the real ``scratchd`` console script, and each test ends with the
+server alive and every acknowledged event in the sink."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.scratchd.conftest import read_file_sink, tenant
+from tests.support.mounts import unmount_and_remove
+from tests.support.ports import wait_for
+
+HEAD = ("POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0 test\r\n"
+        "Content-Type: application/x-ndjson\r\n{extra}\r\n")
+
+
+def post(port: int, path: str, body: bytes, segment: int, gap: float,
+         host: str = "a.test", chunked: bool = False) -> tuple[int, Any]:
+    """POST ``body`` in ``segment``-byte TCP segments ``gap`` seconds apart (or as chunks of
+    that size with ``chunked``); returns (status, parsed JSON or None)."""
+    if chunked:
+        head = HEAD.format(path=path, host=host, extra="Transfer-Encoding: chunked\r\n")
+        pieces = [b"%x\r\n%s\r\n" % (len(body[i:i + segment]), body[i:i + segment])
+                  for i in range(0, len(body), segment)] + [b"0\r\n\r\n"]
+    else:
+        head = HEAD.format(path=path, host=host, extra=f"Content-Length: {len(body)}\r\n")
+        pieces = [body[i:i + segment] for i in range(0, len(body), segment)]
+    return exchange(port, [head.encode(), *pieces], gap)
+
+
+def exchange(port: int, parts: list[bytes], gap: float = 0.0) -> tuple[int, Any]:
+    """Send ``parts`` as separate TCP segments (TCP_NODELAY, ``gap`` seconds apart) and read
+    one response: (status, parsed JSON body, or the raw bytes, or None when empty)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for i, part in enumerate(parts):
+            if i and gap:
+                time.sleep(gap)
+            sock.sendall(part)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        data = response.read()
+        try:
+            return response.status, json.loads(data) if data else None
+        except ValueError:
+            return response.status, data
+    finally:
+        sock.close()
+
+
+def ndjson(n: int, tag: str = "e") -> bytes:
+    return b"".join(b'{"n": %d, "tag": "%s", "pad": "%s"}\n' % (i, tag.encode(), b"x" * 20)
+                    for i in range(n))
+
+
+@pytest.fixture
+def collector(scratchd: Callable[..., Any], tmp_path: Path) -> Iterator[tuple[Any, Any, Path]]:
+    out = tmp_path / "events"
+    config = {
+        "tenants": [tenant("a", ["a.test"], ["file"], max_batch_events=5000,
+                           max_body_bytes=4 << 20)],
+        "sinks": {"file": {"type": "file", "path": str(out)}},
+    }
+    daemon, http = scratchd(config)
+    yield daemon, http, out
+    assert daemon.running, "scratchd died"
+    http.close()
+
+
+def _sink_tags(out: Path) -> list[str]:
+    return [e["params"]["tag"] for e in read_file_sink(out)]
+
+
+SEGMENTED = [
+    ("ndjson_two_segments_200ms", "/batch", ndjson(100), 2800, 0.2, False, 100),
+    ("ndjson_3000_lines_64k_segments", "/batch", ndjson(3000), 65536, 0.02, False, 3000),
+    ("ndjson_byte_by_byte_head_of_body", "/batch", ndjson(5), 7, 0.005, False, 5),
+    ("array_three_segments", "/batch",
+     b"[" + b",".join(ndjson(300).splitlines()) + b"]", 4000, 0.05, False, 300),
+    ("chunked_ndjson_slow", "/batch", ndjson(400), 1000, 0.005, True, 400),
+    ("chunked_3000_lines_64k", "/batch", ndjson(3000), 65536, 0.01, True, 3000),
+    ("track_object_split", "/track", b'{"n": 1, "tag": "t", "pad": "%s"}' % (b"y" * 3000),
+     1000, 0.1, False, 1),
+    ("track_object_chunked", "/track", b'{"n": 1, "tag": "t", "pad": "%s"}' % (b"y" * 3000),
+     500, 0.02, True, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "body", "segment", "gap", "chunked", "expect"),
+                         SEGMENTED, ids=[case[0] for case in SEGMENTED])
+def test_body_in_many_segments_is_read_whole(
+    collector: tuple[Any, Any, Path], name: str, path: str, body: bytes, segment: int,
+    gap: float, chunked: bool, expect: int,
+) -> None:
+    _, http, out = collector
+    status, doc = post(http.port, path, body, segment, gap, chunked=chunked)
+    if path == "/batch":
+        assert status == 200, doc
+        assert doc == {"accepted": expect, "rejected": []}
+    else:
+        assert status == 204
+    wait_for(lambda: len(read_file_sink(out)) == expect, 20, f"{expect} events in the sink")
+    assert sorted(int(e["params"]["n"]) for e in read_file_sink(out)) == \
+        sorted(json.loads(line)["n"] for line in body.strip(b"[]").replace(b"},{", b"}\n{")
+               .splitlines())
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+def test_body_over_max_body_bytes_in_segments_is_refused(
+    scratchd: Callable[..., Any], tmp_path: Path, chunked: bool
+) -> None:
+    out = tmp_path / "events"
+    config = {"tenants": [tenant("a", ["a.test"], ["file"], max_body_bytes=10_000,
+                                 max_batch_events=5000)],
+              "sinks": {"file": {"type": "file", "path": str(out)}}}
+    daemon, http = scratchd(config)
+    assert daemon.running
+    status, doc = post(http.port, "/batch", ndjson(1000), 4096, 0.0, chunked=chunked)
+    assert status == 400 and "too large" in doc["error"]
+    assert http.request("GET", "/healthz").status == 200
+    assert read_file_sink(out) == []
+
+
+# -- the spool under write errors ----------------------------------------------------------
+
+needs_root_mounts = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mkfs.ext4") is None,
+    reason="loop mounts need root and mkfs.ext4")
+
+
+@contextlib.contextmanager
+def loop_ext4(image: Path, mountpoint: Path, size: str) -> Iterator[Path]:
+    """A fresh ext4 of ``size`` on a loop device, no blocks reserved for root (the tests run
+    as root and must see ENOSPC), inode tables written now (no background ext4lazyinit)."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+                    "lazy_itable_init=0,lazy_journal_init=0", str(image)],
+                   check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True,
+                   capture_output=True)
+    try:
+        yield mountpoint
+    finally:
+        unmount_and_remove(mountpoint, image)
+
+
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+                   check=True, capture_output=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a filler file until the filesystem is full (real ENOSPC)."""
+    filler = directory / "filler"
+    block = b"\0" * 65536
+    with filler.open("wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(block)
+                f.flush()
+        with contextlib.suppress(OSError):
+            os.fsync(f.fileno())
+    return filler
+
+
+class Acked:
+    """Batches of tagged NDJSON events: which tags were acknowledged (200 accepted=all)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.tags: list[str] = []
+        self.refused = 0
+        self.statuses: list[int] = []
+
+    def send(self, tag: str, n: int = 20) -> int:
+        status, doc = exchange(self.port, [HEAD.format(
+            path="/batch", host="a.test",
+            extra=f"Content-Length: {len(ndjson(n, tag))}\r\n").encode() + ndjson(n, tag)])
+        self.statuses.append(status)
+        if status == 200:
+            assert doc == {"accepted": n, "rejected": []}
+            self.tags.extend([tag] * n)
+        else:
+            assert status == 503, (status, doc)
+            self.refused += 1
+        return status
+
+
+@needs_root_mounts
+def test_enospc_cuts_the_torn_write_and_loses_nothing_acknowledged(
+    scratchd: Callable[..., Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "events"
+    with loop_ext4(tmp_path / "spool.img", tmp_path / "mnt", "16M") as mnt:
+        config = {"tenants": [tenant("a", ["a.test"], ["file"], max_batch_events=5000)],
+                  "sinks": {"file": {"type": "file", "path": str(out)}},
+                  "spool": {"dir": str(mnt / "spool"), "segment_bytes": 32768,
+                            "cursor_interval_ms": 20}}
+        daemon, http = scratchd(config)
+        acked = Acked(http.port)
+        assert acked.send("before") == 200
+        wait_for(lambda: (mnt / "spool" / "cursor-file").exists(), 10, "a persisted cursor")
+        filler = fill(mnt)
+        # On a full disk: whatever was refused is refused (503), what was acknowledged must
+        # reach the sink; torn bytes of a failed write must not stall the forwarder.
+        for i in range(60):
+            acked.send(f"full{i}")
+        assert acked.refused > 0, acked.statuses
+        filler.unlink()
+        for i in range(10):
+            assert acked.send(f"after{i}") == 200
+        wait_for(lambda: sorted(_sink_tags(out)) == sorted(acked.tags), 20,
+                 "every acknowledged event in the sink")
+        assert http.request("GET", "/healthz").status == 200
+        assert daemon.running
+        daemon.stop()
+        http.close()
+    # A graceful stop after ENOSPC delivered nothing twice and nothing torn.
+    assert len(read_file_sink(out)) == len(acked.tags)
+
+
+@needs_root_mounts
+def test_fsyncgate_a_failed_fsync_stops_acknowledging(
+    scratchd: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The spool's ext4 sits on a sparse image in a small tmpfs: once the tmpfs is full, the
+    loop device fails the writeback and fdatasync returns EIO (a real failed fsync)."""
+    out = tmp_path / "events"
+    with tmpfs(tmp_path / "outer", "40m") as outer, \
+            loop_ext4(outer / "spool.img", tmp_path / "mnt", "128M") as mnt:
+        config = {"tenants": [tenant("a", ["a.test"], ["file"], max_batch_events=5000)],
+                  "sinks": {"file": {"type": "file", "path": str(out)}},
+                  "spool": {"dir": str(mnt / "spool")}}
+        daemon, http = scratchd(config)
+        acked = Acked(http.port)
+        assert acked.send("before") == 200
+        filler = fill(outer)
+        statuses = [acked.send(f"broken{i}", 200) for i in range(5)]
+        assert 503 in statuses, statuses
+        filler.unlink()
+        # Room again, but a failed fsync cannot be retried: still nothing acknowledged.
+        assert acked.send("later") == 503
+        assert http.request("GET", "/healthz").status == 503
+        pixel = http.request("GET", "/track?x=1")
+        assert pixel.status == 200  # the pixel answers anyway, the drop is counted
+        wait_for(lambda: "fsync failed" in daemon.logs(), 10, "the failed fsync logged")
+        wait_for(lambda: set(acked.tags) <= set(_sink_tags(out)), 20,
+                 "the acknowledged events in the sink")
+        assert daemon.running
+        daemon.terminate_quietly()
+        http.close()
+
+
+# -- client addresses ------------------------------------------------------------------------
+
+XFF_CASES = [
+    ("spoofed_left_most", ["6.6.6.6, 203.0.113.9, 10.1.2.3"], "203.0.113.0"),
+    ("two_header_lines", ["6.6.6.6", "203.0.113.9, 10.1.2.3"], "203.0.113.0"),
+    ("v6_with_port", ["[2001:db8:1:2:3:4:5:6]:443"], "2001:db8:1::"),
+    ("v4_with_port", ["203.0.113.9:52100, 10.0.0.1"], "203.0.113.0"),
+    ("garbage_hop", ["203.0.113.9, <script>"], None),
+    ("all_trusted", ["10.0.0.5, 10.0.0.6"], "10.0.0.0"),
+]
+
+
+@pytest.mark.parametrize("endpoint", ["pixel", "batch"])
+def test_x_forwarded_for_right_most_untrusted_hop(
+    scratchd: Callable[..., Any], tmp_path: Path, endpoint: str
+) -> None:
+    out = tmp_path / "events"
+    config = {"tenants": [tenant("a", ["a.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(out)}},
+              "trusted_proxies": ["127.0.0.0/8", "10.0.0.0/8"]}
+    daemon, http = scratchd(config)
+    for tag, lines, _ in XFF_CASES:
+        head = "".join(f"X-Forwarded-For: {line}\r\n" for line in lines)
+        if endpoint == "pixel":
+            request = (f"GET /track?tag={tag} HTTP/1.1\r\nHost: a.test\r\n"
+                       f"User-Agent: Mozilla/5.0\r\n{head}\r\n").encode()
+            status, _ = exchange(http.port, [request])
+        else:
+            body = b'{"tag": "%s"}\n' % tag.encode()
+            request = HEAD.format(path="/batch", host="a.test",
+                                  extra=f"{head}Content-Length: {len(body)}\r\n").encode()
+            status, _ = exchange(http.port, [request + body])
+        assert status == 200
+    wait_for(lambda: len(read_file_sink(out)) == len(XFF_CASES), 10, "every event")
+    ips = {e["params"]["tag"]: e["ip"] for e in read_file_sink(out)}
+    assert ips == {tag: ip for tag, _, ip in XFF_CASES}
+    assert daemon.running
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(
+    scratchd: Callable[..., Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "events"
+    config = {"tenants": [tenant("a", ["a.test"], ["file"], anonymize_ip=False)],
+              "sinks": {"file": {"type": "file", "path": str(out)}},
+              "trusted_proxies": ["10.0.0.0/8"]}
+    _, http = scratchd(config)
+    assert http.request("GET", "/track?x=1",
+                        headers={"X-Forwarded-For": "203.0.113.9",
+                                 "X-Forwarded-Proto": "https"}).status == 200
+    wait_for(lambda: len(read_file_sink(out)) == 1, 10, "the event")
+    assert read_file_sink(out)[0]["ip"] == "127.0.0.1"
+
+
+# -- privacy ---------------------------------------------------------------------------------
+
+SHOP = "shop_code=SA-ABCD-1234"
+ACTIONS = ("actions=%5B%7B%22category%22%3A%22site%22%2C%22type%22%3A%22sendPageView%22%7D%5D"
+           "&session=abcdefgh12345678")
+PRIVATE_REQUESTS = [
+    ("pixel", "GET", "/track?x=1", None),
+    ("track", "POST", "/track", b'{"x": 1}'),
+    ("batch", "POST", "/batch", b'[{"x": 1}]'),
+    ("session_create", "GET", f"/track/create?{SHOP}", None),
+    ("session_connect", "GET", f"/track/connect?{SHOP}", None),
+    ("actions", "GET", f"/track/actions/create?{SHOP}&{ACTIONS}", None),
+]
+
+
+def test_dnt_and_gpc_visitors_get_no_cookie(scratchd: Callable[..., Any], tmp_path: Path
+                                            ) -> None:
+    config = {"tenants": [tenant("drop", ["drop.test"], ["file"], dnt="drop"),
+                          tenant("anon", ["anon.test"], ["file"], dnt="anonymize"),
+                          tenant("keep", ["keep.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(tmp_path / "events")}}}
+    _, http = scratchd(config)
+    for host in ("drop.test", "anon.test"):
+        for signal in ({"DNT": "1"}, {"Sec-GPC": "1"}):
+            for name, method, target, body in PRIVATE_REQUESTS:
+                reply = http.request(method, target, body, headers=signal, host=host)
+                assert reply.status in (200, 204), (host, signal, name, reply.body)
+                assert reply.headers.get_all("Set-Cookie") is None, (host, signal, name)
+    # The control: a tenant that ignores the signals, and no signal at all, set cookies.
+    assert http.request("GET", "/track?x=1", headers={"DNT": "1"}, host="keep.test"
+                        ).headers["Set-Cookie"]
+    assert http.request("GET", f"/track/create?{SHOP}", host="anon.test").headers[
+        "Set-Cookie"]
+
+
+# -- slowloris -------------------------------------------------------------------------------
+
+def dribble_until_closed(sock: socket.socket, data: bytes, pause: float, limit: float
+                         ) -> tuple[bool, bytes]:
+    """Send ``data`` a byte every ``pause`` s until the server closes; (closed?, reply)."""
+    sock.settimeout(pause)
+    reply = b""
+    deadline = time.monotonic() + limit
+    for byte in data:
+        if time.monotonic() > deadline:
+            return False, reply
+        try:
+            sock.sendall(bytes([byte]))
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            return True, reply
+        if not chunk:
+            return True, reply
+        reply += chunk
+    return False, reply
+
+
+SLOW_HEADS = [
+    ("pixel_head", b"", b"GET /track?x=1 HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
+    ("batch_head", b"", b"POST /batch HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
+    ("second_head_on_keepalive", b"GET /track?x=0 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+     b"GET /track?x=1 HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
+]
+
+
+@pytest.mark.parametrize(("name", "first", "slow"), SLOW_HEADS, ids=[c[0] for c in SLOW_HEADS])
+def test_slowloris_head_is_closed_after_header_timeout(
+    scratchd: Callable[..., Any], tmp_path: Path, name: str, first: bytes, slow: bytes
+) -> None:
+    config = {"tenants": [tenant("a", ["a.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(tmp_path / "events")}},
+              "header_timeout": 1.0}
+    daemon, http = scratchd(config)
+    with socket.create_connection(("127.0.0.1", http.port), timeout=10) as sock:
+        if first:
+            sock.sendall(first)
+            response = http_response(sock)
+            assert response.status == 200
+        # A byte every 0.1 s would take ~50 s; the server must close long before that.
+        closed, reply = dribble_until_closed(sock, slow, 0.1, 30)
+    assert closed, "the slow head was never cut off"
+    assert reply in (b"", REQUEST_TIMEOUT_REPLY), reply
+    assert http.request("GET", "/healthz").status == 200 and daemon.running
+
+
+def test_silent_connection_closed_but_idle_keepalive_between_requests_is_not(
+    scratchd: Callable[..., Any], tmp_path: Path
+) -> None:
+    config = {"tenants": [tenant("a", ["a.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(tmp_path / "events")}},
+              "header_timeout": 1.0}
+    _, http = scratchd(config)
+    request = b"GET /track?x=1 HTTP/1.1\r\nHost: a.test\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", http.port), timeout=15) as silent, \
+            socket.create_connection(("127.0.0.1", http.port), timeout=15) as idle:
+        idle.sendall(request)
+        assert http_response(idle).status == 200
+        # The silent one never starts a head: closed (408 or EOF) well within 15 s.
+        assert silent.recv(4096) in (b"", REQUEST_TIMEOUT_REPLY)
+        # The idle keep-alive connection (between requests) still serves the next one.
+        idle.sendall(request)
+        assert http_response(idle).status == 200
+
+
+REQUEST_TIMEOUT_REPLY = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+
+
+def http_response(sock: socket.socket) -> http.client.HTTPResponse:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    response.read()
+    return response
+
+
+# -- what the public port serves -------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/metrics", "/debug/vars"])
+def test_metrics_and_debug_vars_only_on_the_metrics_port(
+    collector: tuple[Any, Any, Path], path: str
+) -> None:
+    _, http, _ = collector
+    for host in ("a.test", "nobody.test"):
+        reply = http.request("GET", path, host=host)
+        assert reply.status == 404, (host, reply.status)
+        assert b"scratchd" not in reply.body and b"spool" not in reply.body
+    assert "scratchd_events_received" in http.metrics() or "pid" in http.vars()
+    assert http.vars()["scratchd"]["unknown_host"] >= 0
+
+
+TENANT_PARAM = [
+    # (Host, tenant=, expected status, tenant recorded or None)
+    ("shared.test", "y", 200, "y"),
+    ("shared.test", None, 200, "x"),
+    ("shared.test", "z", 404, None),
+    ("z.test", "y", 404, None),
+    ("z.test", "nope", 404, None),
+    ("shared.test", "catchall", 404, None),
+]
+
+
+@pytest.mark.parametrize("endpoint", ["pixel", "batch"])
+def test_tenant_parameter_picks_only_a_tenant_serving_the_host(
+    scratchd: Callable[..., Any], tmp_path: Path, endpoint: str
+) -> None:
+    out = tmp_path / "events"
+    config = {"tenants": [tenant("x", ["shared.test"], ["file"], allow_tenant_param=True),
+                          tenant("y", ["shared.test"], ["file"], allow_tenant_param=True),
+                          tenant("z", ["z.test"], ["file"], allow_tenant_param=True),
+                          tenant("catchall", ["*"], ["file"], allow_tenant_param=True)],
+              "sinks": {"file": {"type": "file", "path": str(out)}}}
+    _, http = scratchd(config)
+    for i, (host, named, status, _) in enumerate(TENANT_PARAM):
+        query = f"case={i}" + (f"&tenant={named}" if named else "")
+        if endpoint == "pixel":
+            reply = http.request("GET", f"/track?{query}", host=host)
+        else:
+            reply = http.request("POST", f"/batch?{query}", b'[{"case": "%d"}]' % i,
+                                 host=host)
+        assert reply.status == status, (host, named, reply.body)
+        if status == 404:
+            assert b"does not serve" in reply.body
+    expected = {str(i): t for i, (_, _, _, t) in enumerate(TENANT_PARAM) if t}
+    wait_for(lambda: len(read_file_sink(out)) == len(expected), 10, "the recorded events")
+    assert {e["params"]["case"]: e["tenant"] for e in read_file_sink(out)} == expected
