@@ -1,6 +1,7 @@
-"""The metrics listener every daemon has: Prometheus ``/metrics`` and expvar-style
+"""The metrics listener every daemon has: Prometheus ``/metrics``, expvar-style
 ``/debug/vars`` (the Go originals exposed expvar; its shape is kept: ``cmdline`` and
-``memstats`` at the top level, then the service's own vars).
+``memstats`` at the top level, then the service's own vars) and pprof-style
+``/debug/pprof/`` profiles and dumps (:mod:`pazari.runtime.pprof`).
 
 Each daemon owns a ``CollectorRegistry`` so that two daemons in one test process never clash.
 """
@@ -27,6 +28,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+
+from pazari.runtime.pprof import pprof_routes
 
 VarsProvider = Callable[[], Mapping[str, Any]]
 
@@ -160,7 +163,9 @@ def parse_addr(addr: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
 
 
 class MetricsServer:
-    """The ``--metrics-addr`` listener: a small aiohttp app of its own."""
+    """The ``--metrics-addr`` listener: a small aiohttp app of its own, with the
+    ``/debug/pprof/`` profiles and dumps (not on the daemons' public ports, where
+    ``metrics_routes`` alone is mounted)."""
 
     def __init__(
         self, addr: str, registry: CollectorRegistry, service_vars: VarsProvider | None = None
@@ -168,6 +173,7 @@ class MetricsServer:
         self.host, self.port = parse_addr(addr)
         app = web.Application()
         app.add_routes(metrics_routes(registry, service_vars))
+        app.add_routes(pprof_routes())
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
     async def start(self) -> None:
