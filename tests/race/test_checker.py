@@ -22,7 +22,8 @@ RACE_ENV = {"PAZARI_RACE": "1", "PYTHONDEVMODE": "1", "PYTHONASYNCIODEBUG": "1"}
 EXPECTED = {
     "unretrieved-exception": r"never retrieved.*planted-boom",
     "never-awaited": r"coroutine '_never' was never awaited",
-    "slow-callback": r"0\.[2-9]\d*s > 0\.1s: <TimerHandle _slow\.<locals>\.block>.*PAZARI-RACE\|.*in run",
+    "slow-callback": (r"0\.[2-9]\d*s > 0\.1s: <TimerHandle _slow\.<locals>\.block>"
+                      r".*PAZARI-RACE\|.*in run"),
     "cross-thread": r"loop\.call_soon called from thread 'planted-cross'",
     "resource-warning": r"unclosed <socket\.socket",
     "unjoined-thread": r"thread 'planted-sleeper' still alive at exit",
