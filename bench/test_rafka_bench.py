@@ -367,3 +367,68 @@ def test_gate_produce_latency(rafka: tuple[int, Any], redis_server: Any) -> None
     doc = best_attempt(measure, passes, lambda d: -d["rafka_p99_ms"])
     write_result("rafka_latency", doc)
     assert passes(doc), doc
+
+
+def _closed_loop(host: str, port: int, request: bytes, connections: int,
+                 seconds: float) -> dict[str, Any]:
+    """``connections`` closed-loop clients over LOAD_PROCESSES processes
+    (bench/latency_load.py); every request's latency, pooled."""
+    procs = []
+    try:
+        for i in range(LOAD_PROCESSES):
+            doc = {"host": host, "port": port, "request": request.decode("latin-1"),
+                   "connections": len(range(i, connections, LOAD_PROCESSES)),
+                   "seconds": seconds, "warmup": 0.5}
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.latency_load", orjson.dumps(doc).decode()],
+                stdout=subprocess.PIPE, cwd=ROOT,
+            ))
+        outs = [proc.communicate(timeout=seconds + 60)[0] for proc in procs]
+        assert all(proc.returncode == 0 for proc in procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    results = [orjson.loads(out) for out in outs]
+    latencies = sorted(x for r in results for x in r["latencies_ms"])
+    assert latencies and not any(r["errors"] for r in results), [r["errors"] for r in results]
+    return {
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / seconds,
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99)],
+        "p999_ms": latencies[int(len(latencies) * 0.999)],
+    }
+
+
+#: rafka's RPUSHX p99 under 32 concurrent connections, against redis-server's RPUSH (issue 15).
+CONCURRENT_P99_BOUND = 3.0
+
+
+@pytest.mark.gate
+def test_gate_rpushx_tail_latency_32_connections(
+    rafka: tuple[int, Any], redis_server: Any
+) -> None:
+    """Tail latency under concurrency: 32 closed-loop connections sending RPUSHX through
+    rafka (each answered once librdkafka took the message) against RPUSH on redis-server,
+    in the same run; p99 must stay within 3x redis-server's."""
+    port, _ = rafka
+    topic = _topic("tail")
+    command("127.0.0.1", port, "RPUSHX", f"topics:{topic}", VALUE)  # topic and producer up
+
+    def measure() -> dict[str, Any]:
+        redis = _closed_loop(redis_server.host, redis_server.port,
+                             encode_command("RPUSH", "tail", VALUE), 32, 3.0)
+        ours = _closed_loop("127.0.0.1", port,
+                            encode_command("RPUSHX", f"topics:{topic}", VALUE), 32, 3.0)
+        return {"connections": 32, "rafka": ours, "redis": redis,
+                "p99_ratio": ours["p99_ms"] / redis["p99_ms"],
+                "throughput_ratio_reported_not_gated":
+                    ours["requests_per_s"] / redis["requests_per_s"]}
+
+    doc = best_attempt(measure, lambda d: d["p99_ratio"] <= CONCURRENT_P99_BOUND,
+                       lambda d: -d["p99_ratio"])
+    doc["bound_p99_ratio"] = CONCURRENT_P99_BOUND
+    write_result("rafka_tail_latency", doc)
+    assert doc["p99_ratio"] <= CONCURRENT_P99_BOUND, doc
