@@ -25,7 +25,14 @@ import orjson
 import pytest
 from tests.support.ports import free_port, wait_for
 
-from bench.helpers import best_attempt, best_time, process_memory, ratio_of_best, write_result
+from bench.helpers import (
+    best_attempt,
+    best_time,
+    cpu_seconds,
+    process_memory,
+    ratio_of_best,
+    write_result,
+)
 from pazari.event import _encoder_py
 
 QUERY = (
@@ -96,6 +103,44 @@ def _wrk(url: str, script: Path, seconds: int = 3) -> float:
     return float(match.group(1))
 
 
+def _answers(port: int, path: str = "/track") -> bool:
+    import http.client
+
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        conn.request("GET", path, headers={"Host": "shop.test"})
+        conn.getresponse().read()
+        return True
+    except OSError:
+        return False
+
+
+def _wrk_latency(url: str, script: Path, pid: int | None, seconds: int = 4) -> dict[str, float]:
+    """wrk -c64 --latency against one server: req/s, p50/p99 in ms and, with ``pid``, the
+    server's CPU per request (utime+stime from /proc over the run)."""
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(
+        [_binary("wrk", "wrk"), "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", str(script),
+         url], capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout
+    cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
+    assert re.search(r"Non-2xx or 3xx responses", out) is None, out
+    total = re.search(r"(\d+) requests in", out)
+    assert total, out
+    requests = int(total.group(1))
+
+    def pct(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    doc = {"requests": requests, "requests_per_s": requests / seconds,
+           "p50_ms": pct("50"), "p99_ms": pct("99")}
+    if pid:
+        doc["cpu_us_per_request"] = cpu * 1e6 / requests
+    return doc
+
+
 def _serve(argv: list[str], port: int, path: str = "/healthz") -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -119,7 +164,8 @@ def _serve(argv: list[str], port: int, path: str = "/healthz") -> subprocess.Pop
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[dict[str, int]]:
     procs: list[subprocess.Popen[bytes]] = []
-    ports = {"bare": free_port(), "scratchd": free_port(), "nginx": free_port()}
+    ports = {"bare": free_port(), "scratchd": free_port(), "nginx": free_port(),
+             "bare_protocol": free_port()}
     config = {
         "tenants": [{"id": "shop", "hosts": ["shop.test"], "sinks": ["file"],
                      "ack": "spooled", "max_batch_events": 100}],
@@ -131,6 +177,11 @@ def servers(tmp_path: Path) -> Iterator[dict[str, int]]:
     try:
         procs.append(_serve([sys.executable, str(tmp_path / "bare.py"), str(ports["bare"])],
                             ports["bare"], "/track"))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_pixel", str(ports["bare_protocol"])],
+            cwd=Path(__file__).resolve().parents[1]))
+        ports["bare_protocol_pid"] = procs[-1].pid
+        wait_for(lambda: _answers(ports["bare_protocol"]), 30, "bench.bare_pixel")
         scratchd = str(Path(sys.executable).with_name("scratchd"))
         ports["scratchd_metrics"] = free_port()  # /debug/vars: only on --metrics-addr
         procs.append(_serve([scratchd, "--config", str(tmp_path / "scratchd.json"), "--listen",
@@ -185,6 +236,54 @@ def test_pixel_vs_bare_aiohttp(servers: dict[str, int], tmp_path: Path) -> None:
     doc.update(query_bytes=len(QUERY), gate=0.8, stretch_reported_not_gated=1.0)
     write_result("scratchd_pixel", doc)
     assert doc["ratio_vs_bare_aiohttp"] >= 0.8, doc
+
+
+#: Issue 15: the pixel's p99 at 64 connections within 3x nginx's in the same run; issue 17:
+#: at most 2x the CPU per request of the bare protocol server. Both depend on issue 17's work
+#: on the pixel path (measured 5.8x the CPU; p99 3-8x nginx's): until it lands they are
+#: recorded every run and reported, not gated (an xfail that names the figures).
+PIXEL_P99_VS_NGINX = 3.0
+PIXEL_CPU_VS_BARE = 2.0
+
+
+@pytest.mark.gate
+def test_pixel_cpu_and_tail_vs_bare_protocol_and_nginx(
+    servers: dict[str, int], tmp_path: Path
+) -> None:
+    """scratchd's pixel (ack "spooled", file sink, events forwarded) against the bare
+    uvloop+httptools pixel server (bench/bare_pixel.py) and nginx, wrk -t1 -c64 --latency,
+    interleaved: CPU per request of each Python server from /proc, p50/p99 of all three."""
+    if "nginx" not in servers:
+        pytest.skip("nginx is not installed")
+    script = tmp_path / "pixel.lua"
+    script.write_text(WRK_LUA.format(ua=UA))
+    pids = {"bare_protocol": servers["bare_protocol_pid"], "scratchd": servers["scratchd_pid"],
+            "nginx": None}
+
+    def measure() -> dict[str, Any]:
+        runs = {name: _wrk_latency(f"http://127.0.0.1:{servers[name]}/track?{QUERY}", script,
+                                   pid) for name, pid in pids.items()}
+        return {
+            **runs,
+            "p99_vs_nginx": runs["scratchd"]["p99_ms"] / runs["nginx"]["p99_ms"],
+            "p99_vs_bare_protocol": runs["scratchd"]["p99_ms"] / runs["bare_protocol"]["p99_ms"],
+            "cpu_vs_bare_protocol": (runs["scratchd"]["cpu_us_per_request"]
+                                     / runs["bare_protocol"]["cpu_us_per_request"]),
+            "rps_vs_nginx": runs["scratchd"]["requests_per_s"] / runs["nginx"]["requests_per_s"],
+        }
+
+    def passes(d: dict[str, Any]) -> bool:
+        return bool(d["p99_vs_nginx"] <= PIXEL_P99_VS_NGINX
+                    and d["cpu_vs_bare_protocol"] <= PIXEL_CPU_VS_BARE)
+
+    doc = best_attempt(measure, passes, lambda d: -d["cpu_vs_bare_protocol"])
+    doc.update(bound_p99_vs_nginx=PIXEL_P99_VS_NGINX, bound_cpu_vs_bare_protocol=PIXEL_CPU_VS_BARE,
+               gated=False, why_not_gated="issue 17 (pixel path CPU) is open")
+    write_result("scratchd_pixel_cpu_tail", doc)
+    if not passes(doc):
+        pytest.xfail(f"issue 17 open: pixel CPU {doc['cpu_vs_bare_protocol']:.2f}x the bare "
+                     f"protocol server (bound {PIXEL_CPU_VS_BARE}), p99 "
+                     f"{doc['p99_vs_nginx']:.2f}x nginx's (bound {PIXEL_P99_VS_NGINX})")
 
 
 @pytest.mark.gate
