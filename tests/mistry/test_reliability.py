@@ -94,12 +94,13 @@ def test_coalescing_runs_one_container(mistry: Mistry) -> None:
     results: list[Response] = []
     lock = threading.Lock()
 
-    def request() -> None:
-        resp = mistry.post({"project": "shared", "params": {"p": "1"}})
+    def request(n: int) -> None:
+        # The opaque param leaves the id alone but is each request's own (spec §1.3).
+        resp = mistry.post({"project": "shared", "params": {"p": "1", "_n": str(n)}})
         with lock:
             results.append(resp)
 
-    threads = [threading.Thread(target=request) for _ in range(8)]
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -110,6 +111,17 @@ def test_coalescing_runs_one_container(mistry: Mistry) -> None:
     assert {i["URL"] for i in infos} == {infos[0]["URL"]}
     assert {i["ExitCode"] for i in infos} == {0}
     assert mistry.runs() == 1
+    # A coalesced job's own BuildInfo (spec §1.4 step 2): own Params and StartedAt,
+    # Duration -1s, no logs.
+    leader = next(i for i in infos if not i["Coalesced"])
+    assert leader["Duration"] > 0 and "ContainerStdouterr" in leader
+    for info in (i for i in infos if i["Coalesced"]):
+        assert info["Duration"] == -1_000_000_000
+        assert "ContainerStdouterr" not in info and "ContainerStderr" not in info
+        assert info["Cached"] is False and info["Incremental"] is False
+        assert info["Params"]["p"] == "1" and info["Params"]["_n"] != leader["Params"]["_n"]
+        assert info["StartedAt"] >= leader["StartedAt"]
+    assert len({i["Params"]["_n"] for i in infos}) == 8
     assert 'mistry_builds_coalesced{project="shared"} 7' in mistry.get("/metrics").text
 
 

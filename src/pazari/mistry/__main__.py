@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from pazari import __version__
 from pazari.mistry import MISTRY_COMPAT_VERSION
 from pazari.mistry.admin import delete_builds, rebuild
-from pazari.mistry.config import MistryConfig
+from pazari.mistry.config import load_mistry_config
 from pazari.mistry.filesystem import ADAPTERS, FilesystemError
 from pazari.mistry.service import MistryService
 from pazari.runtime import base_parser, setup_logging
-from pazari.runtime.cli import load_or_exit
 from pazari.runtime.service import options_from_args, run
 
 
@@ -49,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
-    config = load_or_exit(args.config, MistryConfig)
+    config = load_mistry_config(args.config)
     if not config.projects_path or not config.build_path:
         print(f"{args.config}: projects_path and build_path are required", file=sys.stderr)
         return 1

@@ -4,8 +4,15 @@ what the original lacked: build timeout, bearer auth and retention."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pazari.runtime.cli import config_exit
+from pazari.runtime.config import ConfigError, from_json
+from pazari.runtime.logs import get_logger
 
 
 @dataclass
@@ -46,8 +53,12 @@ class MistryConfig:
     docker_host: str = ""
     # Global build timeout in seconds (image build + run); 0 means none.
     build_timeout: float = 0.0
-    # Bearer token required for POST /jobs and DELETE /job/...; empty disables auth.
+    # Token (Bearer, or the password of HTTP Basic) required for every endpoint but
+    # /metrics and /healthz; empty disables auth.
     auth_token: str = ""
+    # With auth_token set, leave the reads (job pages, /index/, /log/, /artifacts/, the
+    # web view) open and guard only POST /jobs and DELETE /job.
+    public_read: bool = False
     # Keep the previous build's artifacts/ in an incremental clone (the original did, §1.5).
     keep_artifacts: bool = False
     retention: RetentionConfig = field(default_factory=RetentionConfig)
@@ -81,3 +92,64 @@ class MistryConfig:
     @property
     def user(self) -> str:
         return self.uid or str(os.getuid())
+
+
+# Keys the original accepted and did nothing with (issue 10: its configs must load as
+# they are). Go's encoding/json matched its tags case-insensitively and silently dropped
+# every other key; these are the ones its own history shows in configs:
+IGNORED_KEYS = {
+    # the Go struct's field names: their json tags rename them, so as keys they were
+    # dropped (ProjectsPath did NOT set projects_path in the original either)
+    "projectspath": "the original ignored it too (its key is projects_path)",
+    "buildpath": "the original ignored it too (its key is build_path)",
+    "concurrency": "the original ignored it too (its key is job_concurrency)",
+    "backlog": "the original ignored it too (its key is job_backlog)",
+    # set by --filesystem only; the original could not take it from JSON
+    "filesystem": "use --filesystem",
+    # early sample configs (cmd/mistryd/config.sample.json history)
+    "bind_mounts": "the original ignored it too since it became mounts",
+    "!()#@_!mounts": "a disabled key in the original's early sample config",
+}
+
+
+def fold_keys(doc: Any) -> tuple[Any, list[str]]:
+    """Match top-level keys to ours case-insensitively as Go's encoding/json does (``UID``,
+    ``Addr``, ``Projects_Path``; the last of two spellings wins, as in Go), and drop the
+    keys the original ignored. Returns the folded doc and the dropped keys; any other
+    key is left for the strict loader to refuse."""
+    if not isinstance(doc, dict):
+        return doc, []
+    names = {f.name for f in fields(MistryConfig)}
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in doc.items():
+        low = str(key).lower().replace("-", "_")
+        if low in names:
+            out.pop(low, None)
+            out[low] = value
+        elif low in IGNORED_KEYS:
+            dropped.append(str(key))
+        else:
+            out[key] = value
+    return out, dropped
+
+
+def load_mistry_config(path: str) -> MistryConfig:
+    """Load mistryd's config: unknown keys exit 2 naming the key, ignored keys of the
+    original give one warning line naming them."""
+    try:
+        doc = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        config_exit(ConfigError(path, "$", f"cannot read file: {exc.strerror or exc}"))
+    except orjson.JSONDecodeError as exc:
+        config_exit(ConfigError(path, "$", f"invalid JSON: {exc}"))
+    folded, dropped = fold_keys(doc)
+    if dropped:
+        why = "; ".join(f"{k}: {IGNORED_KEYS[k.lower().replace('-', '_')]}" for k in dropped)
+        get_logger("mistry.config").warning(
+            "%s: ignoring keys the original mistry ignored: %s", path, why
+        )
+    try:
+        return from_json(folded, MistryConfig, file=path)
+    except ConfigError as exc:
+        config_exit(exc)

@@ -46,7 +46,7 @@ class MistryService(Service):
         self.metrics = Metrics()
         self.builder = Builder(config, self.layout, self.fs, self.engine, self.index, self.metrics)
         self.scheduler = Scheduler(self.builder)
-        self.api = Api(self.scheduler, config.auth_token, self.vars)
+        self.api = Api(self.scheduler, config.auth_token, self.vars, config.public_read)
         self.api.registry = self.registry
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []

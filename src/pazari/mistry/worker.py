@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 
 from pazari.mistry.build import Builder
@@ -79,11 +80,10 @@ class Scheduler:
         if leader is not None:
             if not wait:
                 return leader, None
+            started_at_ns = time.time_ns()
             result = await asyncio.shield(leader.future)
             self.metrics.inc("builds_coalesced", project)
-            return leader, result.copy(
-                coalesced=True, cached=False, params=dict(request.params) or None
-            )
+            return leader, coalesced_info(result, request, started_at_ns)
         cached = self.cached(project, jid)
         if cached is not None:
             self.metrics.inc("cache_utilization", project)
@@ -188,6 +188,23 @@ class Scheduler:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+
+
+def coalesced_info(leader: BuildInfo, request: JobRequest, started_at_ns: int) -> BuildInfo:
+    """A coalesced job's own BuildInfo (spec §1.4 step 2): the leader's ExitCode, Path,
+    URL and Group; its own Params and StartedAt; Duration -1s, no logs, not cached, not
+    incremental, no ErrBuild (the original returned a fresh BuildInfo with only ExitCode
+    and Coalesced set)."""
+    return BuildInfo(
+        params=request.params_doc,
+        group=leader.group,
+        path=leader.path,
+        coalesced=True,
+        exit_code=leader.exit_code,
+        transport_method=leader.transport_method,
+        started_at_ns=started_at_ns,
+        url=leader.url,
+    )
 
 
 def _consume(future: asyncio.Future[BuildInfo]) -> None:
