@@ -175,7 +175,10 @@ class Builder:
         assert job.log is not None
         log = job.log
         image = f"mistry-{job.project}"
-        context = await asyncio.to_thread(build_context, self.projects / job.project)
+        context = job.context or await asyncio.to_thread(
+            build_context, self.projects / job.project
+        )
+        job.context = b""
         digest = hashlib.sha256(context).hexdigest()
         labels = {
             LABEL: "1", LABEL_PROJECT: job.project, LABEL_CONTEXT: digest,

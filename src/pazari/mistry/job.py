@@ -114,6 +114,8 @@ class Job:
     container: str = ""
     task: asyncio.Task[int] | None = None
     log: LogSink | None = None
+    # The build context read together with the id (issue 10), dropped once built.
+    context: bytes = b""
 
     @property
     def project(self) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from pazari.mistry.build import Builder
 from pazari.mistry.buildinfo import BuildInfo
 from pazari.mistry.job import BacklogFull, Job, JobError, JobRequest, ShuttingDown, UnknownProject
-from pazari.mistry.jobid import DigestCache, job_id
+from pazari.mistry.jobid import DigestCache, job_id, snapshot
 from pazari.mistry.store import OUT_LOG, read_build_info
 from pazari.runtime.logs import get_logger
 
@@ -39,6 +39,7 @@ class Scheduler:
         self.stopping = False
         self.log = get_logger("mistry.worker")
         self._workers: list[asyncio.Task[None]] = []
+        self._snapshots: dict[str, asyncio.Future[tuple[str, bytes]]] = {}
 
     def start(self) -> None:
         n = self.config.concurrency
@@ -75,22 +76,30 @@ class Scheduler:
         info): info is None for an async submission; raises JobError for a full backlog,
         shutdown or a failed build."""
         project = request.project
+        started_at_ns = time.time_ns()  # a coalesced job's own StartedAt
         self.metrics.inc("builds_started", project)
-        leader = self.inflight.get(jid)
-        if leader is not None:
-            if not wait:
-                return leader, None
-            started_at_ns = time.time_ns()
-            result = await asyncio.shield(leader.future)
-            self.metrics.inc("builds_coalesced", project)
-            return leader, coalesced_info(result, request, started_at_ns)
-        cached = self.cached(project, jid)
-        if cached is not None:
-            self.metrics.inc("cache_utilization", project)
-            return None, cached
-        if self.stopping:
-            raise ShuttingDown("server is shutting down")
-        job = Job(request, jid)
+        context: bytes | None = None
+        while True:
+            leader = self.inflight.get(jid)
+            if leader is not None:
+                if not wait:
+                    return leader, None
+                result = await asyncio.shield(leader.future)
+                self.metrics.inc("builds_coalesced", project)
+                return leader, coalesced_info(result, request, started_at_ns)
+            cached = self.cached(project, jid)
+            if cached is not None:
+                self.metrics.inc("cache_utilization", project)
+                return None, cached
+            if self.stopping:
+                raise ShuttingDown("server is shutting down")
+            if context is not None:
+                break
+            # One read of the project gives the id and the build context (issue 10): if
+            # the project changed since the id above, the job is the one of what is read
+            # now, and the checks above are made again for it.
+            jid, context = await self._snapshot(request, jid)
+        job = Job(request, jid, context=context)
         job.future.add_done_callback(_consume)
         try:
             self.queue.put_nowait(job)
@@ -101,6 +110,25 @@ class Scheduler:
         if not wait:
             return job, None
         return job, await asyncio.shield(job.future)
+
+    async def _snapshot(self, request: JobRequest, jid: str) -> tuple[str, bytes]:
+        """(id, build context) from one read of the project dir; identical requests
+        arriving together share one read."""
+        task = self._snapshots.get(jid)
+        if task is None:
+            project_dir = Path(self.config.projects_path) / request.project
+            task = asyncio.ensure_future(
+                asyncio.to_thread(
+                    snapshot, request.project, request.group, request.params, project_dir,
+                    self.digests,
+                )
+            )  # fmt: skip
+            self._snapshots[jid] = task
+            task.add_done_callback(lambda t: self._snapshots.pop(jid, None))
+        try:
+            return await asyncio.shield(task)
+        except OSError as exc:
+            raise JobError(f"work: could not read project '{request.project}': {exc}") from None
 
     async def _worker(self, n: int) -> None:
         while True:
