@@ -230,8 +230,17 @@ def test_rebuild_and_delete_build_subcommands(mistry: Mistry) -> None:
     first = mistry.post({"project": "quick", "params": {"n": "1"}}).json()
     second = mistry.post({"project": "quick", "params": {"n": "2"}}).json()
     config = str(mistry.root / "config.json")
-    done = subprocess.run(
+    # The original pulled the parent (PullParent): offline, as here, that fails clearly.
+    pulled = subprocess.run(
         [MISTRYD, "--config", config, "rebuild", "-p", "quick"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert pulled.returncode == 1
+    assert "could not rebuild quick: " in pulled.stderr
+    assert "--no-pull skips pulling the parent image" in pulled.stderr
+    assert "Failed names: quick" in pulled.stderr
+    done = subprocess.run(
+        [MISTRYD, "--config", config, "rebuild", "--no-pull", "-p", "quick"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

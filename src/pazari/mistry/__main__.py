@@ -39,6 +39,11 @@ def parser() -> argparse.ArgumentParser:
         "-p", "--project", action="append", default=[], help="project to rebuild (repeatable)"
     )
     rb.add_argument("-v", "--verbose", action="store_true", help="stream the build output")
+    rb.add_argument(
+        "--no-pull",
+        action="store_true",
+        help="do not pull the parent images (offline hosts); the original always pulled",
+    )
     db = sub.add_parser("delete-build", help="delete ready builds (never a link target)")
     db.add_argument("-p", "--project", required=True, help="the project")
     db.add_argument("ids", nargs="+", help="job ids to delete")
@@ -54,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         if args.command == "rebuild":
-            return asyncio.run(rebuild(config, args.project, args.fail_fast, args.verbose))
+            return asyncio.run(
+                rebuild(config, args.project, args.fail_fast, args.verbose, not args.no_pull)
+            )
         if args.command == "delete-build":
             return asyncio.run(delete_builds(config, args.filesystem, args.project, args.ids))
         service = MistryService(config, args.addr, args.filesystem, args.drain_timeout)
