@@ -207,11 +207,23 @@ class Builder:
                 ) from None
         binds = [f"{pending / 'data'}:/data"]
         binds += [f"{src}:{dst}" for src, dst in self.config.mounts.items()]
+        host_config: dict[str, object] = {
+            "Binds": binds, "NetworkMode": "host", "AutoRemove": False,
+        }  # fmt: skip
+        limits = self.config.limits(job.project)
+        if limits.memory_bytes:
+            # Memory and swap alike: a build over its limit is killed, not swapped out.
+            host_config["Memory"] = limits.memory_bytes
+            host_config["MemorySwap"] = limits.memory_bytes
+        if limits.cpus:
+            host_config["NanoCpus"] = int(limits.cpus * 1e9)
+        if limits.pids:
+            host_config["PidsLimit"] = limits.pids
         spec = {
             "Image": image,
             "User": self.config.user,
             "Labels": self.labels(job),
-            "HostConfig": {"Binds": binds, "NetworkMode": "host", "AutoRemove": False},
+            "HostConfig": host_config,
         }
         name = f"mistry-{job.id}"
         # An earlier container by that name (the original renamed it away, #20) is ours.

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from pazari.mistry.names import InvalidName, check_project
 from pazari.runtime.cli import config_exit
 from pazari.runtime.config import ConfigError, from_json
 from pazari.runtime.logs import get_logger
@@ -39,6 +40,30 @@ class RetentionConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """Limits of a project's builds (issue 10); 0 leaves each one unlimited.
+
+    ``memory_bytes``, ``cpus`` and ``pids`` go to the container (HostConfig Memory,
+    NanoCpus, PidsLimit); ``timeout_seconds`` bounds image build plus run, as
+    ``build_timeout`` does for every project; ``max_concurrent`` caps the builds of the
+    project running at once, so that one project cannot take every worker."""
+
+    memory_bytes: int = 0
+    cpus: float = 0.0
+    pids: int = 0
+    timeout_seconds: float = 0.0
+    max_concurrent: int = 0
+
+    def validate(self) -> tuple[str, str] | None:
+        for key in ("memory_bytes", "cpus", "pids", "timeout_seconds", "max_concurrent"):
+            if getattr(self, key) < 0:
+                return (key, "must not be negative")
+        if 0 < self.memory_bytes < 6 * 1024 * 1024:
+            return ("memory_bytes", "must be at least 6 MiB (the engines refuse less)")
+        return None
+
+
+@dataclass
 class MistryConfig:
     projects_path: str = ""
     build_path: str = ""
@@ -62,6 +87,12 @@ class MistryConfig:
     # Keep the previous build's artifacts/ in an incremental clone (the original did, §1.5).
     keep_artifacts: bool = False
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    # Limits of every project's builds, and per project name (replacing the default).
+    default_limits: LimitsConfig = field(default_factory=LimitsConfig)
+    project_limits: dict[str, LimitsConfig] = field(default_factory=dict)
+
+    def limits(self, project: str) -> LimitsConfig:
+        return self.project_limits.get(project, self.default_limits)
 
     def validate(self) -> tuple[str, str] | None:
         for key in ("projects_path", "build_path"):
@@ -76,6 +107,9 @@ class MistryConfig:
             return ("job_backlog", "must not be negative")
         if self.build_timeout < 0:
             return ("build_timeout", "must not be negative")
+        for name in self.project_limits:
+            if check_project_name(name):
+                return (f"project_limits.{name}", "is not a valid project name")
         for src in self.mounts:
             if not os.path.isabs(src):
                 return (f"mounts.{src}", "host path must be absolute")
@@ -110,6 +144,15 @@ IGNORED_KEYS = {
     "bind_mounts": "the original ignored it too since it became mounts",
     "!()#@_!mounts": "a disabled key in the original's early sample config",
 }
+
+
+def check_project_name(name: str) -> str:
+    """Why ``name`` is not a project name, or ""."""
+    try:
+        check_project(name)
+    except InvalidName as exc:
+        return str(exc)
+    return ""
 
 
 def fold_keys(doc: Any) -> tuple[Any, list[str]]:

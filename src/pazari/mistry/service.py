@@ -99,7 +99,7 @@ class MistryService(Service):
     def vars(self) -> Mapping[str, Any]:
         return {
             "mistry": {
-                "queued": self.scheduler.queue.qsize(),
+                "queued": self.scheduler.waiting,
                 "running": len(self.scheduler.running),
                 "inflight": len(self.scheduler.inflight),
                 "indexed_jobs": len(self.index),

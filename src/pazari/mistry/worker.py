@@ -12,6 +12,7 @@ Differences from the original, each fixing a limitation of spec §8:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from pathlib import Path
@@ -40,6 +41,8 @@ class Scheduler:
         self.log = get_logger("mistry.worker")
         self._workers: list[asyncio.Task[None]] = []
         self._snapshots: dict[str, asyncio.Future[tuple[str, bytes]]] = {}
+        self.active: dict[str, int] = {}  # running builds per project
+        self.deferred: dict[str, collections.deque[Job]] = {}  # held back by max_concurrent
 
     def start(self) -> None:
         n = self.config.concurrency
@@ -102,6 +105,8 @@ class Scheduler:
         job = Job(request, jid, context=context)
         job.future.add_done_callback(_consume)
         try:
+            if self.waiting >= self.config.backlog:
+                raise asyncio.QueueFull
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             self.log.warning("Failed to send message to work queue (%s)", job)
@@ -132,24 +137,58 @@ class Scheduler:
 
     async def _worker(self, n: int) -> None:
         while True:
-            job = await self.queue.get()
+            job = self._take_deferred()
+            if job is None:
+                job = await self.queue.get()
+                self.queue.task_done()
+            if job.abort_reason:
+                continue  # aborted while queued; already resolved
+            project = job.project
+            cap = self.config.limits(project).max_concurrent
+            if cap and self.active.get(project, 0) >= cap:
+                # The project is at its cap: the job waits beside the queue, and this
+                # worker takes the next job, of another project (issue 10).
+                self.deferred.setdefault(project, collections.deque()).append(job)
+                continue
+            self.active[project] = self.active.get(project, 0) + 1
             try:
-                if job.abort_reason:
-                    continue  # aborted while queued; already resolved
                 await self._run(job)
             except Exception as exc:  # a bug, not a build failure: keep the worker alive
                 self.log.error("worker %d: %s crashed: %s", n, job, exc, exc_info=exc)
                 self._resolve(job, None, JobError(f"work: {exc}"))
             finally:
-                self.queue.task_done()
+                self.active[project] -= 1
+
+    def _take_deferred(self) -> Job | None:
+        """A deferred job whose project has room again, oldest project first."""
+        for project, jobs in list(self.deferred.items()):
+            while jobs and jobs[0].abort_reason:
+                jobs.popleft()
+            cap = self.config.limits(project).max_concurrent
+            if jobs and (not cap or self.active.get(project, 0) < cap):
+                job = jobs.popleft()
+                if not jobs:
+                    del self.deferred[project]
+                return job
+            if not jobs:
+                del self.deferred[project]
+        return None
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued or deferred: both count against the backlog."""
+        return self.queue.qsize() + sum(len(jobs) for jobs in self.deferred.values())
 
     async def _run(self, job: Job) -> None:
         job.state = "running"
         self.running.add(job)
         timer = None
-        timeout = min(
-            (t for t in (job.request.timeout, self.config.build_timeout) if t > 0), default=0
+        timeouts = (
+            job.request.timeout,
+            self.config.build_timeout,
+            self.config.limits(job.project).timeout_seconds,
         )
+        timeout = min((t for t in timeouts if t > 0), default=0)
         if timeout:
             timer = asyncio.get_running_loop().call_later(
                 timeout, self.abort, job, f"build timed out after {timeout:g}s; container killed"
@@ -205,6 +244,10 @@ class Scheduler:
             job = self.queue.get_nowait()
             self.queue.task_done()
             self.abort(job, "cancelled: mistryd is shutting down")
+        for jobs in self.deferred.values():
+            for job in jobs:
+                self.abort(job, "cancelled: mistryd is shutting down")
+        self.deferred.clear()
         running = [j.future for j in self.running]
         if running:
             await asyncio.wait(running, timeout=max(timeout, 0))
