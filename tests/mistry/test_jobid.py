@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pazari.mistry.jobid import DigestCache, build_context, job_id
+from pazari.mistry.jobid import DigestCache, build_context, job_id, snapshot
 
 
 @pytest.fixture
@@ -139,3 +139,16 @@ def test_build_context_keeps_subdirs_and_normalises_headers(project: Path) -> No
     assert sorted(members) == ["Dockerfile", "sub/script.sh"]
     assert all(m.uid == 0 and m.mtime == 0 for m in members.values())
     assert build_context(project) == data
+
+
+def test_snapshot_is_one_read_for_id_and_context(project: Path) -> None:
+    """issue 10: the id and the context of a snapshot come from the same bytes."""
+    (project / "sub").mkdir(exist_ok=True)
+    (project / "sub" / "x.sh").write_text("echo x\n")
+    os.chmod(project / "sub" / "x.sh", 0o755)
+    cache = DigestCache()
+    jid, context = snapshot("p", "g", {"a": "b", "_o": "x"}, project, cache)
+    assert jid == job_id("p", "g", {"a": "b"}, project, cache)
+    assert context == build_context(project)
+    (project / "sub" / "x.sh").write_text("echo edited\n")
+    assert job_id("p", "g", {"a": "b"}, project, cache) != jid  # the cache saw the edit

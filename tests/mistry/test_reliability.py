@@ -94,12 +94,13 @@ def test_coalescing_runs_one_container(mistry: Mistry) -> None:
     results: list[Response] = []
     lock = threading.Lock()
 
-    def request() -> None:
-        resp = mistry.post({"project": "shared", "params": {"p": "1"}})
+    def request(n: int) -> None:
+        # The opaque param leaves the id alone but is each request's own (spec §1.3).
+        resp = mistry.post({"project": "shared", "params": {"p": "1", "_n": str(n)}})
         with lock:
             results.append(resp)
 
-    threads = [threading.Thread(target=request) for _ in range(8)]
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -110,6 +111,17 @@ def test_coalescing_runs_one_container(mistry: Mistry) -> None:
     assert {i["URL"] for i in infos} == {infos[0]["URL"]}
     assert {i["ExitCode"] for i in infos} == {0}
     assert mistry.runs() == 1
+    # A coalesced job's own BuildInfo (spec §1.4 step 2): own Params and StartedAt,
+    # Duration -1s, no logs.
+    leader = next(i for i in infos if not i["Coalesced"])
+    assert leader["Duration"] > 0 and "ContainerStdouterr" in leader
+    for info in (i for i in infos if i["Coalesced"]):
+        assert info["Duration"] == -1_000_000_000
+        assert "ContainerStdouterr" not in info and "ContainerStderr" not in info
+        assert info["Cached"] is False and info["Incremental"] is False
+        assert info["Params"]["p"] == "1" and info["Params"]["_n"] != leader["Params"]["_n"]
+    assert len({i["Params"]["_n"] for i in infos}) == 8
+    assert len({i["StartedAt"] for i in infos}) > 1  # each job's own request time
     assert 'mistry_builds_coalesced{project="shared"} 7' in mistry.get("/metrics").text
 
 
@@ -241,3 +253,36 @@ def test_artifacts_over_rsync(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_project_edited_while_queued_builds_what_its_id_names(
+    mistry_factory: MistryFactory,
+) -> None:
+    """The id and the build context come from one read (issue 10): a job queued behind a
+    busy worker builds the project as it was when its id was computed, and the edit makes
+    a new id that builds the new contents."""
+    m = mistry_factory({"job_concurrency": 1})
+    m.project("busy", "echo run >> /probe/busy\nsleep 4\n")
+    dockerfile = (
+        'FROM {base}\nWORKDIR /data\nCOPY build.sh version.txt /\nCMD ["/bin/sh", "/build.sh"]\n'
+    )
+    proj = m.project("edited", "cp /version.txt artifacts/version.txt\n", dockerfile=dockerfile)
+    (proj / "version.txt").write_text("v1\n")
+    assert m.post({"project": "busy"}, async_=True).status == 201
+    wait_for(lambda: m.runs("busy") == 1, 60, "busy job running")
+    results: list[Response] = []
+    waiter = threading.Thread(target=lambda: results.append(m.post({"project": "edited"})))
+    waiter.start()
+    wait_for(lambda: m.get("/debug/vars").json()["mistry"]["queued"] == 1, 30, "edited job queued")
+    (proj / "version.txt").write_text("v2, edited while the job waited\n")
+    waiter.join(120)
+    assert results and results[0].status == 201, results
+    first_id = results[0].json()["URL"].rsplit("/", 1)[-1]
+    artifacts = m.builds / "edited" / "ready" / first_id / "data" / "artifacts"
+    assert (artifacts / "version.txt").read_text() == "v1\n"
+    again = m.post({"project": "edited"})
+    assert again.status == 201 and again.json()["Cached"] is False
+    new_id = again.json()["URL"].rsplit("/", 1)[-1]
+    assert new_id != first_id
+    artifacts = m.builds / "edited" / "ready" / new_id / "data" / "artifacts"
+    assert (artifacts / "version.txt").read_text() == "v2, edited while the job waited\n"

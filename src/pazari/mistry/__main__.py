@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from pazari import __version__
 from pazari.mistry import MISTRY_COMPAT_VERSION
 from pazari.mistry.admin import delete_builds, rebuild
-from pazari.mistry.config import MistryConfig
+from pazari.mistry.config import load_mistry_config
 from pazari.mistry.filesystem import ADAPTERS, FilesystemError
 from pazari.mistry.service import MistryService
 from pazari.runtime import base_parser, setup_logging
-from pazari.runtime.cli import load_or_exit
 from pazari.runtime.service import options_from_args, run
 
 
@@ -40,6 +39,11 @@ def parser() -> argparse.ArgumentParser:
         "-p", "--project", action="append", default=[], help="project to rebuild (repeatable)"
     )
     rb.add_argument("-v", "--verbose", action="store_true", help="stream the build output")
+    rb.add_argument(
+        "--no-pull",
+        action="store_true",
+        help="do not pull the parent images (offline hosts); the original always pulled",
+    )
     db = sub.add_parser("delete-build", help="delete ready builds (never a link target)")
     db.add_argument("-p", "--project", required=True, help="the project")
     db.add_argument("ids", nargs="+", help="job ids to delete")
@@ -49,13 +53,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
-    config = load_or_exit(args.config, MistryConfig)
+    config = load_mistry_config(args.config)
     if not config.projects_path or not config.build_path:
         print(f"{args.config}: projects_path and build_path are required", file=sys.stderr)
         return 1
     try:
         if args.command == "rebuild":
-            return asyncio.run(rebuild(config, args.project, args.fail_fast, args.verbose))
+            return asyncio.run(
+                rebuild(config, args.project, args.fail_fast, args.verbose, not args.no_pull)
+            )
         if args.command == "delete-build":
             return asyncio.run(delete_builds(config, args.filesystem, args.project, args.ids))
         service = MistryService(config, args.addr, args.filesystem, args.drain_timeout)

@@ -37,9 +37,13 @@ def human_size(n: float) -> str:
     return f"{n}B"
 
 
-async def rebuild(config: MistryConfig, projects: list[str], fail_fast: bool, verbose: bool) -> int:
-    """Rebuild each project's image without the layer cache, then prune only what mistry
-    created (the original pruned every stopped container and dangling image, spec §4)."""
+async def rebuild(
+    config: MistryConfig, projects: list[str], fail_fast: bool, verbose: bool, pull: bool = True
+) -> int:
+    """Rebuild each project's image without the layer cache and, as the original
+    (PullParent, spec §4), pulling its parent image unless ``pull`` is off (``--no-pull``,
+    for offline hosts); then prune only what mistry created (the original pruned every
+    stopped container and dangling image)."""
     engine = Engine(config.docker_host or None)
     names = projects or enumerate_projects(config.projects_path)
     rebuilt, failed = 0, []
@@ -58,11 +62,13 @@ async def rebuild(config: MistryConfig, projects: list[str], fail_fast: bool, ve
                     buildargs={"uid": config.user},
                     labels={LABEL: "1", LABEL_PROJECT: name},
                     nocache=True,
+                    pull=pull,
                     on_output=(lambda t: print(t, end="")) if verbose else None,
                 )
                 rebuilt += 1
             except (EngineError, OSError, InvalidName) as exc:
-                print(f"could not rebuild {name}: {exc}", file=sys.stderr)
+                hint = " (offline? --no-pull skips pulling the parent image)" if pull else ""
+                print(f"could not rebuild {name}: {exc}{hint}", file=sys.stderr)
                 failed.append(name)
                 if fail_fast:
                     break

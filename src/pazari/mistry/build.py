@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pazari.mistry.job import Job, JobError
 from pazari.mistry.jobid import build_context
 from pazari.mistry.logstream import LogSink
 from pazari.mistry.metrics import Metrics
+from pazari.mistry.safefs import prepare_data_dir
 from pazari.mistry.store import JobIndex, Layout, read_build_info, write_build_info
 from pazari.runtime.logs import get_logger
 
@@ -80,7 +80,7 @@ class Builder:
 
     def new_info(self, job: Job) -> BuildInfo:
         return BuildInfo(
-            params=dict(job.request.params),
+            params=job.request.params_doc,
             group=job.group,
             path=str(self.layout.artifacts(job.project, job.id)),
             started_at_ns=job.started_at_ns,
@@ -143,29 +143,25 @@ class Builder:
         if source is not None:
             await self.fs.clone(source, pending)
             info.incremental = True
-            shutil.rmtree(pending / "data" / "params", ignore_errors=True)
-            if not self.config.keep_artifacts:
-                # Stale artifacts leaked into incremental builds in the original (spec §8).
-                shutil.rmtree(pending / "data" / "artifacts", ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 (pending / "out.log").unlink()
         else:
             await self.fs.create(pending)
-        for sub in ("data", "data/cache", "data/artifacts", "data/params"):
-            (pending / sub).mkdir(mode=0o755, exist_ok=True)
-        write_build_info(pending, info)
-        self.index.put(job.project, job.id, "pending", info)
-        for key, value in job.request.params.items():
-            path = pending / "data" / "params" / key
-            path.write_bytes(value.encode())
-            path.chmod(0o644)
-        job.log = LogSink(pending / "out.log")
+        # The previous build owned data/ (issue 10): params/ is always fresh, artifacts/
+        # too unless kept (stale artifacts leaked into incremental builds, spec §8), and a
+        # link in place of any well-known dir is removed as a link, never followed.
+        fresh = ("params",) if self.config.keep_artifacts else ("params", "artifacts")
+        owner = None
         if self.config.user != str(os.getuid()):
             # The container user must be able to write its artifacts and cache.
-            with contextlib.suppress(OSError, ValueError):
-                uid = int(self.config.user.split(":")[0])
-                for sub in ("data", "data/cache", "data/artifacts"):
-                    os.chown(pending / sub, uid, -1)
+            with contextlib.suppress(ValueError):
+                owner = int(self.config.user.split(":")[0])
+        await asyncio.to_thread(
+            prepare_data_dir, pending, job.request.params, fresh=fresh, owner=owner
+        )
+        write_build_info(pending, info)
+        self.index.put(job.project, job.id, "pending", info)
+        job.log = LogSink(pending / "out.log")
 
     async def _image_current(self, image: str, labels: dict[str, str]) -> bool:
         try:
@@ -179,7 +175,10 @@ class Builder:
         assert job.log is not None
         log = job.log
         image = f"mistry-{job.project}"
-        context = await asyncio.to_thread(build_context, self.projects / job.project)
+        context = job.context or await asyncio.to_thread(
+            build_context, self.projects / job.project
+        )
+        job.context = b""
         digest = hashlib.sha256(context).hexdigest()
         labels = {
             LABEL: "1", LABEL_PROJECT: job.project, LABEL_CONTEXT: digest,
@@ -208,11 +207,23 @@ class Builder:
                 ) from None
         binds = [f"{pending / 'data'}:/data"]
         binds += [f"{src}:{dst}" for src, dst in self.config.mounts.items()]
+        host_config: dict[str, object] = {
+            "Binds": binds, "NetworkMode": "host", "AutoRemove": False,
+        }  # fmt: skip
+        limits = self.config.limits(job.project)
+        if limits.memory_bytes:
+            # Memory and swap alike: a build over its limit is killed, not swapped out.
+            host_config["Memory"] = limits.memory_bytes
+            host_config["MemorySwap"] = limits.memory_bytes
+        if limits.cpus:
+            host_config["NanoCpus"] = int(limits.cpus * 1e9)
+        if limits.pids:
+            host_config["PidsLimit"] = limits.pids
         spec = {
             "Image": image,
             "User": self.config.user,
             "Labels": self.labels(job),
-            "HostConfig": {"Binds": binds, "NetworkMode": "host", "AutoRemove": False},
+            "HostConfig": host_config,
         }
         name = f"mistry-{job.id}"
         # An earlier container by that name (the original renamed it away, #20) is ours.

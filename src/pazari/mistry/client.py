@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import http.client
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -228,7 +230,9 @@ def fetch(
     if args.transport == "http":
         if args.clear_target:
             clear_target(target)
-        return fetch_http(f"{base}/artifacts/{project}/{job_id}", target, timeout, args.verbose)
+        return fetch_http(
+            f"{base}/artifacts/{project}/{job_id}", target, timeout, args.verbose, args.token
+        )
     user = f"{args.transport_user}@" if args.transport_user else ""
     if args.transport == "rsync":
         # The module "mistry" is rooted at build_path; the source comes from the job URL
@@ -252,27 +256,65 @@ def fetch(
     return output
 
 
-def fetch_http(url: str, target: Path, timeout: float | None, verbose: bool) -> str:
+def fetch_http(
+    url: str, target: Path, timeout: float | None, verbose: bool, token: str = ""
+) -> str:
     began = time.monotonic()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with (
-            urllib.request.urlopen(url, timeout=timeout) as resp,
-            tarfile.open(fileobj=resp, mode="r|") as tar,
-        ):
-            count = 0
-            for member in tar:
-                # The "data" filter refuses absolute paths, "..", device files and links
-                # leaving the target.
-                tar.extract(member, target, filter="data")
-                count += member.isfile()
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        ) as resp:
+            count = extract_tar(resp, target)
     except urllib.error.HTTPError as exc:
         text = exc.read().decode(errors="replace").strip()
         raise ClientError(f"(error: {exc.code}) could not fetch artifacts: {text}") from None
-    except (urllib.error.URLError, tarfile.TarError, OSError) as exc:
+    except (urllib.error.URLError, tarfile.TarError, OSError, http.client.HTTPException) as exc:
         raise ClientError(f"could not fetch artifacts: {exc}") from None
     if not verbose:
         return ""
     return f"Fetched {count} files over http in {time.monotonic() - began:.2f}s"
+
+
+def refuse_member(member: tarfile.TarInfo, target: Path) -> str:
+    """Why ``member`` must not be extracted into ``target``, or "" (issue 10: whatever the
+    server sends). tarfile's ``data`` filter (PEP 706) refuses most of these too; these
+    checks name the member and what is wrong with it first."""
+    name = member.name
+    if name.startswith("/") or ".." in Path(name).parts:
+        return f"{name!r}: path leaves the target"
+    if member.ischr() or member.isblk():
+        return f"{name!r}: device files are refused"
+    if member.isfifo():
+        return f"{name!r}: fifos are refused"
+    if member.mode & (stat.S_ISUID | stat.S_ISGID):
+        return f"{name!r}: setuid/setgid bits are refused"
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if link.startswith("/"):
+            return f"{name!r}: absolute link to {link!r} is refused"
+        base = Path(name).parent if member.issym() else Path()
+        resolved = os.path.normpath(os.path.join(target, base, link))
+        if os.path.commonpath([resolved, os.path.normpath(target)]) != os.path.normpath(target):
+            return f"{name!r}: link to {link!r} leaves the target"
+    return ""
+
+
+def extract_tar(fileobj: Any, target: Path) -> int:
+    """Extract a streamed tar into ``target``: every member checked by ``refuse_member``,
+    then extracted with the ``data`` filter. Returns the number of regular files."""
+    count = 0
+    with tarfile.open(fileobj=fileobj, mode="r|", errors="surrogateescape") as tar:
+        for member in tar:
+            why = refuse_member(member, target)
+            if why:
+                raise ClientError(f"refusing the artifacts: {why}")
+            try:
+                tar.extract(member, target, filter="data")
+            except tarfile.FilterError as exc:
+                raise ClientError(f"refusing the artifacts: {exc}") from None
+            count += member.isfile()
+    return count
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ original pruned every stopped container and dangling image on the host, spec §4
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -16,7 +17,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-API = "/v1.41"
+# API versions (issue 10): a pinned /v1.41 was refused by Docker Engine 29 ("client version
+# 1.41 is too old", its minimum is 1.44). As the Docker CLI does, GET /version once and
+# speak min(server ApiVersion, NEWEST_API). NEWEST_API is the newest version whose changes
+# mistry's requests have been checked against (the build, create, attach, wait, prune and
+# list calls used here are unchanged in shape from 1.25 to 1.47); OLDEST_API is the first
+# with everything used (label filters on prune, 1.25).
+NEWEST_API = "1.47"
+OLDEST_API = "1.25"
+FALLBACK_API = "1.24"  # what the Docker CLI assumes of a server that reports no version
 LABEL = "pazari.mistry"
 LABEL_PROJECT = "pazari.mistry.project"
 LABEL_JOB = "pazari.mistry.job"
@@ -38,6 +47,33 @@ class EngineError(RuntimeError):
 def default_engine_url() -> str:
     host = os.environ.get("DOCKER_HOST", "")
     return host or "unix:///var/run/docker.sock"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.strip().split("."))
+    except ValueError:
+        raise EngineError(f"the engine reports an unreadable API version {text!r}") from None
+
+
+def negotiate(doc: Mapping[str, Any]) -> str:
+    """The API version to speak with an engine whose ``GET /version`` returned ``doc``:
+    min(its ApiVersion, NEWEST_API). Refuses an engine whose MinAPIVersion is newer than
+    NEWEST_API, or whose ApiVersion is older than OLDEST_API."""
+    server = str(doc.get("ApiVersion") or FALLBACK_API)
+    minimum = str(doc.get("MinAPIVersion") or "")
+    if minimum and _version(minimum) > _version(NEWEST_API):
+        raise EngineError(
+            f"the container engine requires API version {minimum} or newer; mistry speaks "
+            f"{OLDEST_API} to {NEWEST_API}"
+        )
+    chosen = min(server, NEWEST_API, key=_version)
+    if _version(chosen) < _version(OLDEST_API):
+        raise EngineError(
+            f"the container engine speaks API version {server}; mistry needs {OLDEST_API} "
+            f"or newer"
+        )
+    return chosen
 
 
 class Demuxer:
@@ -69,6 +105,8 @@ class Engine:
             self.socket_path = None
             self._base = self.url.replace("tcp://", "http://").rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self.api_version = ""  # negotiated on first use
+        self._negotiating: asyncio.Lock | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -86,6 +124,27 @@ class Engine:
             )
         return self._session
 
+    async def prefix(self) -> str:
+        """``/v<version>`` negotiated with the engine once (a failure is retried on the
+        next call, so mistryd may start before the engine)."""
+        if not self.api_version:
+            if self._negotiating is None:
+                self._negotiating = asyncio.Lock()
+            async with self._negotiating:
+                if not self.api_version:
+                    async with self.session.get("/version") as resp:
+                        body = await resp.read()
+                        if resp.status != 200:
+                            raise EngineError(_error_text(body, resp.status), resp.status)
+                    try:
+                        doc = orjson.loads(body)
+                    except orjson.JSONDecodeError:
+                        doc = None
+                    if not isinstance(doc, dict):
+                        raise EngineError("GET /version did not return an object")
+                    self.api_version = negotiate(doc)
+        return f"/v{self.api_version}"
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -100,7 +159,8 @@ class Engine:
         json: Any = None,
         ok: tuple[int, ...] = (200, 201, 204),
     ) -> Any:
-        async with self.session.request(method, API + path, params=params, json=json) as resp:
+        url = await self.prefix() + path
+        async with self.session.request(method, url, params=params, json=json) as resp:
             body = await resp.read()
             if resp.status not in ok:
                 raise EngineError(_error_text(body, resp.status), resp.status)
@@ -142,7 +202,7 @@ class Engine:
         headers = {"Content-Type": "application/x-tar"}
         error = ""
         async with self.session.post(
-            API + "/build", params=params, data=context, headers=headers
+            await self.prefix() + "/build", params=params, data=context, headers=headers
         ) as resp:
             if resp.status != 200:
                 raise EngineError(_error_text(await resp.read(), resp.status), resp.status)
@@ -191,7 +251,8 @@ class Engine:
         """(stream, chunk) pairs until the container's output closes. The request is sent
         before the generator is first advanced, so attach before ``start``."""
         params = {"stream": "1", "stdout": "1", "stderr": "1", "logs": "1"}
-        resp = await self.session.post(API + f"/containers/{container}/attach", params=params)
+        url = await self.prefix() + f"/containers/{container}/attach"
+        resp = await self.session.post(url, params=params)
         return self._frames(resp)
 
     async def _frames(self, resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[int, bytes]]:

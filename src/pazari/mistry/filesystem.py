@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
+from pazari.mistry.safefs import remove_path
+
 
 class FilesystemError(RuntimeError):
     pass
@@ -47,17 +49,22 @@ class PlainFilesystem:
         path.mkdir(mode=0o755)
 
     async def clone(self, src: Path, dst: Path) -> None:
-        # Trailing "/." copies the contents into the new dir and keeps modes and times.
+        # Trailing "/." copies the contents into the new dir and keeps modes and times; -a
+        # copies symlinks as symlinks and recreates fifos and sockets without opening them
+        # (--no-dereference spelled out: a build's links must never be followed, issue 10).
         dst.mkdir(mode=0o755)
-        await _run("cp", "-a", "--reflink=auto", f"{src}/.", str(dst))
+        await _run("cp", "-a", "--no-dereference", "--reflink=auto", f"{src}/.", str(dst))
 
     async def remove(self, path: Path) -> None:
         if not os.path.lexists(path):
             return
-        if path.is_symlink() or not path.is_dir():
-            path.unlink()
-            return
-        await asyncio.to_thread(shutil.rmtree, path, True)
+        # By fd, never following a link a build left (shutil.rmtree with ignore_errors
+        # silently kept a symlinked dir, issue 10); a dir a build chmodded shut is
+        # reopened and removed; a failure is an error, not a leftover.
+        try:
+            await asyncio.to_thread(remove_path, path)
+        except OSError as exc:
+            raise FilesystemError(f"could not remove {path}: {exc}") from exc
 
 
 def is_subvolume(path: Path) -> bool:

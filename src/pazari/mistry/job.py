@@ -57,6 +57,14 @@ class JobRequest:
     params: dict[str, str] = field(default_factory=dict)
     rebuild: bool = False
     timeout: float = 0.0  # seconds; 0 = only the global build_timeout
+    # Whether the request had Params at all: the original echoed a missing or null Params
+    # as null (a nil Go map) and an empty object as {} (spec §1.6).
+    params_given: bool = True
+
+    @property
+    def params_doc(self) -> dict[str, str] | None:
+        """BuildInfo.Params of a job made from this request."""
+        return dict(self.params) if self.params_given else None
 
     @classmethod
     def from_doc(cls, doc: Any) -> JobRequest:
@@ -73,6 +81,7 @@ class JobRequest:
         group = low.get("group") or ""
         if not isinstance(group, str):
             raise BadRequest("Group must be a string")
+        params_given = low.get("params") is not None
         raw_params = low.get("params") or {}
         if not isinstance(raw_params, dict):
             raise BadRequest("Params must be an object of strings")
@@ -87,7 +96,9 @@ class JobRequest:
         timeout = request_timeout(low["timeout"]) if low.get("timeout") else 0.0
         if timeout < 0:
             raise BadRequest("Timeout must not be negative")
-        return cls(check_project(project), check_group(group), params, rebuild, timeout)
+        return cls(
+            check_project(project), check_group(group), params, rebuild, timeout, params_given
+        )
 
 
 @dataclass(eq=False)
@@ -103,6 +114,8 @@ class Job:
     container: str = ""
     task: asyncio.Task[int] | None = None
     log: LogSink | None = None
+    # The build context read together with the id (issue 10), dropped once built.
+    context: bytes = b""
 
     @property
     def project(self) -> str:

@@ -64,6 +64,11 @@ class DigestCache:
         self._digests: dict[str, tuple[tuple[int, int, int, int], bytes]] = {}
         self._limit = limit
 
+    def remember(self, path: str, st: os.stat_result, digest: bytes) -> None:
+        if len(self._digests) >= self._limit:
+            self._digests.clear()
+        self._digests[path] = ((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino), digest)
+
     def digest(self, path: str) -> bytes:
         st = os.stat(path, follow_symlinks=False)
         key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
@@ -81,6 +86,25 @@ class DigestCache:
         return digest
 
 
+def _id_hash(
+    project: str, group: str, params: Mapping[str, str], files: list[tuple[str, bool, bytes]]
+) -> str:
+    h = hashlib.sha256(_DOMAIN)
+    h.update(_field(project.encode()))
+    h.update(_field(group.encode()))
+    visible = sorted(k for k in params if not is_opaque(k))
+    h.update(len(visible).to_bytes(8, "big"))
+    for key in visible:
+        h.update(_field(key.encode()))
+        h.update(_field(params[key].encode()))
+    h.update(len(files).to_bytes(8, "big"))
+    for relpath, executable, digest in files:
+        h.update(_field(relpath.encode()))
+        h.update(b"x" if executable else b"-")
+        h.update(digest)
+    return h.hexdigest()
+
+
 def job_id(
     project: str,
     group: str,
@@ -90,21 +114,48 @@ def job_id(
 ) -> str:
     """Lowercase hex sha256 over project, group, sorted non-opaque params and the files."""
     cache = cache or DigestCache()
-    h = hashlib.sha256(_DOMAIN)
-    h.update(_field(project.encode()))
-    h.update(_field(group.encode()))
-    visible = sorted(k for k in params if not is_opaque(k))
-    h.update(len(visible).to_bytes(8, "big"))
-    for key in visible:
-        h.update(_field(key.encode()))
-        h.update(_field(params[key].encode()))
-    files = project_files(project_dir)
-    h.update(len(files).to_bytes(8, "big"))
-    for f in files:
-        h.update(_field(f.relpath.encode()))
-        h.update(b"x" if f.mode & stat.S_IXUSR else b"-")
-        h.update(cache.digest(f.path))
-    return h.hexdigest()
+    files = [
+        (f.relpath, bool(f.mode & stat.S_IXUSR), cache.digest(f.path))
+        for f in project_files(project_dir)
+    ]
+    return _id_hash(project, group, params, files)
+
+
+def snapshot(
+    project: str,
+    group: str,
+    params: Mapping[str, str],
+    project_dir: str | Path,
+    cache: DigestCache | None = None,
+) -> tuple[str, bytes]:
+    """The job id and the build context from ONE read of the project dir (issue 10): each
+    file is read once, and both its digest and its tar entry come from those bytes, so a
+    project edited while a job waits can never be built under an id of other contents.
+    The digests read go into ``cache``."""
+    buf = io.BytesIO()
+    files: list[tuple[str, bool, bytes]] = []
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for f in project_files(project_dir):
+            try:
+                fd = os.open(f.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # removed since the listing
+            with open(fd, "rb", closefd=True) as fh:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                data = fh.read()
+            digest = hashlib.sha256(data).digest()
+            if cache is not None:
+                cache.remember(f.path, st, digest)
+            executable = bool(st.st_mode & stat.S_IXUSR)
+            files.append((f.relpath, executable, digest))
+            info = tarfile.TarInfo(f.relpath)
+            info.size = len(data)
+            info.mode = 0o755 if executable else 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return _id_hash(project, group, params, files), buf.getvalue()
 
 
 def build_context(project_dir: str | Path) -> bytes:

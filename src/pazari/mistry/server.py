@@ -1,13 +1,17 @@
 """mistryd's HTTP API (spec §2), wire-compatible with the original, with its defects fixed:
 unknown jobs/projects are 404 (not 500), invalid names and malformed JSON 400; plus
-``/artifacts`` (the http transport), ``DELETE /job`` (cancel), bearer auth for POST and
-DELETE, and a paginated in-memory ``/index/``."""
+``/artifacts`` (the http transport), ``DELETE /job`` (cancel), token auth (Bearer or
+Basic) for writes and, unless ``public_read``, reads, and a paginated in-memory
+``/index/``."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hmac
+import tarfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +19,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pazari.mistry.artifacts import ArtifactsError, ChunkPipe, open_artifacts, stream_tar
 from pazari.mistry.buildinfo import BuildInfo
 from pazari.mistry.job import (
     BacklogFull,
@@ -28,10 +33,13 @@ from pazari.mistry.names import InvalidName, check_job_id, check_project
 from pazari.mistry.store import read_build_info, read_log
 from pazari.mistry.web import render_index, render_job
 from pazari.mistry.worker import Scheduler
+from pazari.runtime.logs import get_logger
 from pazari.runtime.metrics import debug_vars
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEEPALIVE = 15.0
+HEALTH_PATH = "/healthz"
+OPEN_PATHS = frozenset({"/metrics", HEALTH_PATH})
 
 
 def text_error(status: int, message: str) -> web.Response:
@@ -71,19 +79,25 @@ def go_repr(doc: Any) -> str:
 
 class Api:
     def __init__(
-        self, scheduler: Scheduler, auth_token: str, service_vars: Callable[[], Any]
+        self,
+        scheduler: Scheduler,
+        auth_token: str,
+        service_vars: Callable[[], Any],
+        public_read: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.layout = scheduler.layout
         self.index = scheduler.builder.index
         self.metrics = scheduler.metrics
         self.auth_token = auth_token.encode()
+        self.public_read = public_read
         self.service_vars = service_vars
         self.registry: Any = None
         self.closing = asyncio.Event()
+        self.log = get_logger("mistry.http")
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self.read_auth])
         app.add_routes(
             [
                 web.post("/jobs", self.auth(self.post_job)),
@@ -95,6 +109,7 @@ class Api:
                 web.get("/log/{project}/{id}", self.get_log),
                 web.get("/artifacts/{project}/{id}", self.get_artifacts),
                 web.get("/metrics", self.get_metrics),
+                web.get(HEALTH_PATH, self.get_health),
                 web.get("/debug/vars", self.get_vars),
                 web.get("/", self.get_home),
                 web.get("/index.html", self.get_home),
@@ -103,19 +118,58 @@ class Api:
         return app
 
     def auth(self, handler: Handler) -> Handler:
+        """Writes (POST /jobs, DELETE /job) need the token whenever one is set."""
+
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if self.auth_token:
-                header = request.headers.get("Authorization", "")
-                scheme, _, token = header.partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    token.strip().encode(), self.auth_token
-                ):
-                    resp = text_error(401, "Unauthorized")
-                    resp.headers["WWW-Authenticate"] = 'Bearer realm="mistry"'
-                    return resp
+            if self.auth_token and not self.authorized(request):
+                return self.unauthorized()
             return await handler(request)
 
         return guarded
+
+    @web.middleware
+    async def read_auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """With a token set, reads need it too (issue 10: job pages, /index/, /log/,
+        /artifacts/ and the web view showed every build's params and files to anyone);
+        ``public_read`` opens them again. /metrics and the health path stay open for
+        scrapers and probes."""
+        if (
+            self.auth_token
+            and not self.public_read
+            and request.path not in OPEN_PATHS
+            and not self.authorized(request)
+        ):
+            return self.unauthorized()
+        return await handler(request)
+
+    def authorized(self, request: web.Request) -> bool:
+        """``Authorization: Bearer <token>``, or HTTP Basic with the token as password (any
+        user name) so that a browser can open the web view; compared in constant time."""
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        credentials = credentials.strip()
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            given = credentials.encode()
+        elif scheme == "basic":
+            try:
+                decoded = base64.b64decode(credentials, validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            given = decoded.partition(b":")[2]
+        else:
+            return False
+        return hmac.compare_digest(given, self.auth_token)
+
+    @staticmethod
+    def unauthorized() -> web.Response:
+        resp = text_error(401, "Unauthorized")
+        # RFC 9110 §11.6.1: one challenge per scheme accepted.
+        resp.headers.add("WWW-Authenticate", 'Bearer realm="mistry"')
+        resp.headers.add("WWW-Authenticate", 'Basic realm="mistry", charset="UTF-8"')
+        return resp
+
+    async def get_health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n", content_type="text/plain")
 
     async def method_not_allowed(self, request: web.Request) -> web.Response:
         return text_error(405, f"Expected POST, got {request.method}")
@@ -283,27 +337,54 @@ class Api:
         project, jid, state = found
         if state != "ready":
             return text_error(409, f"job {project}/{jid} is still pending")
-        artifacts = self.layout.artifacts(project, jid)
-        if not artifacts.is_dir():
-            artifacts.mkdir(parents=True, exist_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            "tar", "-C", str(artifacts), "-cf", "-", ".",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert proc.stdout is not None
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
-        await resp.prepare(request)
         try:
-            while chunk := await proc.stdout.read(1 << 16):
+            fd = await asyncio.to_thread(open_artifacts, self.layout.ready(project, jid))
+        except ArtifactsError as exc:
+            self.log.warning("artifacts of %s/%s: %s", project, jid, exc)
+            return text_error(403, f"artifacts of {project}/{jid}: {exc}")
+        pipe = ChunkPipe(asyncio.get_running_loop())
+        writer = asyncio.create_task(asyncio.to_thread(stream_tar, fd, pipe))
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+        try:
+            # The first chunk (or the end, or the error) before the status line: a tar that
+            # fails early is an error answer, not a 200 (issue 10).
+            chunk = await self._next_chunk(pipe, writer)
+            await resp.prepare(request)
+            while chunk is not None:
                 await resp.write(chunk)
-            await proc.wait()
+                chunk = await self._next_chunk(pipe, writer)
+        except (ArtifactsError, OSError, tarfile.TarError) as exc:
+            self.log.warning("artifacts of %s/%s failed: %s", project, jid, exc)
+            if not resp.prepared:
+                return text_error(500, f"artifacts of {project}/{jid}: {exc}")
+            # Streaming has started: break the connection so that the client sees a broken
+            # transfer (no last chunk), never a clean end of a truncated tar.
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
         finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+            pipe.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
         await resp.write_eof()
         return resp
+
+    @staticmethod
+    async def _next_chunk(pipe: ChunkPipe, writer: asyncio.Task[int]) -> bytes | None:
+        """The writer's next chunk; None at the end; its exception if it failed."""
+        getter = asyncio.ensure_future(pipe.queue.get())
+        try:
+            await asyncio.wait([getter, writer], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            getter.cancel()
+            raise
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        writer.result()  # raises the writer's error
+        if not pipe.queue.empty():
+            return pipe.queue.get_nowait()
+        raise ArtifactsError("the tar writer stopped without finishing")
 
     # -- metrics -------------------------------------------------------------------------
 

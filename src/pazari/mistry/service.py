@@ -15,7 +15,7 @@ from aiohttp import web
 from pazari.mistry import janitor
 from pazari.mistry.build import Builder
 from pazari.mistry.config import MistryConfig
-from pazari.mistry.engine import Engine
+from pazari.mistry.engine import Engine, EngineError
 from pazari.mistry.filesystem import make_filesystem
 from pazari.mistry.metrics import Metrics
 from pazari.mistry.server import Api
@@ -46,7 +46,7 @@ class MistryService(Service):
         self.metrics = Metrics()
         self.builder = Builder(config, self.layout, self.fs, self.engine, self.index, self.metrics)
         self.scheduler = Scheduler(self.builder)
-        self.api = Api(self.scheduler, config.auth_token, self.vars)
+        self.api = Api(self.scheduler, config.auth_token, self.vars, config.public_read)
         self.api.registry = self.registry
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,6 +66,12 @@ class MistryService(Service):
         try:
             if not await self.engine.ping():
                 raise OSError("ping failed")
+            try:
+                await self.engine.prefix()
+                self.log.info("container engine at %s: API version %s",
+                              self.engine.url, self.engine.api_version)  # fmt: skip
+            except EngineError as exc:
+                self.log.error("container engine at %s: %s", self.engine.url, exc)
         except Exception as exc:
             self.log.warning(
                 "container engine at %s is not reachable (%s); builds will fail until it is",
@@ -93,7 +99,7 @@ class MistryService(Service):
     def vars(self) -> Mapping[str, Any]:
         return {
             "mistry": {
-                "queued": self.scheduler.queue.qsize(),
+                "queued": self.scheduler.waiting,
                 "running": len(self.scheduler.running),
                 "inflight": len(self.scheduler.inflight),
                 "indexed_jobs": len(self.index),
