@@ -37,6 +37,22 @@ def test_debug_vars_shape() -> None:
     assert doc["open_fds"] >= 3
 
 
+def test_debug_vars_names_every_thread() -> None:
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, name="owner-worker")
+    thread.start()
+    try:
+        doc = debug_vars()
+        assert "owner-worker" in doc["thread_names"]
+        assert threading.main_thread().name in doc["thread_names"]
+        assert len(doc["thread_names"]) == doc["threads"]
+    finally:
+        stop.set()
+        thread.join()
+
+
 def test_memstats_are_plausible() -> None:
     mem = memstats()
     assert 1 << 20 < mem["rss_bytes"] <= mem["peak_rss_bytes"] + (1 << 20)

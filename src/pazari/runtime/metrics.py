@@ -116,6 +116,8 @@ def debug_vars(service_vars: Mapping[str, Any] | None = None) -> dict[str, Any]:
         "gc": GC_STATS.snapshot(),
         "tasks": tasks,
         "threads": threading.active_count(),
+        # By name (issue 19): every thread a daemon starts is named after its owner.
+        "thread_names": sorted(t.name for t in threading.enumerate()),
         "open_fds": _open_fds(),
         "uptime_seconds": round(time.monotonic() - _STARTED, 3),
         "pid": os.getpid(),
