@@ -9,7 +9,8 @@ APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby rub
             libmagic1 procps openssl chromium wrk nginx btrfs-progs
 APT_RUN  := redis-server podman runc busybox-static
 
-.PHONY: all deps venv build lint test test-fast test-race bench bench-gate run wheel clean
+.PHONY: all deps venv build lint test test-fast test-race bench bench-gate bench-report run wheel \
+        clean
 
 all: build
 
@@ -56,6 +57,11 @@ bench: deps build
 # Short gates: each asserts a ratio measured within one run and writes bench/results/*.json.
 bench-gate: deps build
 	$(VPY) -m pytest bench -m gate -p no:cacheprovider --benchmark-disable $(PYTEST_ARGS)
+
+# bench/results/*.json (from bench-gate) as one Markdown page with plots: bench/results/REPORT.md.
+bench-report: venv
+	$(VPY) -m pip install -q matplotlib
+	$(VPY) -m bench.report
 
 wheel: venv
 	$(VPY) -m pip wheel --no-deps --no-build-isolation . -w dist
