@@ -17,7 +17,7 @@ import orjson
 
 from pazari.rafka import RAFKA_COMPAT_VERSION
 from pazari.rafka.config import to_librdkafka
-from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown
+from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown, client_list
 from pazari.rafka.goparse import GoParseError, parse_int
 from pazari.rafka.producer import ProduceError, Producer, QueueFull, kafka_text
 
@@ -71,6 +71,8 @@ def client(conn: Connection, args: Args) -> None:
         w.simple(b"OK")
     elif sub == b"ID":
         w.integer(id(conn) & 0x7FFFFFFF)
+    elif sub == b"LIST":
+        w.bulk(client_list(conn.server.connections).encode())
     else:
         w.error(b"Command not supported: " + sub)
 
@@ -261,7 +263,7 @@ def _consumer_for(conn: Connection, key: _TopicsKey) -> Consumer | str:
     conf["client.id"] = rest.split(":")[0]
     try:
         consumer = Consumer(cid, key.topics, conf, server.stats, server.options.prefetch,
-                            key.extended)
+                            key.extended, server.options.assignment_timeout)
     except Exception as exc:
         server.log.info("consumer %s failed: %s", cid, exc)
         return f"CONS Failed to register Consumer '{cid}' for Client '{conn.client_id}'"

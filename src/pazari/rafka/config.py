@@ -40,6 +40,9 @@ class ServerOptions:
     queue_full_timeout: float = 5.0
     monitor_buffer: int = 1000
     prefetch: int = 100
+    # Seconds a consumer may poll without a partition assignment before it is re-created
+    # (issue 18); None derives it from the consumer config (consumer.assignment_timeout).
+    assignment_timeout: float | None = None
 
     def validate(self) -> tuple[str, str] | None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -49,6 +52,8 @@ class ServerOptions:
                 return name, "must be at least 1"
         if self.blpop_default_timeout <= 0:
             return "blpop_default_timeout", "must be greater than 0"
+        if self.assignment_timeout is not None and self.assignment_timeout <= 0:
+            return "assignment_timeout", "must be greater than 0"
         return None
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from pazari.rafka.consumer import Consumer
 
 
 class Stats:
@@ -34,6 +37,11 @@ class Stats:
         self.acks = 0
         self.ack_errors = 0
         self.consumers = 0
+        # Issue 18: open consumers by id (their assignment and how long they have waited for
+        # one), stalls noticed and librdkafka consumers re-created to recover from them.
+        self.open_consumers: dict[str, Consumer] = {}
+        self.assignment_timeouts = 0
+        self.consumer_recreations = 0
         # Latest librdkafka statistics (statistics.interval.ms) per client name.
         self.librdkafka: dict[str, dict[str, Any]] = {}
 
@@ -62,7 +70,14 @@ class Stats:
             "consumed": self.consumed,
             "acks": self.acks,
             "commands": dict(self.commands),
+            "consumer_assignment_timeouts": self.assignment_timeouts,
+            "consumer_recreations": self.consumer_recreations,
+            "consumer_groups": self.consumer_view(),
         }
+
+    def consumer_view(self) -> dict[str, Any]:
+        """Each open consumer's assignment, lag and wait for an assignment, by id."""
+        return {cid: c.describe() for cid, c in sorted(self.open_consumers.items())}
 
 
 class StatsCollector(Collector):
@@ -103,7 +118,35 @@ class StatsCollector(Collector):
             ("rafka_ack_errors", "RPUSH acks answered with an error", s.ack_errors),
         ):
             yield CounterMetricFamily(name, doc, value)
+        yield from self._consumers()
         yield from self._librdkafka()
+
+    def _consumers(self) -> Iterator[Metric]:
+        s = self.stats
+        unassigned = GaugeMetricFamily(
+            "rafka_consumer_unassigned_seconds",
+            "Seconds an open consumer has been without a partition assignment (0: assigned)",
+            labels=["group", "consumer"],
+        )
+        assigned = GaugeMetricFamily(
+            "rafka_consumer_assigned_partitions", "Partitions assigned to an open consumer",
+            labels=["group", "consumer"],
+        )
+        for cid, consumer in sorted(s.open_consumers.items()):
+            unassigned.add_metric([consumer.group, cid], consumer.unassigned_for())
+            assigned.add_metric([consumer.group, cid], float(len(consumer.assignment or ())))
+        yield unassigned
+        yield assigned
+        yield CounterMetricFamily(
+            "rafka_consumer_assignment_timeouts",
+            "Consumers noticed without an assignment after rafka.assignment_timeout",
+            s.assignment_timeouts,
+        )
+        yield CounterMetricFamily(
+            "rafka_consumer_recreations",
+            "librdkafka consumers re-created (left and rejoined) to recover an assignment",
+            s.consumer_recreations,
+        )
 
     def _librdkafka(self) -> Iterator[Metric]:
         queue = GaugeMetricFamily(
