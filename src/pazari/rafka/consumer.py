@@ -110,6 +110,9 @@ class Consumer:
         #: (joining, rebalancing). An empty list is a real assignment: a group with more
         #: members than partitions leaves some idle.
         self.assignment: list[tuple[str, int]] | None = None
+        self._owned: set[tuple[str, int]] = set()
+        #: Per partition, the offset after the last message handed to the client.
+        self._delivered: dict[tuple[str, int], int] = {}
         self.registered_at = time.monotonic()
         self.unassigned_since: float | None = self.registered_at
         self.recreations = 0
@@ -135,7 +138,7 @@ class Consumer:
         if not self._buffer and self._recreating is None:
             for msg in self._consumer.consume(self._prefetch, 0):
                 self._accept(msg)
-        return self._buffer.popleft() if self._buffer else None
+        return self._hand() if self._buffer else None
 
     async def next_message(self, timeout: float | None, stopping: asyncio.Event) -> Any | None:
         """The next message, or None once ``timeout`` seconds pass (None: wait forever).
@@ -143,7 +146,7 @@ class Consumer:
         Raises Shutdown when the server stops, ConsumeError on a poll error.
         """
         if self._buffer:
-            return self._buffer.popleft()
+            return self._hand()
         deadline = None if timeout is None else time.monotonic() + timeout
         loop = asyncio.get_running_loop()
         while True:
@@ -174,7 +177,7 @@ class Consumer:
             for msg in batch:
                 self._accept(msg)
             if self._buffer:
-                return self._buffer.popleft()
+                return self._hand()
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
@@ -190,8 +193,15 @@ class Consumer:
             for msg in self._consumer.consume(min(self._prefetch, count), 0):
                 self._accept(msg)
         while self._buffer and len(out) < count:
-            out.append(self._buffer.popleft())
+            out.append(self._hand())
         return out
+
+    def _hand(self) -> Any:
+        """The next buffered message, going to the client: its partition's lag counts from
+        the offset after it."""
+        msg = self._buffer.popleft()
+        self._delivered[(msg.topic(), msg.partition())] = msg.offset() + 1
+        return msg
 
     def _accept(self, msg: Any) -> None:
         err = msg.error()
@@ -265,7 +275,9 @@ class Consumer:
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # Called (on the polling thread) once the member's SyncGroup succeeded, also with an
         # empty list: the member is in a generation.
-        self.assignment = sorted((tp.topic, tp.partition) for tp in partitions)
+        # Eager rebalancing hands over the whole assignment, cooperative only the additions.
+        self._owned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.assignment = sorted(self._owned)
         self.unassigned_since = None
         self._tries = 0
         log.info("assigned %s", _tps(partitions), extra={"consumer": self.cid})
@@ -276,12 +288,19 @@ class Consumer:
         self._buffer = collections.deque(
             m for m in self._buffer if (m.topic(), m.partition()) not in revoked
         )
-        self._unassigned()
+        self._owned -= revoked
+        for tp in revoked:
+            self._delivered.pop(tp, None)
+        if self._owned:  # cooperative: the member keeps the rest, it is still in a generation
+            self.assignment = sorted(self._owned)
+        else:
+            self._unassigned()
         log.info("revoked %s", _tps(partitions), extra={"consumer": self.cid})
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # The session expired (e.g. no poll within max.poll.interval.ms): as a revoke.
         log.info("lost %s", _tps(partitions), extra={"consumer": self.cid})
+        self._owned.clear()
         self._on_revoke(consumer, partitions)
 
     def _unassigned(self) -> None:
@@ -362,6 +381,8 @@ class Consumer:
         except Exception as exc:
             log.warning("close before re-creating failed: %s", exc, extra={"consumer": self.cid})
         self.assignment = None
+        self._owned.clear()
+        self._delivered.clear()
         self.unassigned_since = time.monotonic()
         self._buffer.clear()
         if self._closed:
@@ -371,7 +392,7 @@ class Consumer:
 
     def describe(self) -> dict[str, Any]:
         """Assignment and lag of this consumer, for CLIENT LIST and /debug/vars."""
-        lag: dict[str, int] = {}
+        lag: dict[str, int | None] = {}
         if self.assignment and self._recreating is None and not self._closed:
             lag = self._lag(self.assignment)
         return {
@@ -385,18 +406,19 @@ class Consumer:
             "lag": lag,
         }
 
-    def _lag(self, assignment: list[tuple[str, int]]) -> dict[str, int]:
-        """High watermark minus position, from librdkafka's cached fetch state (no broker
-        round trip); partitions whose position or watermark is not known yet are left out."""
-        out: dict[str, int] = {}
+    def _lag(self, assignment: list[tuple[str, int]]) -> dict[str, int | None]:
+        """Per assigned partition, messages not yet handed to a client: the high watermark
+        from librdkafka's last fetch response (no broker round trip) minus the offset after
+        the last message handed out (or librdkafka's position). None where not known yet:
+        before the first message of a partition, or before its first fetch response."""
+        out: dict[str, int | None] = {}
         try:
             positions = self._consumer.position([TopicPartition(t, p) for t, p in assignment])
             for tp in positions:
-                if tp.offset < 0:
-                    continue
+                name = f"{tp.topic}[{tp.partition}]"
+                start = self._delivered.get((tp.topic, tp.partition), tp.offset)
                 _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0:
-                    out[f"{tp.topic}[{tp.partition}]"] = max(high - tp.offset, 0)
+                out[name] = max(high - start, 0) if start >= 0 and high >= 0 else None
         except Exception:  # closed or rebalancing meanwhile: no lag to report
             return {}
         return out
@@ -430,7 +452,7 @@ def client_list(connections: Iterable[Any]) -> str:
                 f"topics={','.join(d['topics'])}",
                 f"assigned={'-' if assigned is None else ','.join(assigned)}",
                 f"unassigned={d['unassigned_seconds']:.1f}",
-                f"lag={','.join(f'{k}={v}' for k, v in d['lag'].items())}",
+                "lag=" + ",".join(f"{k}={'?' if v is None else v}" for k, v in d["lag"].items()),
                 f"recreations={d['recreations']}",
             ]
         lines.append(" ".join(fields) + "\n")
