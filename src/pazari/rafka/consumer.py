@@ -114,7 +114,11 @@ class Consumer:
         #: Per partition, the offset after the last message handed to the client.
         self._delivered: dict[tuple[str, int], int] = {}
         self.registered_at = time.monotonic()
+        #: Since when the consumer has had no assignment (across re-creations: what the
+        #: metric shows); None while it has one.
         self.unassigned_since: float | None = self.registered_at
+        #: Start of the current wait that the (backed-off) timeout is measured against.
+        self._waiting_since = self.registered_at
         self.recreations = 0
         self._tries = 0  # re-creations since the last assignment (the backoff exponent)
         self._recreating: asyncio.Future[None] | None = None
@@ -305,7 +309,7 @@ class Consumer:
 
     def _unassigned(self) -> None:
         if self.assignment is not None or self.unassigned_since is None:
-            self.unassigned_since = time.monotonic()
+            self.unassigned_since = self._waiting_since = time.monotonic()
         self.assignment = None
 
     # -- noticing and recovering a consumer that never gets an assignment (issue 18) --------
@@ -321,9 +325,9 @@ class Consumer:
     def _check_assignment(self) -> None:
         if self._closed or self._recreating is not None:
             return
-        waited = self.unassigned_for()
-        if waited < self._threshold():
+        if time.monotonic() - self._waiting_since < self._threshold():
             return
+        waited = self.unassigned_for()
         loop = asyncio.get_running_loop()
         self._recreating = loop.create_future()
         task = loop.create_task(self._recover(waited))
@@ -335,7 +339,7 @@ class Consumer:
         if partitions == 0:
             # Topics that do not exist (yet) have nothing to assign: not a stall. Look again
             # one timeout later.
-            self.unassigned_since = time.monotonic()
+            self._waiting_since = time.monotonic()
             return
         self._tries += 1
         self.recreations += 1
@@ -356,7 +360,7 @@ class Consumer:
         if not task.cancelled() and task.exception() is not None:
             log.error("re-creating the consumer failed: %s", task.exception(),
                       extra={"consumer": self.cid})
-            self.unassigned_since = time.monotonic()
+            self._waiting_since = time.monotonic()
         if fut is not None and not fut.done():
             fut.set_result(None)
 
@@ -383,8 +387,11 @@ class Consumer:
         self.assignment = None
         self._owned.clear()
         self._delivered.clear()
-        self.unassigned_since = time.monotonic()
-        self._buffer.clear()
+        # Nothing was assigned, so nothing is buffered; the total wait goes on, the timeout
+        # is measured from the new consumer's start.
+        self._waiting_since = time.monotonic()
+        if self.unassigned_since is None:
+            self.unassigned_since = self._waiting_since
         if self._closed:
             self._gone = True  # close() found it closing: nothing left to close
             return
