@@ -30,6 +30,7 @@ from typing import Any
 # `%7|1796349652.936|JOINGROUP|ce3e8d#consumer-5| [thrd:main]: JoinGroup response: ...`
 _LINE = re.compile(r"^%\d\|(?P<ts>\d+\.\d+)\|(?P<fac>[A-Z_]+)\|(?P<inst>[^|]+)\| (?P<text>.*)$")
 _MEMBERID = re.compile(r'updating member id "[^"]*" -> "(?P<mid>[^"(][^"]*)"')
+_GROUP = re.compile(r'Group "(?P<group>[^"]+)"')
 _JOINRESP = re.compile(
     r"JoinGroup response: GenerationId (?P<gen>-?\d+), .*LeaderId (?P<leader>[^ ,]*)"
 )
@@ -39,6 +40,7 @@ _JOINRESP = re.compile(
 class StaleLeader:
     """A stretch during which tansu named a departed member as the group's leader."""
 
+    group: str
     leader: str
     left_at: float
     first_seen: float
@@ -60,6 +62,7 @@ class Analysis:
 
 def stale_leaders(log: str) -> Analysis:
     member_of: dict[str, str] = {}  # librdkafka instance name -> member id
+    group_of: dict[str, str] = {}  # librdkafka instance name -> its group
     left: dict[str, float] = {}  # member id -> time its LeaveGroup was answered
     out = Analysis()
     open_: dict[str, StaleLeader] = {}
@@ -68,6 +71,10 @@ def stale_leaders(log: str) -> Analysis:
         if m is None:
             continue
         ts, fac, inst, text = float(m["ts"]), m["fac"], m["inst"], m["text"]
+        gm = _GROUP.search(text)
+        if gm is not None:
+            group_of.setdefault(inst, gm["group"])
+        group = group_of.get(inst, "")
         if fac == "MEMBERID":
             mm = _MEMBERID.search(text)
             if mm:
@@ -84,16 +91,17 @@ def stale_leaders(log: str) -> Analysis:
             out.joins += 1
             leader = jm["leader"]
             if leader in left:
-                entry = open_.get(leader)
-                if entry is None:
-                    entry = StaleLeader(leader, left[leader], ts)
-                    open_[leader] = entry
+                entry = open_.get(group)
+                if entry is None or entry.leader != leader:
+                    entry = StaleLeader(group, leader, left[leader], ts)
+                    open_[group] = entry
                     out.stale.append(entry)
                 entry.joins += 1
         elif fac == "SYNCGROUP" and "SyncGroup response: Success" in text:
-            for entry in open_.values():
+            # The group formed again: some member got its assignment.
+            entry = open_.pop(group, None)
+            if entry is not None:
                 entry.resolved_at = ts
-            open_.clear()
     return out
 
 
@@ -175,6 +183,50 @@ def run_plain(bootstrap: str, iterations: int, give_up: float, rng: random.Rando
     return results
 
 
+def leader_leaves_while_forming(bootstrap: str, recreations: int = 3) -> dict[str, Any]:
+    """The stall in its smallest form, without rafka. L is the group's leader; F joins, so
+    the group is forming again; L closes (its LeaveGroup arrives while the group forms). F
+    never gets an assignment, and leaving and joining again (a new consumer) does not help:
+    every JoinGroup answer still names L as the leader."""
+    from confluent_kafka import Consumer, Producer
+
+    topic = f"t-forming-{uuid.uuid4().hex[:8]}"
+    group = f"g-forming-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, b"x")
+    assert producer.flush(30) == 0
+
+    def member(name: str) -> tuple[Any, list[int]]:
+        got: list[int] = []
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                             "client.id": name, "session.timeout.ms": 2000,
+                             "heartbeat.interval.ms": 500, "debug": "cgrp"})
+        consumer.subscribe([topic], on_assign=lambda _c, tps: got.append(len(tps)))
+        return consumer, got
+
+    def poll_until(consumer: Any, got: list[int], seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while not got and time.monotonic() < end:
+            consumer.poll(0.1)
+        return bool(got)
+
+    leader, led = member("L")
+    assert poll_until(leader, led, 30), "the first member never got the partitions"
+    follower, followed = member("F")
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:  # F's JoinGroup: the group is forming, L is not polled
+        follower.poll(0.1)
+    leader.close()
+    out: dict[str, Any] = {"follower_assigned": poll_until(follower, followed, 10),
+                           "recreated_assigned": []}
+    for attempt in range(recreations):
+        follower.close()
+        follower, followed = member(f"F{attempt}")
+        out["recreated_assigned"].append(poll_until(follower, followed, 10))
+    follower.close()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=100)
@@ -182,6 +234,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=tempfile.mkdtemp(prefix="plain-group-"))
     parser.add_argument("--analyze", help="only analyze this log file")
+    parser.add_argument("--forming", type=int, metavar="N",
+                        help="run leader_leaves_while_forming N times instead of the loop")
     args = parser.parse_args()
     if args.analyze:
         analysis = stale_leaders(Path(args.analyze).read_text(errors="replace"))
@@ -198,6 +252,16 @@ def main() -> int:
     log_path = out / "librdkafka.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 2)
+    if args.forming:
+        try:
+            runs = [leader_leaves_while_forming(broker.bootstrap) for _ in range(args.forming)]
+        finally:
+            broker.stop()
+        analysis = stale_leaders(log_path.read_text(errors="replace"))
+        print(json.dumps({"runs": runs, "stale_leader_episodes": len(analysis.stale),
+                          "unresolved": sum(s.resolved_at is None for s in analysis.stale)}),
+              file=sys.__stdout__)
+        return 0
     try:
         results = run_plain(broker.bootstrap, args.iterations, args.give_up,
                             random.Random(args.seed))

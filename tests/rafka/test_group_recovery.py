@@ -95,6 +95,7 @@ def run_restart_loop(
     members: tuple[int, ...] = (2, 3, 4),
     max_pause: float = 3.0,
     fresh_group_after_stall: bool = False,
+    progress: Path | None = None,
 ) -> list[Iteration]:
     """The restart scenario, `iterations` times or until `budget` seconds are spent.
 
@@ -152,6 +153,9 @@ def run_restart_loop(
         results.append(Iteration(index, group, n, pause, began, time.time(),
                                  None if missing else round(time.monotonic() - produced, 2),
                                  missing))
+        if progress is not None:
+            with progress.open("a") as out:
+                out.write(json.dumps(asdict(results[-1])) + "\n")
     for client in clients:
         client.close()
     return results
@@ -189,8 +193,12 @@ def test_restart_loop(
     seed = int(os.environ.get("RAFKA_GROUP_LOOP_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     if long_run:
+        out = os.environ.get("RAFKA_GROUP_LOOP_OUT")
+        progress = Path(out) / "iterations.jsonl" if out else None
+        if progress is not None:
+            progress.parent.mkdir(parents=True, exist_ok=True)
         results = run_restart_loop(server, kafka_broker, iterations, budget=1e9, give_up=60,
-                                   rng=rng, fresh_group_after_stall=True)
+                                   rng=rng, fresh_group_after_stall=True, progress=progress)
     else:
         # Within make test's budget: 60 s in all. The default assignment timeout here is
         # 10 s (3 x session.timeout.ms of 2 s, at least 10 s): a stall is noticed in time.
