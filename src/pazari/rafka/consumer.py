@@ -325,8 +325,14 @@ class Consumer:
     def _check_assignment(self) -> None:
         if self._closed or self._recreating is not None:
             return
-        if time.monotonic() - self._waiting_since < self._threshold():
+        # One member of a group at a time: after any re-creation in the group, the others
+        # give it a full timeout to form. Re-creating them all at once would make the member
+        # that is about to lead the new generation leave while the group forms, which is
+        # what leaves tansu with a departed leader in the first place.
+        since = max(self._waiting_since, self.stats.group_recreated.get(self.group, 0.0))
+        if time.monotonic() - since < self._threshold():
             return
+        self.stats.note_group_recreation(self.group)
         waited = self.unassigned_for()
         loop = asyncio.get_running_loop()
         self._recreating = loop.create_future()

@@ -7,6 +7,7 @@ The hot path only bumps plain ints; a custom collector turns them into metric fa
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -42,8 +43,15 @@ class Stats:
         self.open_consumers: dict[str, Consumer] = {}
         self.assignment_timeouts = 0
         self.consumer_recreations = 0
+        #: When a consumer of each group was last re-created (monotonic seconds).
+        self.group_recreated: dict[str, float] = {}
         # Latest librdkafka statistics (statistics.interval.ms) per client name.
         self.librdkafka: dict[str, dict[str, Any]] = {}
+
+    def note_group_recreation(self, group: str) -> None:
+        if len(self.group_recreated) >= 10_000:  # bounded: a client may invent group ids
+            self.group_recreated.clear()
+        self.group_recreated[group] = time.monotonic()
 
     def original(self) -> list[tuple[bytes, int]]:
         """The three counters of ``HGETALL stats``, in the original's order."""
