@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pazari.rafka import RAFKA_COMPAT_VERSION
 from pazari.rafka.config import client_key_allowed, to_librdkafka
-from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown
+from pazari.rafka.consumer import ConsumeError, Consumer, Shutdown, client_list
 from pazari.rafka.goparse import GoParseError, decode_config_map, parse_int
 from pazari.rafka.producer import ProduceError, Producer, QueueFull, kafka_text
 
@@ -75,6 +75,8 @@ def client(conn: Connection, args: Args) -> None:
         w.simple(b"OK")
     elif sub == b"ID":
         w.integer(id(conn) & 0x7FFFFFFF)
+    elif sub == b"LIST":
+        w.bulk(client_list(conn.server.connections).encode())
     else:
         conn.error(b"Command not supported: " + sub)
 
@@ -278,7 +280,7 @@ def _consumer_for(conn: Connection, key: _TopicsKey) -> Consumer | str:
         conf["group.instance.id"] = rest
     try:
         consumer = Consumer(cid, key.topics, conf, server.stats, server.options.prefetch,
-                            key.extended)
+                            key.extended, server.options.assignment_timeout)
     except Exception as exc:
         server.log.info("consumer %s failed: %s", cid, exc)
         return f"CONS Failed to register Consumer '{cid}' for Client '{conn.client_id}'"

@@ -60,6 +60,9 @@ class ServerOptions:
     # (a rafka restart or redeploy) takes its partitions back without a rebalance. Names
     # must then be unique per group across every rafka instance (a duplicate is fenced).
     static_membership: bool = False
+    # Seconds a consumer may poll without a partition assignment before it is re-created
+    # (issue 18); None derives it from the consumer config (consumer.assignment_timeout).
+    assignment_timeout: float | None = None
 
     def validate(self) -> tuple[str, str] | None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -75,6 +78,8 @@ class ServerOptions:
             return "timeout", "must not be negative"
         if self.blpop_default_timeout <= 0:
             return "blpop_default_timeout", "must be greater than 0"
+        if self.assignment_timeout is not None and self.assignment_timeout <= 0:
+            return "assignment_timeout", "must be greater than 0"
         return None
 
 

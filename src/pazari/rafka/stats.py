@@ -7,12 +7,16 @@ The hot path only bumps plain ints; a custom collector turns them into metric fa
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from pazari.rafka.consumer import Consumer
 
 
 class Stats:
@@ -36,8 +40,20 @@ class Stats:
         self.acks = 0
         self.ack_errors = 0
         self.consumers = 0
+        # Issue 18: open consumers by id (their assignment and how long they have waited for
+        # one), stalls noticed and librdkafka consumers re-created to recover from them.
+        self.open_consumers: dict[str, Consumer] = {}
+        self.assignment_timeouts = 0
+        self.consumer_recreations = 0
+        #: When a consumer of each group was last re-created (monotonic seconds).
+        self.group_recreated: dict[str, float] = {}
         # Latest librdkafka statistics (statistics.interval.ms) per client name.
         self.librdkafka: dict[str, dict[str, Any]] = {}
+
+    def note_group_recreation(self, group: str) -> None:
+        if len(self.group_recreated) >= 10_000:  # bounded: a client may invent group ids
+            self.group_recreated.clear()
+        self.group_recreated[group] = time.monotonic()
 
     def original(self) -> list[tuple[bytes, int]]:
         """The three counters of ``HGETALL stats``, in the original's order."""
@@ -64,7 +80,14 @@ class Stats:
             "consumed": self.consumed,
             "acks": self.acks,
             "commands": dict(self.commands),
+            "consumer_assignment_timeouts": self.assignment_timeouts,
+            "consumer_recreations": self.consumer_recreations,
+            "consumer_groups": self.consumer_view(),
         }
+
+    def consumer_view(self) -> dict[str, Any]:
+        """Each open consumer's assignment, lag and wait for an assignment, by id."""
+        return {cid: c.describe() for cid, c in sorted(self.open_consumers.items())}
 
 
 class StatsCollector(Collector):
@@ -109,7 +132,35 @@ class StatsCollector(Collector):
             ("rafka_ack_errors", "RPUSH acks answered with an error", s.ack_errors),
         ):
             yield CounterMetricFamily(name, doc, value)
+        yield from self._consumers()
         yield from self._librdkafka()
+
+    def _consumers(self) -> Iterator[Metric]:
+        s = self.stats
+        unassigned = GaugeMetricFamily(
+            "rafka_consumer_unassigned_seconds",
+            "Seconds an open consumer has been without a partition assignment (0: assigned)",
+            labels=["group", "consumer"],
+        )
+        assigned = GaugeMetricFamily(
+            "rafka_consumer_assigned_partitions", "Partitions assigned to an open consumer",
+            labels=["group", "consumer"],
+        )
+        for cid, consumer in sorted(s.open_consumers.items()):
+            unassigned.add_metric([consumer.group, cid], consumer.unassigned_for())
+            assigned.add_metric([consumer.group, cid], float(len(consumer.assignment or ())))
+        yield unassigned
+        yield assigned
+        yield CounterMetricFamily(
+            "rafka_consumer_assignment_timeouts",
+            "Consumers noticed without an assignment after rafka.assignment_timeout",
+            s.assignment_timeouts,
+        )
+        yield CounterMetricFamily(
+            "rafka_consumer_recreations",
+            "librdkafka consumers re-created (left and rejoined) to recover an assignment",
+            s.consumer_recreations,
+        )
 
     def _librdkafka(self) -> Iterator[Metric]:
         queue = GaugeMetricFamily(
