@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 # System packages the tests and the local stack use (Debian names).
-APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby ruby-redis rsync \
+APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby ruby-redis rsync socat \
             libmagic1 procps openssl chromium wrk nginx btrfs-progs
 APT_RUN  := redis-server podman runc busybox-static
 

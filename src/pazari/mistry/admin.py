@@ -44,7 +44,7 @@ async def rebuild(
     (PullParent, spec §4), pulling its parent image unless ``pull`` is off (``--no-pull``,
     for offline hosts); then prune only what mistry created (the original pruned every
     stopped container and dangling image)."""
-    engine = Engine(config.docker_host or None)
+    engine = Engine(config.docker_host or None, config.engine_tls())
     names = projects or enumerate_projects(config.projects_path)
     rebuilt, failed = 0, []
     pruned_images = pruned_containers = reclaimed = 0

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from pazari.mistry.engine import EngineTLS
 from pazari.mistry.names import InvalidName, check_project
 from pazari.runtime.cli import config_exit
 from pazari.runtime.config import ConfigError, from_json
@@ -76,6 +77,11 @@ class MistryConfig:
     addr: str = ""
     # unix:///path or tcp://host:port; empty means $DOCKER_HOST, then /var/run/docker.sock.
     docker_host: str = ""
+    # A tcp:// engine behind TLS (issue 16), as the Docker CLI's --tlscacert/--tlscert/
+    # --tlskey: the CA that signed the engine's certificate and mistryd's client pair.
+    docker_tls_ca: str = ""
+    docker_tls_cert: str = ""
+    docker_tls_key: str = ""
     # Global build timeout in seconds (image build + run); 0 means none.
     build_timeout: float = 0.0
     # Token (Bearer, or the password of HTTP Basic) required for every endpoint but
@@ -91,6 +97,11 @@ class MistryConfig:
     default_limits: LimitsConfig = field(default_factory=LimitsConfig)
     project_limits: dict[str, LimitsConfig] = field(default_factory=dict)
 
+    def engine_tls(self) -> EngineTLS | None:
+        if not self.docker_tls_ca:
+            return None
+        return EngineTLS(self.docker_tls_ca, self.docker_tls_cert, self.docker_tls_key)
+
     def limits(self, project: str) -> LimitsConfig:
         return self.project_limits.get(project, self.default_limits)
 
@@ -101,6 +112,16 @@ class MistryConfig:
                 return (key, "is required")
             if not Path(value).is_dir():
                 return (key, f"{value} does not exist or is not a directory")
+        tls = (self.docker_tls_ca, self.docker_tls_cert, self.docker_tls_key)
+        if any(tls):
+            if not all(tls):
+                return ("docker_tls_ca", "docker_tls_ca, docker_tls_cert and docker_tls_key "
+                        "go together")
+            if not self.docker_host.startswith("tcp://"):
+                return ("docker_host", "must be tcp://HOST:PORT with the docker_tls_* keys")
+            for key in ("docker_tls_ca", "docker_tls_cert", "docker_tls_key"):
+                if not Path(getattr(self, key)).is_file():
+                    return (key, f"{getattr(self, key)} is not a file")
         if self.job_concurrency < 0:
             return ("job_concurrency", "must not be negative")
         if self.job_backlog < 0:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -95,15 +97,34 @@ class Demuxer:
         return out
 
 
+@dataclass(frozen=True)
+class EngineTLS:
+    """TLS to a remote engine as the Docker CLI does it (``--tlsverify --tlscacert
+    --tlscert --tlskey``): the engine's certificate is verified against ``ca`` (hostname
+    included) and mistryd presents its client certificate."""
+
+    ca: str
+    cert: str
+    key: str
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
 class Engine:
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, tls: EngineTLS | None = None) -> None:
         self.url = url or default_engine_url()
+        self.tls = tls
         if self.url.startswith("unix://"):
             self.socket_path: str | None = self.url[len("unix://") :]
             self._base = "http://docker"
         else:
             self.socket_path = None
-            self._base = self.url.replace("tcp://", "http://").rstrip("/")
+            # tcp:// with TLS is https (Docker's port 2376); without, plain http (2375).
+            scheme = "https://" if tls is not None else "http://"
+            self._base = scheme + self.url.removeprefix("tcp://").rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self.api_version = ""  # negotiated on first use
         self._negotiating: asyncio.Lock | None = None
@@ -115,7 +136,8 @@ class Engine:
             if self.socket_path is not None:
                 connector = aiohttp.UnixConnector(path=self.socket_path, limit=64)
             else:
-                connector = aiohttp.TCPConnector(limit=64)
+                ssl_ctx = self.tls.context() if self.tls is not None else False
+                connector = aiohttp.TCPConnector(limit=64, ssl=ssl_ctx)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 base_url=self._base,

@@ -41,7 +41,7 @@ class MistryService(Service):
         self.log = get_logger("mistry.server")
         self.layout = Layout(config.build_path)
         self.fs = make_filesystem(filesystem)
-        self.engine = Engine(config.docker_host or None)
+        self.engine = Engine(config.docker_host or None, config.engine_tls())
         self.index = JobIndex()
         self.metrics = Metrics()
         self.builder = Builder(config, self.layout, self.fs, self.engine, self.index, self.metrics)
