@@ -1,11 +1,12 @@
-"""mistry on a remote engine over TLS (issue 16): ``docker_host: tcp://HOST:PORT`` with
+"""mistry on remote and several engines (issue 16). Over TLS: ``docker_host: tcp://HOST:PORT`` with
 ``docker_tls_ca``/``docker_tls_cert``/``docker_tls_key``, as the Docker CLI's
 ``--tlsverify`` uses them.
 
 podman's own TCP listener has no TLS, so the engine is the session's podman behind socat,
 a TLS terminator that requires a client certificate signed by the test's CA (made by
 openssl here). A build and its artifacts go through it; a mistryd without the client
-certificate, or trusting another CA, gets no engine.
+certificate, or trusting another CA, gets no engine. Several engines: each project is
+built on the one its name hashes to (rendezvous hashing), shown with two podman services.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from pazari.mistry.engine import Engine, Engines
 from tests.mistry.conftest import MistryFactory
 from tests.support.daemon import Daemon
 from tests.support.ports import free_port, wait_for
-from tests.support.services import DockerEngine
+from tests.support.services import DockerEngine, podman_engine
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -128,3 +130,49 @@ def test_tls_config_errors(mistry_factory: MistryFactory, overrides: dict[str, s
     mistry = mistry_factory(overrides, wait_ready=False)
     assert mistry.daemon.wait_exit(30) == 2
     assert key in mistry.daemon.logs()
+
+
+@pytest.fixture(scope="module")
+def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+    with podman_engine(tmp_path_factory.mktemp("podman2")) as engine:
+        yield engine
+
+
+def _built_on(engine: DockerEngine, project: str) -> bool:
+    docs = engine.client().call("GET", "/images/json") or []
+    return any(f"mistry-{project}" in (tag or "") for d in docs for tag in d.get("RepoTags") or [])
+
+
+def test_rendezvous_routing_is_stable_and_spreads() -> None:
+    """Adding an engine moves only the projects that now hash to it."""
+    two = Engines([Engine("unix:///a.sock"), Engine("unix:///b.sock")])
+    three = Engines([*two, Engine("unix:///c.sock")])
+    projects = [f"p{i}" for i in range(300)]
+    first = {p: two.for_project(p).url for p in projects}
+    assert {two.for_project(p).url for p in projects} == {"unix:///a.sock", "unix:///b.sock"}
+    assert first == {p: two.for_project(p).url for p in projects}  # deterministic
+    moved = [p for p in projects if three.for_project(p).url != first[p]]
+    assert all(three.for_project(p).url == "unix:///c.sock" for p in moved)
+    assert 50 < len(moved) < 150  # about a third
+
+
+@pytest.mark.slow
+def test_projects_are_routed_to_one_of_two_engines(
+    mistry_factory: MistryFactory, docker_engine: DockerEngine, second_engine: DockerEngine,
+    tmp_path: Path,
+) -> None:
+    engines = [docker_engine, second_engine]
+    mistry = mistry_factory({"docker_host": "",
+                             "engines": [{"docker_host": e.url} for e in engines]})
+    routing = Engines([Engine(e.url) for e in engines])
+    names = [f"route{i}" for i in range(6)]
+    for name in names:
+        mistry.project(name, f"echo {name} > /data/artifacts/who\n")
+        result = mistry.client("--project", name, "--target", str(tmp_path / name))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / name / "who").read_text() == f"{name}\n"
+    for name in names:
+        chosen = routing.for_project(name).url
+        for engine in engines:
+            assert _built_on(engine, name) == (engine.url == chosen), (name, engine.url)
+    assert {routing.for_project(n).url for n in names} == {e.url for e in engines}

@@ -724,6 +724,14 @@ def _ping(socket_path: str) -> bool:
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
     """podman `system service` with isolated storage, serving the Docker API on a socket."""
+    with podman_engine(tmp_path_factory.mktemp("podman")) as engine:
+        yield engine
+
+
+@contextlib.contextmanager
+def podman_engine(workdir: Path) -> Iterator[DockerEngine]:
+    """A podman `system service` of its own (storage under ``workdir``) with the base image
+    imported: the `docker_engine` fixture's, and a second engine for tests that need two."""
     podman = require_binary("podman", "apt-get install -y podman")
     runc = require_binary("runc", "apt-get install -y runc", extra_paths=["/usr/sbin/runc"])
     busybox = require_binary(
@@ -735,7 +743,6 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
             "install it with: apt-get install -y busybox-static"
         )
 
-    workdir = tmp_path_factory.mktemp("podman")
     (workdir / "containers.conf").write_text(CONTAINERS_CONF)
     sockdir = short_socket_dir("pz-podman-")
     socket_path = str(sockdir / "docker.sock")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pazari.mistry import janitor
 from pazari.mistry.config import MistryConfig
-from pazari.mistry.engine import LABEL, LABEL_PROJECT, Engine, EngineError
+from pazari.mistry.engine import LABEL, LABEL_PROJECT, EngineError
 from pazari.mistry.filesystem import make_filesystem
 from pazari.mistry.jobid import build_context
 from pazari.mistry.names import InvalidName, check_job_id, check_project
@@ -44,7 +44,7 @@ async def rebuild(
     (PullParent, spec §4), pulling its parent image unless ``pull`` is off (``--no-pull``,
     for offline hosts); then prune only what mistry created (the original pruned every
     stopped container and dangling image)."""
-    engine = Engine(config.docker_host or None, config.engine_tls())
+    engines = config.make_engines()
     names = projects or enumerate_projects(config.projects_path)
     rebuilt, failed = 0, []
     pruned_images = pruned_containers = reclaimed = 0
@@ -56,7 +56,7 @@ async def rebuild(
                 if not directory.is_dir():
                     raise FileNotFoundError(f"Unknown project '{name}'")
                 print(f"Rebuilding {name}...")
-                await engine.build_image(
+                await engines.for_project(name).build_image(
                     build_context(directory),
                     f"mistry-{name}",
                     buildargs={"uid": config.user},
@@ -72,15 +72,16 @@ async def rebuild(
                 failed.append(name)
                 if fail_fast:
                     break
-        with contextlib.suppress(EngineError, OSError):
-            doc = await engine.prune_containers()
-            pruned_containers = len(doc.get("ContainersDeleted") or [])
-            reclaimed += int(doc.get("SpaceReclaimed") or 0)
-            doc = await engine.prune_images()
-            pruned_images = len(doc.get("ImagesDeleted") or [])
-            reclaimed += int(doc.get("SpaceReclaimed") or 0)
+        for engine in engines:
+            with contextlib.suppress(EngineError, OSError):
+                doc = await engine.prune_containers()
+                pruned_containers += len(doc.get("ContainersDeleted") or [])
+                reclaimed += int(doc.get("SpaceReclaimed") or 0)
+                doc = await engine.prune_images()
+                pruned_images += len(doc.get("ImagesDeleted") or [])
+                reclaimed += int(doc.get("SpaceReclaimed") or 0)
     finally:
-        await engine.close()
+        await engines.close()
     text = (
         f"Finished. Rebuilt: {rebuilt}, Pruned images: {pruned_images}, "
         f"Pruned containers: {pruned_containers}, Reclaimed: {human_size(reclaimed)}, "

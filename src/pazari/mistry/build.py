@@ -22,6 +22,7 @@ from pazari.mistry.engine import (
     LABEL_UID,
     Engine,
     EngineError,
+    Engines,
 )
 from pazari.mistry.filesystem import Filesystem
 from pazari.mistry.job import Job, JobError
@@ -56,14 +57,14 @@ class Builder:
         config: MistryConfig,
         layout: Layout,
         fs: Filesystem,
-        engine: Engine,
+        engines: Engines,
         index: JobIndex,
         metrics: Metrics,
     ) -> None:
         self.config = config
         self.layout = layout
         self.fs = fs
-        self.engine = engine
+        self.engines = engines
         self.index = index
         self.metrics = metrics
         self.projects = Path(config.projects_path)
@@ -119,7 +120,7 @@ class Builder:
             if job.task is not None and job.task.cancelled():
                 # Cancelled between create and attach: the container may exist unnamed to us.
                 with contextlib.suppress(Exception):
-                    await self.engine.remove(f"mistry-{job.id}")
+                    await self.engines.for_project(job.project).remove(f"mistry-{job.id}")
             await self._finish(job, info, pending, ready, error, began)
         if error is not None and not ran:
             raise error
@@ -163,9 +164,9 @@ class Builder:
         self.index.put(job.project, job.id, "pending", info)
         job.log = LogSink(pending / "out.log")
 
-    async def _image_current(self, image: str, labels: dict[str, str]) -> bool:
+    async def _image_current(self, engine: Engine, image: str, labels: dict[str, str]) -> bool:
         try:
-            doc = await self.engine.inspect_image(image)
+            doc = await engine.inspect_image(image)
         except EngineError:
             return False
         have = (doc.get("Config") or {}).get("Labels") or {}
@@ -184,13 +185,14 @@ class Builder:
             LABEL: "1", LABEL_PROJECT: job.project, LABEL_CONTEXT: digest,
             LABEL_UID: self.config.user,
         }  # fmt: skip
-        if not job.request.rebuild and await self._image_current(image, labels):
+        engine = self.engines.for_project(job.project)
+        if not job.request.rebuild and await self._image_current(engine, image, labels):
             # Same context and build args as the existing image: the engine's layer cache
             # would rebuild it identically, only slower.
             log.text(f"Using image {image}: build context unchanged ({digest[:12]})\n")
         else:
             try:
-                await self.engine.build_image(
+                await engine.build_image(
                     context,
                     image,
                     buildargs={"uid": self.config.user},
@@ -227,21 +229,21 @@ class Builder:
         }
         name = f"mistry-{job.id}"
         # An earlier container by that name (the original renamed it away, #20) is ours.
-        await self.engine.remove(name)
-        container = await self.engine.create_container(name, spec)
+        await engine.remove(name)
+        container = await engine.create_container(name, spec)
         job.container = container
         try:
-            frames = await self.engine.attach(container)
-            await self.engine.start(container)
+            frames = await engine.attach(container)
+            await engine.start(container)
             if job.abort_reason:
-                await self.engine.kill(container)
+                await engine.kill(container)
             async for stream, chunk in frames:
                 log.write(chunk, stream)
-            return await self.engine.wait(container)
+            return await engine.wait(container)
         finally:
             job.container = ""
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.engine.remove(container))
+                await asyncio.shield(engine.remove(container))
 
     async def _finish(
         self,
@@ -293,10 +295,11 @@ class Builder:
         to ready/, so the next identical request builds afresh; remove containers a crashed
         mistryd (of this build_path) left running. Returns the number recovered."""
         recovered = 0
-        with contextlib.suppress(EngineError, OSError):
-            leftovers = await self.engine.containers({LABEL_BUILD_PATH: str(self.layout.root)})
-            for c in leftovers:
-                await self.engine.remove(str(c["Id"]))
+        for engine in self.engines:
+            with contextlib.suppress(EngineError, OSError):
+                leftovers = await engine.containers({LABEL_BUILD_PATH: str(self.layout.root)})
+                for c in leftovers:
+                    await engine.remove(str(c["Id"]))
         for project in self.layout.projects():
             for job_id in self.layout.jobs(project, "pending"):
                 pending = self.layout.pending(project, job_id)

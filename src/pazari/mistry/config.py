@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from pazari.mistry.engine import EngineTLS
+from pazari.mistry.engine import Engine, Engines, EngineTLS
 from pazari.mistry.names import InvalidName, check_project
 from pazari.runtime.cli import config_exit
 from pazari.runtime.config import ConfigError, from_json
@@ -65,6 +65,34 @@ class LimitsConfig:
 
 
 @dataclass
+class EngineConfig:
+    """One engine of ``engines`` (issue 16): where it is and, for tcp://, its TLS files."""
+
+    docker_host: str = ""
+    docker_tls_ca: str = ""
+    docker_tls_cert: str = ""
+    docker_tls_key: str = ""
+
+    def tls(self) -> EngineTLS | None:
+        if not self.docker_tls_ca:
+            return None
+        return EngineTLS(self.docker_tls_ca, self.docker_tls_cert, self.docker_tls_key)
+
+    def validate(self) -> tuple[str, str] | None:
+        tls = (self.docker_tls_ca, self.docker_tls_cert, self.docker_tls_key)
+        if any(tls):
+            if not all(tls):
+                return ("docker_tls_ca", "docker_tls_ca, docker_tls_cert and docker_tls_key "
+                        "go together")
+            if not self.docker_host.startswith("tcp://"):
+                return ("docker_host", "must be tcp://HOST:PORT with the docker_tls_* keys")
+            for key in ("docker_tls_ca", "docker_tls_cert", "docker_tls_key"):
+                if not Path(getattr(self, key)).is_file():
+                    return (key, f"{getattr(self, key)} is not a file")
+        return None
+
+
+@dataclass
 class MistryConfig:
     projects_path: str = ""
     build_path: str = ""
@@ -82,6 +110,10 @@ class MistryConfig:
     docker_tls_ca: str = ""
     docker_tls_cert: str = ""
     docker_tls_key: str = ""
+    # Several engines (issue 16), each project built on one of them, chosen by rendezvous
+    # hashing of its name; replaces docker_host and docker_tls_*. Every engine must see
+    # build_path and the mounts at the same paths (they are bind-mounted into the builds).
+    engines: list[EngineConfig] = field(default_factory=list)
     # Global build timeout in seconds (image build + run); 0 means none.
     build_timeout: float = 0.0
     # Token (Bearer, or the password of HTTP Basic) required for every endpoint but
@@ -97,10 +129,13 @@ class MistryConfig:
     default_limits: LimitsConfig = field(default_factory=LimitsConfig)
     project_limits: dict[str, LimitsConfig] = field(default_factory=dict)
 
-    def engine_tls(self) -> EngineTLS | None:
-        if not self.docker_tls_ca:
-            return None
-        return EngineTLS(self.docker_tls_ca, self.docker_tls_cert, self.docker_tls_key)
+    def engine_configs(self) -> list[EngineConfig]:
+        """``engines``, or the one engine of ``docker_host`` and ``docker_tls_*``."""
+        return self.engines or [EngineConfig(self.docker_host, self.docker_tls_ca,
+                                             self.docker_tls_cert, self.docker_tls_key)]
+
+    def make_engines(self) -> Engines:
+        return Engines([Engine(e.docker_host or None, e.tls()) for e in self.engine_configs()])
 
     def limits(self, project: str) -> LimitsConfig:
         return self.project_limits.get(project, self.default_limits)
@@ -112,16 +147,13 @@ class MistryConfig:
                 return (key, "is required")
             if not Path(value).is_dir():
                 return (key, f"{value} does not exist or is not a directory")
-        tls = (self.docker_tls_ca, self.docker_tls_cert, self.docker_tls_key)
-        if any(tls):
-            if not all(tls):
-                return ("docker_tls_ca", "docker_tls_ca, docker_tls_cert and docker_tls_key "
-                        "go together")
-            if not self.docker_host.startswith("tcp://"):
-                return ("docker_host", "must be tcp://HOST:PORT with the docker_tls_* keys")
-            for key in ("docker_tls_ca", "docker_tls_cert", "docker_tls_key"):
-                if not Path(getattr(self, key)).is_file():
-                    return (key, f"{getattr(self, key)} is not a file")
+        if self.engines and (self.docker_host or self.docker_tls_ca):
+            return ("engines", "replaces docker_host and docker_tls_*: give one or the other")
+        for i, engine in enumerate(self.engine_configs()):
+            problem = engine.validate()
+            if problem is not None:
+                prefix = f"engines[{i}]." if self.engines else ""
+                return (prefix + problem[0], problem[1])
         if self.job_concurrency < 0:
             return ("job_concurrency", "must not be negative")
         if self.job_backlog < 0:

@@ -10,9 +10,10 @@ original pruned every stopped container and dangling image on the host, spec §4
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,6 +314,31 @@ class Engine:
         filters = orjson.dumps({"label": [label]}).decode()
         doc = await self._call("POST", "/containers/prune", params={"filters": filters})
         return dict(doc or {})
+
+
+class Engines:
+    """Several engines, each project routed to one by rendezvous hashing (issue 16): the
+    project's builds, and so its image and layer cache, stay warm on one engine (the idea
+    of buildx's sticky ``loadbalance``), and adding or removing an engine moves only the
+    projects that hashed to it. One engine is the common case and costs nothing."""
+
+    def __init__(self, engines: Sequence[Engine]) -> None:
+        if not engines:
+            raise ValueError("at least one engine is needed")
+        self.engines = list(engines)
+
+    def for_project(self, project: str) -> Engine:
+        if len(self.engines) == 1:
+            return self.engines[0]
+        return max(self.engines, key=lambda e: hashlib.sha256(
+            f"{e.url}\0{project}".encode()).digest())
+
+    def __iter__(self) -> Iterator[Engine]:
+        return iter(self.engines)
+
+    async def close(self) -> None:
+        for engine in self.engines:
+            await engine.close()
 
 
 def _error_text(body: bytes, status: int) -> str:

@@ -41,15 +41,34 @@ class MistryService(Service):
         self.log = get_logger("mistry.server")
         self.layout = Layout(config.build_path)
         self.fs = make_filesystem(filesystem)
-        self.engine = Engine(config.docker_host or None, config.engine_tls())
+        self.engines = config.make_engines()
         self.index = JobIndex()
         self.metrics = Metrics()
-        self.builder = Builder(config, self.layout, self.fs, self.engine, self.index, self.metrics)
+        self.builder = Builder(config, self.layout, self.fs, self.engines, self.index,
+                               self.metrics)
         self.scheduler = Scheduler(self.builder)
         self.api = Api(self.scheduler, config.auth_token, self.vars, config.public_read)
         self.api.registry = self.registry
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _probe(self, engine: Engine) -> None:
+        """Log what the engine is at start-up; an engine that is not reachable yet only
+        fails the builds routed to it until it is."""
+        try:
+            if not await engine.ping():
+                raise OSError("ping failed")
+            try:
+                await engine.prefix()
+                self.log.info("container engine at %s: API version %s",
+                              engine.url, engine.api_version)  # fmt: skip
+            except EngineError as exc:
+                self.log.error("container engine at %s: %s", engine.url, exc)
+        except Exception as exc:
+            self.log.warning(
+                "container engine at %s is not reachable (%s); builds will fail until it is",
+                engine.url, exc,
+            )  # fmt: skip
 
     async def start(self) -> None:
         recovered = await self.builder.recover()
@@ -63,20 +82,8 @@ class MistryService(Service):
             self.config, auth_token="<redacted>" if self.config.auth_token else ""
         )
         self.log.info("Configuration: %s", shown)
-        try:
-            if not await self.engine.ping():
-                raise OSError("ping failed")
-            try:
-                await self.engine.prefix()
-                self.log.info("container engine at %s: API version %s",
-                              self.engine.url, self.engine.api_version)  # fmt: skip
-            except EngineError as exc:
-                self.log.error("container engine at %s: %s", self.engine.url, exc)
-        except Exception as exc:
-            self.log.warning(
-                "container engine at %s is not reachable (%s); builds will fail until it is",
-                self.engine.url, exc,
-            )  # fmt: skip
+        for engine in self.engines:
+            await self._probe(engine)
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="mistry-hosted"))
         retention = self.config.retention
         if retention.enabled:
@@ -145,4 +152,4 @@ class MistryService(Service):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.engine.close()
+        await self.engines.close()

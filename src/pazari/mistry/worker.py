@@ -226,7 +226,8 @@ class Scheduler:
         if job.state == "queued":
             self._resolve(job, None, JobError(f"work: {reason}"))
         elif job.container:
-            task = asyncio.create_task(self.builder.engine.kill(job.container))
+            engine = self.builder.engines.for_project(job.project)
+            task = asyncio.create_task(engine.kill(job.container))
             task.add_done_callback(_consume_task)
         elif job.task is not None:
             job.task.cancel()
