@@ -63,7 +63,10 @@ class Stats:
             "produced": self.produced,
             "consumed": self.consumed,
             "acks": self.acks,
+            "rejected_connections": self.rejected_connections,
+            "output_limit_disconnects": self.output_limit_disconnects,
             "commands": dict(self.commands),
+            "command_errors": dict(self.command_errors),
         }
 
 
