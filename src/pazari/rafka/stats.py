@@ -79,10 +79,13 @@ class Stats:
             "produced": self.produced,
             "consumed": self.consumed,
             "acks": self.acks,
+            "rejected_connections": self.rejected_connections,
+            "output_limit_disconnects": self.output_limit_disconnects,
             "commands": dict(self.commands),
             "consumer_assignment_timeouts": self.assignment_timeouts,
             "consumer_recreations": self.consumer_recreations,
             "consumer_groups": self.consumer_view(),
+            "command_errors": dict(self.command_errors),
         }
 
     def consumer_view(self) -> dict[str, Any]:
