@@ -4,6 +4,7 @@ server alive and every acknowledged event in the sink."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -492,3 +493,60 @@ def test_tenant_parameter_picks_only_a_tenant_serving_the_host(
     expected = {str(i): t for i, (_, _, _, t) in enumerate(TENANT_PARAM) if t}
     wait_for(lambda: len(read_file_sink(out)) == len(expected), 10, "the recorded events")
     assert {e["params"]["case"]: e["tenant"] for e in read_file_sink(out)} == expected
+
+
+# -- the file sink ---------------------------------------------------------------------------
+
+HOUR = 3_600_000
+T0 = 1_764_806_400_000  # 2025-12-04T00:00:00Z
+
+
+def _record(tenant_id: str, received_at: int, n: int) -> Any:
+    from pazari.event import encode_fields, new_id
+    from pazari.scratchd.spool import Record
+
+    event = encode_fields({"n": str(n)}, new_id(), tenant_id, "track", received_at, "v" * 12,
+                          None, None, None, False)
+    return Record(0, 0, tenant_id, b"v" * 12, event)
+
+
+async def test_file_sink_hours_by_event_time_and_never_overwrites_a_gz(tmp_path: Path) -> None:
+    """A delivery late by hours (an outage, a replay) lands in each event's own hour; a late
+    event for an hour already gzipped goes to a new .<n>.jsonl.gz beside the first."""
+    from pazari.scratchd.config import SinkConfig
+    from pazari.scratchd.sinks.file import FileSink
+
+    sink = FileSink("file", SinkConfig(type="file", path=str(tmp_path)))
+    sink.clock = lambda: (T0 + 5 * HOUR) / 1000  # delivering at 05:00
+    await sink.start()
+    await sink.deliver([_record("a", T0 + 10, 0), _record("a", T0 + HOUR + 5, 1),
+                        _record("b", T0 + HOUR + 6, 2), _record("a", T0 + 5 * HOUR + 1, 3)])
+    await sink.sync()
+    await asyncio.gather(*sink._rotations)
+    first = (tmp_path / "a-2025120400.jsonl.gz").read_bytes()
+    # The same hour again: its .gz is kept byte for byte, the late event gets its own file.
+    await sink.deliver([_record("a", T0 + 20, 4)])
+    await sink.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["a-2025120400.1.jsonl.gz", "a-2025120400.jsonl.gz",
+                     "a-2025120401.jsonl.gz", "a-2025120405.jsonl", "b-2025120401.jsonl.gz"]
+    assert (tmp_path / "a-2025120400.jsonl.gz").read_bytes() == first
+    by_file = {name: sorted(int(e["params"]["n"]) for e in read_file_sink_one(tmp_path / name))
+               for name in names}
+    assert by_file == {"a-2025120400.jsonl.gz": [0], "a-2025120400.1.jsonl.gz": [4],
+                       "a-2025120401.jsonl.gz": [1], "b-2025120401.jsonl.gz": [2],
+                       "a-2025120405.jsonl": [3]}
+    # A restart in a later hour gzips what is left without touching the others.
+    again = FileSink("file", SinkConfig(type="file", path=str(tmp_path)))
+    again.clock = lambda: (T0 + 6 * HOUR) / 1000
+    await again.start()
+    await again.close()
+    assert (tmp_path / "a-2025120405.jsonl.gz").exists()
+    assert (tmp_path / "a-2025120400.jsonl.gz").read_bytes() == first
+
+
+def read_file_sink_one(path: Path) -> list[dict[str, Any]]:
+    import gzip
+
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return [json.loads(line) for line in data.splitlines() if line]
