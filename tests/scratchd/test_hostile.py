@@ -13,15 +13,16 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.scratchd.conftest import read_file_sink, tenant
+from tests.scratchd.conftest import SCRATCHD, read_file_sink, tenant
 from tests.support.mounts import unmount_and_remove
-from tests.support.ports import wait_for
+from tests.support.ports import free_port, wait_for
 
 HEAD = ("POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0 test\r\n"
         "Content-Type: application/x-ndjson\r\n{extra}\r\n")
@@ -550,3 +551,79 @@ def read_file_sink_one(path: Path) -> list[dict[str, Any]]:
 
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     return [json.loads(line) for line in data.splitlines() if line]
+
+
+# -- one bad tenant, dead letters, replay, lag -----------------------------------------------
+
+def spool_cli(config_path: Path, *args: str) -> tuple[int, Any]:
+    proc = subprocess.run([SCRATCHD, "spool", "--config", str(config_path), *args],
+                          capture_output=True, timeout=60)
+    assert not proc.stderr.strip() or proc.returncode, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_bad_tenant_goes_to_dead_letters_and_replay_resends(
+    scratchd: Callable[..., Any], redis_server: Any, tmp_path: Path
+) -> None:
+    """Tenant ``bad``'s stream key holds a string (WRONGTYPE for every XADD to it): its events
+    are set aside after max_attempts, ``good`` keeps flowing through the same sink."""
+    import redis
+
+    run = uuid.uuid4().hex[:8]
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(f"h:{run}:bad", "not a stream")
+    config = {"tenants": [tenant("good", ["good.test"], ["redis"]),
+                          tenant("bad", ["bad.test"], ["redis"])],
+              "sinks": {"redis": {"type": "redis", "url": redis_server.url,
+                                  "key": f"h:{run}:{{tenant}}", "max_attempts": 3,
+                                  "retry_initial": 0.01, "retry_max": 0.05}}}
+    daemon, http = scratchd(config)
+    for i in range(30):
+        host = "bad.test" if i % 3 == 0 else "good.test"
+        assert http.request("GET", f"/track?i={i}", host=host).status == 200
+    good = {str(i) for i in range(30) if i % 3}
+    wait_for(lambda: {json.loads(f[b"event"])["params"]["i"]
+                      for _, f in client.xrange(f"h:{run}:good")} == good, 20,
+             "every good event delivered")
+    wait_for(lambda: http.vars()["scratchd"]["sinks"]["redis"]["dead_letters"] == 10, 20,
+             "the bad tenant's events set aside")
+    wait_for(lambda: 'scratchd_sink_lag_events{sink="redis"} 0.0' in http.metrics(), 10,
+             "no lag once set aside")
+    config_path = tmp_path / "scratchd.json"
+    code, report = spool_cli(config_path, "inspect")
+    assert code == 0
+    (doc,) = report.values()
+    assert doc["sinks"]["redis"]["dead_letters"] == 10
+    assert doc["sinks"]["redis"]["lag_events"] == 0 and doc["records"] >= 0
+    # The operator fixes the key and replays only that tenant's dead letters.
+    client.delete(f"h:{run}:bad")
+    assert spool_cli(config_path, "replay", "--sink", "redis",
+                     "--tenant", "good") == (0, {"replayed": 0, "kept": 10, "failed": 0})
+    assert spool_cli(config_path, "replay", "--sink", "redis", "--tenant", "bad",
+                     "--since", "1h") == (0, {"replayed": 10, "kept": 0, "failed": 0})
+    bad = [json.loads(f[b"event"]) for _, f in client.xrange(f"h:{run}:bad")]
+    assert sorted(int(e["params"]["i"]) for e in bad) == [i for i in range(30) if i % 3 == 0]
+    assert all(e["tenant"] == "bad" for e in bad)
+    code, report = spool_cli(config_path, "inspect")
+    assert code == 0 and next(iter(report.values()))["sinks"]["redis"]["dead_letters"] == 0
+    assert daemon.running
+
+
+def test_sink_outage_is_lag_not_dead_letters(scratchd: Callable[..., Any], tmp_path: Path
+                                             ) -> None:
+    """Nothing gets through at all: the sink is down, every event waits in the spool and
+    scratchd_sink_lag_events says how many."""
+    config = {"tenants": [tenant("a", ["a.test"], ["redis"]),
+                          tenant("b", ["b.test"], ["redis"])],
+              "sinks": {"redis": {"type": "redis", "url": f"redis://127.0.0.1:{free_port()}/0",
+                                  "max_attempts": 2, "retry_initial": 0.01,
+                                  "retry_max": 0.05}}}
+    daemon, http = scratchd(config)
+    for i in range(25):
+        http.request("GET", f"/track?i={i}", host="a.test" if i % 2 else "b.test")
+    wait_for(lambda: 'scratchd_sink_lag_events{sink="redis"} 25.0' in http.metrics(), 10,
+             "the lag in events")
+    assert http.vars()["scratchd"]["sinks"]["redis"]["dead_letters"] == 0
+    code, report = spool_cli(tmp_path / "scratchd.json", "inspect")
+    assert code == 0 and next(iter(report.values()))["sinks"]["redis"]["lag_events"] == 25
+    assert daemon.running

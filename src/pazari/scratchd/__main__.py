@@ -1,4 +1,5 @@
-"""``scratchd --config C --listen HOST:PORT --workers N`` (spec scratchd.md, issue 6)."""
+"""``scratchd --config C --listen HOST:PORT --workers N`` (spec scratchd.md, issue 6), and
+``scratchd spool inspect|replay --config C`` (issue 12, ``spoolcli.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from pazari.scratchd.config import ScratchdConfig, default_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    rest = sys.argv[1:] if argv is None else list(argv)
+    if rest[:1] == ["spool"]:  # scratchd spool inspect|replay (spoolcli.py)
+        from pazari.scratchd.spoolcli import main as spool_main
+
+        return spool_main(rest[1:])
     parser = base_parser("scratchd", "Multi-tenant web-analytics collector.")
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on")
     parser.add_argument("--workers", type=int, default=1,

@@ -155,6 +155,10 @@ class FileSink(Sink):
             if self.config.gzip:
                 self._rotate_later(self._path(key[0], self._hour_name(key[1])))
 
+    async def ping(self) -> None:
+        if not os.access(self.dir, os.W_OK | os.X_OK):
+            raise OSError(f"{self.dir} is not a writable directory")
+
     def _path(self, tenant: str, hour: str) -> Path:
         return self.dir / f"{tenant}-{hour}{self.suffix}.jsonl"
 
