@@ -150,6 +150,10 @@ class Spool:
             os.close(fd)
         self._read_fds.clear()
 
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
     # -- writing -----------------------------------------------------------------------------
 
     def disk_bytes(self) -> int:
