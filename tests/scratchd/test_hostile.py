@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.scratchd.conftest import SCRATCHD, read_file_sink, tenant
 from tests.support.mounts import unmount_and_remove
@@ -83,7 +85,7 @@ def collector(scratchd: Callable[..., Any], tmp_path: Path) -> Iterator[tuple[An
 
 
 def _sink_tags(out: Path) -> list[str]:
-    return [e["params"]["tag"] for e in read_file_sink(out)]
+    return [e["params"].get("tag", "") for e in read_file_sink(out)]
 
 
 SEGMENTED = [
@@ -617,7 +619,8 @@ def test_sink_outage_is_lag_not_dead_letters(scratchd: Callable[..., Any], tmp_p
                           tenant("b", ["b.test"], ["redis"])],
               "sinks": {"redis": {"type": "redis", "url": f"redis://127.0.0.1:{free_port()}/0",
                                   "max_attempts": 2, "retry_initial": 0.01,
-                                  "retry_max": 0.05}}}
+                                  "retry_max": 0.05}},
+              "shutdown_deliver_timeout": 0.5}
     daemon, http = scratchd(config)
     for i in range(25):
         http.request("GET", f"/track?i={i}", host="a.test" if i % 2 else "b.test")
@@ -627,3 +630,121 @@ def test_sink_outage_is_lag_not_dead_letters(scratchd: Callable[..., Any], tmp_p
     code, report = spool_cli(tmp_path / "scratchd.json", "inspect")
     assert code == 0 and next(iter(report.values()))["sinks"]["redis"]["lag_events"] == 25
     assert daemon.running
+
+
+# -- a bounded fuzz of the HTTP front end ----------------------------------------------------
+
+# Seconds of fuzzing: ~60 in `make test`, as long as wanted with PAZARI_FUZZ_SECONDS.
+FUZZ_SECONDS = float(os.environ.get("PAZARI_FUZZ_SECONDS", "60"))
+RSS_GROWTH_BOUND = 64 << 20
+
+_token = st.sampled_from([b"GET", b"POST", b"OPTIONS", b"HEAD", b"PUT", b"G\x00T", b"",
+                          b"get", b"POST /batch"])
+_path = st.sampled_from([b"/track", b"/batch", b"/track/create", b"/track/connect",
+                         b"/track/actions/create", b"/healthz", b"/metrics", b"/debug/vars",
+                         b"/", b"*", b"//track", b"/track/../batch", b"http://a.test/track"])
+_query = st.one_of(st.just(b""), st.binary(max_size=200).map(
+    lambda b: b"?" + b.replace(b" ", b"+").replace(b"\r", b"").replace(b"\n", b"")))
+_version = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 extra", b""])
+_header_name = st.sampled_from([b"Host", b"Content-Length", b"Transfer-Encoding", b"Cookie",
+                                b"X-Forwarded-For", b"DNT", b"Sec-GPC", b"Origin",
+                                b"User-Agent", b"Referer", b"Content-Type", b"Expect",
+                                b"Connection", b"X-Junk", b"Bad Header", b""])
+_header_value = st.one_of(
+    st.sampled_from([b"a.test", b"chunked", b"gzip, chunked", b"-1", b"0", b"5", b"99999999999",
+                     b"1, 2", b"100-continue", b"close", b"keep-alive", b"1",
+                     b"_sv=abcdefgh12345678", b"[::1]:80, garbage, 10.0.0.1"]),
+    st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")))
+_body = st.one_of(st.just(b""), st.binary(max_size=400),
+                  st.lists(st.binary(max_size=40), max_size=5).map(
+                      lambda parts: b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts)
+                      + b"0\r\n\r\n"),
+                  st.just(b'[{"a": 1}, {"b": [1, 2]}, 3, null]'),
+                  st.just(b'{"x": 1}\n{"y": \n\xff\xfe\n'))
+
+
+@st.composite
+def hostile_requests(draw: st.DrawFn) -> tuple[list[bytes], float]:
+    """One or more (pipelined) requests, split into segments sent a few ms apart."""
+    wire = b""
+    for _ in range(draw(st.integers(1, 3))):
+        line = draw(_token) + b" " + draw(_path) + draw(_query) + b" " + draw(_version)
+        headers = b"".join(draw(_header_name) + b": " + draw(_header_value) + b"\r\n"
+                           for _ in range(draw(st.integers(0, 6))))
+        if draw(st.booleans()):
+            headers = b"Host: a.test\r\n" + headers
+        wire += line + b"\r\n" + headers + b"\r\n" + draw(_body)
+    cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=4)))
+    parts = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    return [p for p in parts if p], draw(st.sampled_from([0.0, 0.0, 0.002]))
+
+
+def fire(port: int, parts: list[bytes], gap: float) -> bytes:
+    """Send, half-close, read what comes back until the server closes (or 5 s pass)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for part in parts:
+                sock.sendall(part)
+                if gap:
+                    time.sleep(gap)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may close early (400 on a bad head): fine
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    return data
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_fuzz_http_front_end_keeps_server_alive_and_acknowledged_events(
+    collector: tuple[Any, Any, Path]
+) -> None:
+    """Hostile bytes at the public port for FUZZ_SECONDS: never a 500, never a crash, RSS
+    bounded; canary batches in between are acknowledged and all reach the sink."""
+    daemon, http, out = collector
+    acked: list[str] = []
+
+    def canary() -> None:
+        tag = f"canary{len(acked)}"
+        status, doc = post(http.port, "/batch", ndjson(3, tag), 1 << 20, 0.0)
+        assert status == 200 and doc == {"accepted": 3, "rejected": []}, (status, doc)
+        acked.extend([tag] * 3)
+
+    for _ in range(20):  # warm up: caches, buffers, the sink's files reach their size
+        canary()
+    start_rss = rss(daemon.pid)
+    deadline = time.monotonic() + FUZZ_SECONDS
+    examples = 0
+
+    @settings(max_examples=50, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(hostile_requests())
+    def attack(case: tuple[list[bytes], float]) -> None:
+        nonlocal examples
+        if time.monotonic() > deadline:
+            return
+        examples += 1
+        reply = fire(http.port, *case)
+        statuses = [line.split(b" ", 2)[1] for line in reply.split(b"\r\n")
+                    if line.startswith(b"HTTP/1.")]
+        assert not [s for s in statuses if s.startswith(b"5") and s != b"503"], (case, reply)
+
+    while time.monotonic() < deadline:
+        attack()
+        assert daemon.running, "scratchd died under the fuzz"
+        canary()
+    grown = rss(daemon.pid) - start_rss
+    assert grown <= RSS_GROWTH_BOUND, f"RSS grew {grown} bytes over {examples} examples"
+    assert http.request("GET", "/healthz").status == 200
+    wait_for(lambda: set(acked) <= set(_sink_tags(out)), 20, "every canary in the sink")
+    assert sum(1 for t in _sink_tags(out) if t.startswith("canary")) >= len(acked)
+    assert examples > 100
