@@ -24,10 +24,7 @@ from pazari.scratchd.spool import Record
 
 log = get_logger("scratchd.sink.file")
 _EVENT = attrgetter("event")
-
-
-def _tenant_hour(record: Record) -> tuple[str, int]:
-    return record.tenant, event_hour(record.event)
+_TENANT = attrgetter("tenant")
 
 
 _RECEIVED = b'"received_at":'
@@ -164,16 +161,26 @@ class FileSink(Sink):
 
     async def deliver(self, records: Sequence[Record]) -> None:
         now_hour = int(self.clock() * 1000) // _HOUR_MS
-        # Consecutive runs per tenant and hour (the usual case is one run), order kept.
-        for (tenant, hour), run in groupby(records, _tenant_hour):
-            f = self._file(tenant, hour if hour >= 0 else now_hour)
+        # Consecutive runs per tenant (the usual case is one run), order kept. The spool is
+        # in arrival order, so received_at does not decrease along a run: when its first and
+        # last events share an hour, so do all (no per-event parse on the hot path).
+        for tenant, run in groupby(records, _TENANT):
             events = list(map(_EVENT, run))
-            events.append(b"")
-            f.write(b"\n".join(events))
-            self._dirty.add(f)
+            first = event_hour(events[0])
+            if first == event_hour(events[-1]):
+                self._write(tenant, first if first >= 0 else now_hour, events)
+                continue
+            for hour, part in groupby(events, event_hour):
+                self._write(tenant, hour if hour >= 0 else now_hour, list(part))
         for f in self._dirty:
             f.flush()
         self._close_past_hours(now_hour)
+
+    def _write(self, tenant: str, hour: int, events: list[bytes]) -> None:
+        f = self._file(tenant, hour)
+        events.append(b"")
+        f.write(b"\n".join(events))
+        self._dirty.add(f)
 
     async def sync(self) -> None:
         dirty, self._dirty = self._dirty, set()
