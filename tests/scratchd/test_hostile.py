@@ -4,6 +4,7 @@ server alive and every acknowledged event in the sink."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -12,15 +13,18 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.scratchd.conftest import read_file_sink, tenant
+from tests.scratchd.conftest import SCRATCHD, read_file_sink, tenant
 from tests.support.mounts import unmount_and_remove
-from tests.support.ports import wait_for
+from tests.support.ports import free_port, wait_for
 
 HEAD = ("POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0 test\r\n"
         "Content-Type: application/x-ndjson\r\n{extra}\r\n")
@@ -81,7 +85,7 @@ def collector(scratchd: Callable[..., Any], tmp_path: Path) -> Iterator[tuple[An
 
 
 def _sink_tags(out: Path) -> list[str]:
-    return [e["params"]["tag"] for e in read_file_sink(out)]
+    return [e["params"].get("tag", "") for e in read_file_sink(out)]
 
 
 SEGMENTED = [
@@ -492,3 +496,255 @@ def test_tenant_parameter_picks_only_a_tenant_serving_the_host(
     expected = {str(i): t for i, (_, _, _, t) in enumerate(TENANT_PARAM) if t}
     wait_for(lambda: len(read_file_sink(out)) == len(expected), 10, "the recorded events")
     assert {e["params"]["case"]: e["tenant"] for e in read_file_sink(out)} == expected
+
+
+# -- the file sink ---------------------------------------------------------------------------
+
+HOUR = 3_600_000
+T0 = 1_764_806_400_000  # 2025-12-04T00:00:00Z
+
+
+def _record(tenant_id: str, received_at: int, n: int) -> Any:
+    from pazari.event import encode_fields, new_id
+    from pazari.scratchd.spool import Record
+
+    event = encode_fields({"n": str(n)}, new_id(), tenant_id, "track", received_at, "v" * 12,
+                          None, None, None, False)
+    return Record(0, 0, tenant_id, b"v" * 12, event)
+
+
+async def test_file_sink_hours_by_event_time_and_never_overwrites_a_gz(tmp_path: Path) -> None:
+    """A delivery late by hours (an outage, a replay) lands in each event's own hour; a late
+    event for an hour already gzipped goes to a new .<n>.jsonl.gz beside the first."""
+    from pazari.scratchd.config import SinkConfig
+    from pazari.scratchd.sinks.file import FileSink
+
+    sink = FileSink("file", SinkConfig(type="file", path=str(tmp_path)))
+    sink.clock = lambda: (T0 + 5 * HOUR) / 1000  # delivering at 05:00
+    await sink.start()
+    await sink.deliver([_record("a", T0 + 10, 0), _record("a", T0 + HOUR + 5, 1),
+                        _record("b", T0 + HOUR + 6, 2), _record("a", T0 + 5 * HOUR + 1, 3)])
+    await sink.sync()
+    await asyncio.gather(*sink._rotations)
+    first = (tmp_path / "a-2025120400.jsonl.gz").read_bytes()
+    # The same hour again: its .gz is kept byte for byte, the late event gets its own file.
+    await sink.deliver([_record("a", T0 + 20, 4)])
+    await sink.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["a-2025120400.1.jsonl.gz", "a-2025120400.jsonl.gz",
+                     "a-2025120401.jsonl.gz", "a-2025120405.jsonl", "b-2025120401.jsonl.gz"]
+    assert (tmp_path / "a-2025120400.jsonl.gz").read_bytes() == first
+    by_file = {name: sorted(int(e["params"]["n"]) for e in read_file_sink_one(tmp_path / name))
+               for name in names}
+    assert by_file == {"a-2025120400.jsonl.gz": [0], "a-2025120400.1.jsonl.gz": [4],
+                       "a-2025120401.jsonl.gz": [1], "b-2025120401.jsonl.gz": [2],
+                       "a-2025120405.jsonl": [3]}
+    # A restart in a later hour gzips what is left without touching the others.
+    again = FileSink("file", SinkConfig(type="file", path=str(tmp_path)))
+    again.clock = lambda: (T0 + 6 * HOUR) / 1000
+    await again.start()
+    await again.close()
+    assert (tmp_path / "a-2025120405.jsonl.gz").exists()
+    assert (tmp_path / "a-2025120400.jsonl.gz").read_bytes() == first
+
+
+def read_file_sink_one(path: Path) -> list[dict[str, Any]]:
+    import gzip
+
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return [json.loads(line) for line in data.splitlines() if line]
+
+
+# -- one bad tenant, dead letters, replay, lag -----------------------------------------------
+
+def spool_cli(config_path: Path, *args: str) -> tuple[int, Any]:
+    proc = subprocess.run([SCRATCHD, "spool", "--config", str(config_path), *args],
+                          capture_output=True, timeout=60)
+    assert not proc.stderr.strip() or proc.returncode, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_bad_tenant_goes_to_dead_letters_and_replay_resends(
+    scratchd: Callable[..., Any], redis_server: Any, tmp_path: Path
+) -> None:
+    """Tenant ``bad``'s stream key holds a string (WRONGTYPE for every XADD to it): its events
+    are set aside after max_attempts, ``good`` keeps flowing through the same sink."""
+    import redis
+
+    run = uuid.uuid4().hex[:8]
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(f"h:{run}:bad", "not a stream")
+    config = {"tenants": [tenant("good", ["good.test"], ["redis"]),
+                          tenant("bad", ["bad.test"], ["redis"])],
+              "sinks": {"redis": {"type": "redis", "url": redis_server.url,
+                                  "key": f"h:{run}:{{tenant}}", "max_attempts": 3,
+                                  "retry_initial": 0.01, "retry_max": 0.05}}}
+    daemon, http = scratchd(config)
+    for i in range(30):
+        host = "bad.test" if i % 3 == 0 else "good.test"
+        assert http.request("GET", f"/track?i={i}", host=host).status == 200
+    good = {str(i) for i in range(30) if i % 3}
+    wait_for(lambda: {json.loads(f[b"event"])["params"]["i"]
+                      for _, f in client.xrange(f"h:{run}:good")} == good, 20,
+             "every good event delivered")
+    wait_for(lambda: http.vars()["scratchd"]["sinks"]["redis"]["dead_letters"] == 10, 20,
+             "the bad tenant's events set aside")
+    wait_for(lambda: 'scratchd_sink_lag_events{sink="redis"} 0.0' in http.metrics(), 10,
+             "no lag once set aside")
+    config_path = tmp_path / "scratchd.json"
+    code, report = spool_cli(config_path, "inspect")
+    assert code == 0
+    (doc,) = report.values()
+    assert doc["sinks"]["redis"]["dead_letters"] == 10
+    assert doc["sinks"]["redis"]["lag_events"] == 0 and doc["records"] >= 0
+    # The operator fixes the key and replays only that tenant's dead letters.
+    client.delete(f"h:{run}:bad")
+    assert spool_cli(config_path, "replay", "--sink", "redis",
+                     "--tenant", "good") == (0, {"replayed": 0, "kept": 10, "failed": 0})
+    assert spool_cli(config_path, "replay", "--sink", "redis", "--tenant", "bad",
+                     "--since", "1h") == (0, {"replayed": 10, "kept": 0, "failed": 0})
+    bad = [json.loads(f[b"event"]) for _, f in client.xrange(f"h:{run}:bad")]
+    assert sorted(int(e["params"]["i"]) for e in bad) == [i for i in range(30) if i % 3 == 0]
+    assert all(e["tenant"] == "bad" for e in bad)
+    code, report = spool_cli(config_path, "inspect")
+    assert code == 0 and next(iter(report.values()))["sinks"]["redis"]["dead_letters"] == 0
+    assert daemon.running
+
+
+def test_sink_outage_is_lag_not_dead_letters(scratchd: Callable[..., Any], tmp_path: Path
+                                             ) -> None:
+    """Nothing gets through at all: the sink is down, every event waits in the spool and
+    scratchd_sink_lag_events says how many."""
+    config = {"tenants": [tenant("a", ["a.test"], ["redis"]),
+                          tenant("b", ["b.test"], ["redis"])],
+              "sinks": {"redis": {"type": "redis", "url": f"redis://127.0.0.1:{free_port()}/0",
+                                  "max_attempts": 2, "retry_initial": 0.01,
+                                  "retry_max": 0.05}},
+              "shutdown_deliver_timeout": 0.5}
+    daemon, http = scratchd(config)
+    for i in range(25):
+        http.request("GET", f"/track?i={i}", host="a.test" if i % 2 else "b.test")
+    wait_for(lambda: 'scratchd_sink_lag_events{sink="redis"} 25.0' in http.metrics(), 10,
+             "the lag in events")
+    assert http.vars()["scratchd"]["sinks"]["redis"]["dead_letters"] == 0
+    code, report = spool_cli(tmp_path / "scratchd.json", "inspect")
+    assert code == 0 and next(iter(report.values()))["sinks"]["redis"]["lag_events"] == 25
+    assert daemon.running
+
+
+# -- a bounded fuzz of the HTTP front end ----------------------------------------------------
+
+# Seconds of fuzzing: ~60 in `make test`, as long as wanted with PAZARI_FUZZ_SECONDS.
+FUZZ_SECONDS = float(os.environ.get("PAZARI_FUZZ_SECONDS", "60"))
+RSS_GROWTH_BOUND = 64 << 20
+
+_token = st.sampled_from([b"GET", b"POST", b"OPTIONS", b"HEAD", b"PUT", b"G\x00T", b"",
+                          b"get", b"POST /batch"])
+_path = st.sampled_from([b"/track", b"/batch", b"/track/create", b"/track/connect",
+                         b"/track/actions/create", b"/healthz", b"/metrics", b"/debug/vars",
+                         b"/", b"*", b"//track", b"/track/../batch", b"http://a.test/track"])
+_query = st.one_of(st.just(b""), st.binary(max_size=200).map(
+    lambda b: b"?" + b.replace(b" ", b"+").replace(b"\r", b"").replace(b"\n", b"")))
+_version = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 extra", b""])
+_header_name = st.sampled_from([b"Host", b"Content-Length", b"Transfer-Encoding", b"Cookie",
+                                b"X-Forwarded-For", b"DNT", b"Sec-GPC", b"Origin",
+                                b"User-Agent", b"Referer", b"Content-Type", b"Expect",
+                                b"Connection", b"X-Junk", b"Bad Header", b""])
+_header_value = st.one_of(
+    st.sampled_from([b"a.test", b"chunked", b"gzip, chunked", b"-1", b"0", b"5", b"99999999999",
+                     b"1, 2", b"100-continue", b"close", b"keep-alive", b"1",
+                     b"_sv=abcdefgh12345678", b"[::1]:80, garbage, 10.0.0.1"]),
+    st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")))
+_body = st.one_of(st.just(b""), st.binary(max_size=400),
+                  st.lists(st.binary(max_size=40), max_size=5).map(
+                      lambda parts: b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts)
+                      + b"0\r\n\r\n"),
+                  st.just(b'[{"a": 1}, {"b": [1, 2]}, 3, null]'),
+                  st.just(b'{"x": 1}\n{"y": \n\xff\xfe\n'))
+
+
+@st.composite
+def hostile_requests(draw: st.DrawFn) -> tuple[list[bytes], float]:
+    """One or more (pipelined) requests, split into segments sent a few ms apart."""
+    wire = b""
+    for _ in range(draw(st.integers(1, 3))):
+        line = draw(_token) + b" " + draw(_path) + draw(_query) + b" " + draw(_version)
+        headers = b"".join(draw(_header_name) + b": " + draw(_header_value) + b"\r\n"
+                           for _ in range(draw(st.integers(0, 6))))
+        if draw(st.booleans()):
+            headers = b"Host: a.test\r\n" + headers
+        wire += line + b"\r\n" + headers + b"\r\n" + draw(_body)
+    cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=4)))
+    parts = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    return [p for p in parts if p], draw(st.sampled_from([0.0, 0.0, 0.002]))
+
+
+def fire(port: int, parts: list[bytes], gap: float) -> bytes:
+    """Send, half-close, read what comes back until the server closes (or 5 s pass)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for part in parts:
+                sock.sendall(part)
+                if gap:
+                    time.sleep(gap)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may close early (400 on a bad head): fine
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    return data
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_fuzz_http_front_end_keeps_server_alive_and_acknowledged_events(
+    collector: tuple[Any, Any, Path]
+) -> None:
+    """Hostile bytes at the public port for FUZZ_SECONDS: never a 500, never a crash, RSS
+    bounded; canary batches in between are acknowledged and all reach the sink."""
+    daemon, http, out = collector
+    acked: list[str] = []
+
+    def canary() -> None:
+        tag = f"canary{len(acked)}"
+        status, doc = post(http.port, "/batch", ndjson(3, tag), 1 << 20, 0.0)
+        assert status == 200 and doc == {"accepted": 3, "rejected": []}, (status, doc)
+        acked.extend([tag] * 3)
+
+    for _ in range(20):  # warm up: caches, buffers, the sink's files reach their size
+        canary()
+    start_rss = rss(daemon.pid)
+    deadline = time.monotonic() + FUZZ_SECONDS
+    examples = 0
+
+    @settings(max_examples=50, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(hostile_requests())
+    def attack(case: tuple[list[bytes], float]) -> None:
+        nonlocal examples
+        if time.monotonic() > deadline:
+            return
+        examples += 1
+        reply = fire(http.port, *case)
+        statuses = [line.split(b" ", 2)[1] for line in reply.split(b"\r\n")
+                    if line.startswith(b"HTTP/1.")]
+        assert not [s for s in statuses if s.startswith(b"5") and s != b"503"], (case, reply)
+
+    while time.monotonic() < deadline:
+        attack()
+        assert daemon.running, "scratchd died under the fuzz"
+        canary()
+    grown = rss(daemon.pid) - start_rss
+    assert grown <= RSS_GROWTH_BOUND, f"RSS grew {grown} bytes over {examples} examples"
+    assert http.request("GET", "/healthz").status == 200
+    wait_for(lambda: set(acked) <= set(_sink_tags(out)), 20, "every canary in the sink")
+    assert sum(1 for t in _sink_tags(out) if t.startswith("canary")) >= len(acked)
+    assert examples > 100

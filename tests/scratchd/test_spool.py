@@ -80,3 +80,21 @@ async def test_quota_refuses_appends(tmp_path: Path) -> None:
     spool.persist_cursors()  # only one segment: the quota counts what is on disk
     await spool.stop_writes()
     spool.close()
+
+
+async def test_count_records_across_segments_and_chunks(tmp_path: Path) -> None:
+    """The lag in events (issue 12): whole records between two offsets, across segments of
+    mixed record sizes; a torn tail is not counted."""
+    spool = await _spool(tmp_path, segment_bytes=1000)
+    for i in range(40):
+        await spool.append(b"t", b"", b"x" * (90 if i % 10 else 3000) + b"%02d" % i)
+    records = spool.read(0, 1 << 30)
+    assert len(records) == 40
+    for start in (0, records[7].offset, records[39].offset, spool.end):
+        expected = sum(1 for r in records if r.offset >= start)
+        assert spool.count_records(start, spool.end) == expected
+    with open(tmp_path / f"{spool.bases[-1]:020d}.seg", "ab") as f:
+        f.write(b"\x50\x00\x00\x00torn")
+    assert spool.count_records(0, spool.end + 8) == 40
+    await spool.stop_writes()
+    spool.close()

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.scratchd.conftest import SCRATCHD, Http, tenant
-from tests.support.ports import free_port
+from tests.scratchd.conftest import SCRATCHD, Http, read_file_sink, tenant
+from tests.support.ports import free_port, wait_for
 
 
 def free_ports_in_a_row(n: int) -> int:
@@ -86,3 +88,71 @@ def test_two_workers_share_the_port_and_never_a_file(daemon_factory: Callable[..
     expected = list(range(40)) + [n for i in range(4) for n in range(1000 * (i + 1),
                                                                         1000 * (i + 1) + 300)]
     assert sorted(numbers) == expected
+
+
+def _workers(daemon_factory: Callable[..., Any], config_path: Path, port: int, metrics: int,
+             workers: int) -> Any:
+    return daemon_factory([SCRATCHD, "--config", str(config_path), "--listen",
+                           f"127.0.0.1:{port}", "--workers", str(workers), "--log-level",
+                           "warning", "--metrics-addr", f"127.0.0.1:{metrics}"],
+                          env={**os.environ})
+
+
+def test_dead_worker_is_restarted(daemon_factory: Callable[..., Any], tmp_path: Path) -> None:
+    out = tmp_path / "events"
+    config = {"tenants": [tenant("a", ["a.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(out)}},
+              "spool": {"dir": str(tmp_path / "spool")}}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    port, metrics = free_port(), free_ports_in_a_row(2)
+    daemon = _workers(daemon_factory, tmp_path / "c.json", port, metrics, 2)
+    victim = Http(port, metrics + 1).vars()["pid"]
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        try:
+            return bool(Http(port, metrics + 1).vars()["pid"] != victim)
+        except (OSError, AssertionError):
+            return False
+
+    wait_for(replaced, 30, "worker 1 started again")
+    assert daemon.running
+    _load(port, 0, 60, 1)
+    daemon.stop(within=30)
+    numbers = sorted(int(e["params"]["n"]) for e in read_file_sink(out))
+    assert numbers == list(range(60))
+
+
+def test_spool_of_a_worker_no_longer_running_is_drained(
+    daemon_factory: Callable[..., Any], redis_server: Any, tmp_path: Path
+) -> None:
+    """Three workers spool while their sink is down; restarted with two, worker 0 delivers
+    worker 2's spool and removes it."""
+    import redis
+
+    key = f"orphan:{uuid.uuid4().hex[:8]}"
+    spool = tmp_path / "spool"
+
+    def write_config(url: str) -> Path:
+        config = {"tenants": [tenant("a", ["a.test"], ["redis"])],
+                  "sinks": {"redis": {"type": "redis", "url": url, "key": key,
+                                      "mode": "rpush"}},
+                  "spool": {"dir": str(spool)}, "shutdown_deliver_timeout": 0.5}
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps(config))
+        return path
+
+    port, metrics = free_port(), free_ports_in_a_row(3)
+    down = _workers(daemon_factory, write_config(f"redis://127.0.0.1:{free_port()}/0"), port,
+                    metrics, 3)
+    _load(port, 0, 90, 1)
+    down.stop(within=30)
+    assert sorted(p.name for p in spool.iterdir()) == ["worker-0", "worker-1", "worker-2"]
+    assert sum(p.stat().st_size for p in (spool / "worker-2").glob("*.seg")) > 0
+    up = _workers(daemon_factory, write_config(redis_server.url), port, metrics, 2)
+    client = redis.Redis.from_url(redis_server.url)
+    wait_for(lambda: client.llen(key) >= 90, 30, "all 90 events delivered")
+    wait_for(lambda: not (spool / "worker-2").exists(), 10, "worker-2's spool removed")
+    numbers = sorted(int(json.loads(e)["params"]["n"]) for e in client.lrange(key, 0, -1))
+    assert sorted(set(numbers)) == list(range(90))
+    assert up.running

@@ -1,4 +1,5 @@
-"""``scratchd --config C --listen HOST:PORT --workers N`` (spec scratchd.md, issue 6)."""
+"""``scratchd --config C --listen HOST:PORT --workers N`` (spec scratchd.md, issue 6), and
+``scratchd spool inspect|replay --config C`` (issue 12, ``spoolcli.py``)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ from pazari.scratchd.config import ScratchdConfig, default_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    rest = sys.argv[1:] if argv is None else list(argv)
+    if rest[:1] == ["spool"]:  # scratchd spool inspect|replay (spoolcli.py)
+        from pazari.scratchd.spoolcli import main as spool_main
+
+        return spool_main(rest[1:])
     parser = base_parser("scratchd", "Multi-tenant web-analytics collector.")
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes sharing the port with SO_REUSEPORT (default 1)")
     parser.add_argument("--worker-index", type=int, default=None, help=argparse_hidden())
+    # Spools left by workers that no longer run (--workers N reduced), given to worker
+    # j % N by the supervisor (workers.py); a single process takes them all.
+    parser.add_argument("--drain-spool", action="append", default=[], help=argparse_hidden())
     args = parser.parse_args(argv)
     setup_logging(args.log_format, args.log_level)
     if args.config:
@@ -37,8 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers > 1 and args.worker_index is None:
         from pazari.scratchd.workers import supervise
 
-        return supervise(sys.argv[1:] if argv is None else list(argv), args.workers, port)
+        return supervise(rest, args.workers, port, config.spool.dir)
     reuse_port = args.worker_index is not None
+    orphans = list(args.drain_spool)
+    if args.worker_index is None:
+        from pazari.scratchd.workers import orphan_spools
+
+        orphans = orphan_spools(config.spool.dir, 0, include_root=False)
     if args.worker_index is not None:
         config.spool.dir = f"{config.spool.dir}/worker-{args.worker_index}"
         if args.metrics_addr:
@@ -49,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else f"{mhost}:{mport + args.worker_index}"
     from pazari.scratchd.service import Scratchd
 
-    return run(Scratchd(config, host, port, reuse_port, args.worker_index),
+    return run(Scratchd(config, host, port, reuse_port, args.worker_index, orphans),
                options_from_args(args))
 
 

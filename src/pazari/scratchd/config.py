@@ -85,6 +85,9 @@ class SinkConfig:
     batch: int = 1000
     retry_initial: float = 0.2
     retry_max: float = 5.0
+    # Issue 12: a record this sink rejects this many times while it accepts others goes to
+    # the sink's dead-letter file (forwarder.py); 0 retries it forever.
+    max_attempts: int = 5
 
     def validate(self) -> tuple[str, str] | None:
         if self.type not in SINK_TYPES:

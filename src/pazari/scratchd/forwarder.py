@@ -1,6 +1,13 @@
 """Forwarders: one task per sink reads the spool from that sink's cursor and delivers the
 records of the tenants routed to it (spec "Persistence"). A failing sink retries with
-exponential backoff and only grows its own lag: the others read on independently."""
+exponential backoff and only grows its own lag: the others read on independently.
+
+One bad tenant cannot stop the others (issue 12): once a batch has failed ``max_attempts``
+times the forwarder isolates it, per tenant (per record when the batch has one tenant). If
+nothing gets through and the backend does not answer ``Sink.ping`` either, the sink is down:
+back off and retry, the spool grows, nothing is set aside. Otherwise the sink is up and
+what it still rejects after ``max_attempts`` more tries goes to the sink's dead-letter file
+(``deadletter.py``) and the cursor moves on."""
 
 from __future__ import annotations
 
@@ -9,9 +16,11 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
+from itertools import groupby
 from operator import attrgetter
 
 from pazari.runtime.logs import get_logger
+from pazari.scratchd import deadletter
 from pazari.scratchd.sinks.base import Sink
 from pazari.scratchd.spool import Record, Spool
 from pazari.scratchd.stats import SinkStats
@@ -37,6 +46,18 @@ class Forwarder:
         self.cursor = spool.cursors[sink.name]
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
+        # Lag in events (issue 12): records past the cursor when we started, plus those
+        # written since, minus those read past (delivered, dead-lettered or not routed here).
+        self._backlog = spool.count_records(self.cursor, spool.end)
+        self._written_base = spool.events_written
+        self._passed = 0
+        stats.lag = self.lag
+
+    def lag(self) -> tuple[int, int]:
+        """(bytes, events) in the spool this sink has not processed yet."""
+        spool = self.spool
+        events = self._backlog + spool.events_written - self._written_base - self._passed
+        return spool.end - self.cursor, max(events, 0)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name=f"forward-{self.name}")
@@ -57,33 +78,98 @@ class Forwarder:
                 await self._deliver(mine[i:i + batch])
                 self.cursor = mine[min(i + batch, len(mine)) - 1].end
             self.cursor = records[-1].end
+            self._passed += len(records)
             self.stats.lag_bytes = self.spool.end - self.cursor
             if not self.stopping and self.cursor >= self.spool.end:
                 await asyncio.sleep(COALESCE)
 
     async def _deliver(self, chunk: Sequence[Record]) -> None:
-        delay = self.sink.config.retry_initial
+        config = self.sink.config
+        delay = config.retry_initial
+        attempts = 0
         while True:
             try:
                 await self.sink.deliver(chunk)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.stats.failures += 1
-                if self.stats.up:
-                    log.warning("sink %s: delivery failed, retrying: %s", self.name, exc)
-                self.stats.up = False
-                self.stats.lag_bytes = self.spool.end - self.cursor
+                self._failed(exc)
+                attempts += 1
+                if config.max_attempts and attempts >= config.max_attempts:
+                    if await self._isolate(chunk, str(exc)):
+                        return
+                    attempts = 0  # nothing got through: an outage, not a bad record
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.sink.config.retry_max)
+                delay = min(delay * 2, config.retry_max)
                 continue
-            if not self.stats.up:
-                log.info("sink %s: delivering again", self.name)
-            self.stats.up = True
-            delivered = self.stats.delivered
-            for tenant, n in Counter(map(_TENANT, chunk)).items():
-                delivered[tenant] += n
+            self._delivered(chunk)
             return
+
+    def _failed(self, exc: BaseException) -> None:
+        self.stats.failures += 1
+        if self.stats.up:
+            log.warning("sink %s: delivery failed, retrying: %s", self.name, exc)
+        self.stats.up = False
+        self.stats.lag_bytes = self.spool.end - self.cursor
+
+    def _delivered(self, chunk: Sequence[Record]) -> None:
+        if not self.stats.up:
+            log.info("sink %s: delivering again", self.name)
+        self.stats.up = True
+        delivered = self.stats.delivered
+        for tenant, n in Counter(map(_TENANT, chunk)).items():
+            delivered[tenant] += n
+
+    async def _isolate(self, chunk: Sequence[Record], error: str) -> bool:
+        """Deliver ``chunk`` in parts (module docstring). False: nothing got through (the
+        sink is down); True: every record was delivered or set aside as a dead letter."""
+        config = self.sink.config
+        parts: list[list[Record]] = []
+        for _, run in groupby(chunk, _TENANT):
+            parts.append(list(run))
+        if len(parts) == 1 and len(chunk) > 1:
+            parts = [[r] for r in chunk]
+        rejected: list[list[Record]] = []
+        for part in parts:
+            try:
+                await self.sink.deliver(part)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.failures += 1
+                rejected.append(part)
+                error = str(exc)
+                continue
+            self._delivered(part)
+        if len(rejected) == len(parts):
+            try:
+                await self.sink.ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("sink %s: down (%s), not the records", self.name, exc)
+                return False
+        for part in rejected:
+            for _ in range(max(config.max_attempts - 1, 0)):
+                await asyncio.sleep(config.retry_initial)
+                try:
+                    await self.sink.deliver(part)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.stats.failures += 1
+                    error = str(exc)
+                    continue
+                self._delivered(part)
+                break
+            else:
+                await asyncio.to_thread(deadletter.append, self.spool.dir, self.name, part,
+                                        error)
+                self.stats.dead_letters += len(part)
+                log.error("sink %s: %d event(s) of tenant %s rejected %d times, set aside in "
+                          "%s: %s", self.name, len(part), part[0].tenant, config.max_attempts,
+                          deadletter.path_for(self.spool.dir, self.name).name, error)
+        return True
 
     async def drain(self, deadline: float) -> bool:
         """Deliver everything spooled until ``deadline`` (monotonic); True when caught up."""

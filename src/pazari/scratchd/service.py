@@ -9,6 +9,8 @@ import gc
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +26,7 @@ from pazari.scratchd.pixel import PixelServer
 from pazari.scratchd.privacy import ProxyTrust
 from pazari.scratchd.sinks import build_sink
 from pazari.scratchd.spool import Spool
-from pazari.scratchd.stats import Stats, StatsCollector
+from pazari.scratchd.stats import SinkStats, Stats, StatsCollector
 from pazari.scratchd.tenants import TenantRouter
 
 log = get_logger("scratchd.service")
@@ -62,7 +64,8 @@ class Scratchd(Service):
     name = "scratchd"
 
     def __init__(self, config: ScratchdConfig, host: str, port: int,
-                 reuse_port: bool = False, worker: int | None = None) -> None:
+                 reuse_port: bool = False, worker: int | None = None,
+                 orphans: list[str] | None = None) -> None:
         super().__init__()
         self.config = config
         self.worker = worker
@@ -81,6 +84,9 @@ class Scratchd(Service):
         self._runner: web.ServerRunner | None = None
         self._pixel: PixelServer | None = None
         self._persist: asyncio.Task[None] | None = None
+        self.orphans = list(orphans or [])
+        self._drains: list[asyncio.Task[None]] = []
+        self._orphan_forwarders: list[tuple[Spool, Forwarder]] = []
 
     def healthy(self) -> bool:
         return (not self.stopping and self.spool.failed is None
@@ -97,6 +103,8 @@ class Scratchd(Service):
             fwd = Forwarder(sink, self.spool, routed, self.stats.sinks[name])
             fwd.start()
             self.forwarders.append(fwd)
+        for directory in self.orphans:
+            self._drain_orphan(directory, used)
         interval = self.config.spool.cursor_interval_ms / 1000
         self._persist = asyncio.create_task(persist_loop(self.spool, self.forwarders, interval))
         self._persist.add_done_callback(self._persist_died)
@@ -115,6 +123,39 @@ class Scratchd(Service):
         await self._pixel.start(sock)
         tune_gc()
 
+    def _drain_orphan(self, directory: str, used: list[str]) -> None:
+        """Deliver the spool of a worker that no longer runs (issue 12), then remove its
+        segments and cursors. Its forwarders share this process's sinks and start stopping:
+        they end once they reach the orphan's end."""
+        if not Path(directory).is_dir():
+            return
+        spool = Spool(replace(self.config.spool, dir=directory))
+        spool.open(used)
+        forwarders = []
+        for fwd in self.forwarders:
+            orphan = Forwarder(fwd.sink, spool, fwd.tenants, SinkStats())
+            orphan.stopping = True
+            orphan.start()
+            forwarders.append(orphan)
+            self._orphan_forwarders.append((spool, orphan))
+        log.info("draining the spool %s left by a worker that no longer runs", directory,
+                 extra={"lag_bytes": spool.end - min(spool.cursors.values(), default=0)})
+        self._drains.append(asyncio.create_task(self._finish_orphan(spool, forwarders)))
+
+    async def _finish_orphan(self, spool: Spool, forwarders: list[Forwarder]) -> None:
+        for fwd in forwarders:
+            assert fwd.task is not None
+            await fwd.task
+        await persist_once(spool, forwarders)
+        spool.close()
+        if all(fwd.cursor >= spool.end for fwd in forwarders):
+            for path in spool.dir.iterdir():
+                if path.suffix == ".seg" or path.name.startswith("cursor-"):
+                    path.unlink()
+            with contextlib.suppress(OSError):
+                spool.dir.rmdir()  # dead letters, if any, stay for `scratchd spool replay`
+            log.info("drained and removed the spool %s", spool.dir)
+
     def _persist_died(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("cursor persistence failed: %s", task.exception())
@@ -130,7 +171,15 @@ class Scratchd(Service):
             await self._runner.cleanup()
         await self.spool.stop_writes()
         deadline = time.monotonic() + self.config.shutdown_deliver_timeout
-        await asyncio.gather(*(f.drain(deadline) for f in self.forwarders))
+        await asyncio.gather(*(f.drain(deadline) for f in self.forwarders),
+                             *(f.drain(deadline) for _, f in self._orphan_forwarders))
+        for task in self._drains:
+            task.cancel()
+        await asyncio.gather(*self._drains, return_exceptions=True)
+        for spool, fwd in self._orphan_forwarders:
+            if not spool.closed:  # not finished: keep its cursor for the next start
+                await persist_once(spool, [fwd])
+                spool.close()
         if self._persist is not None:
             self._persist.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -32,18 +32,25 @@ class TenantStats:
 
 
 class SinkStats:
-    __slots__ = ("delivered", "failures", "lag_bytes", "lag_events", "up")
+    __slots__ = ("dead_letters", "delivered", "failures", "lag", "lag_bytes", "up")
 
     def __init__(self) -> None:
         self.delivered: defaultdict[str, int] = defaultdict(int)
         self.failures = 0
+        self.dead_letters = 0
         self.lag_bytes = 0
-        self.lag_events = 0
+        # The forwarder's live (bytes, events) behind the spool's end, read at scrape time.
+        self.lag: Callable[[], tuple[int, int]] | None = None
         self.up = True
 
+    def lags(self) -> tuple[int, int]:
+        return self.lag() if self.lag is not None else (self.lag_bytes, 0)
+
     def as_dict(self) -> dict[str, Any]:
+        lag_bytes, lag_events = self.lags()
         return {"delivered": dict(self.delivered), "failures": self.failures,
-                "lag_bytes": self.lag_bytes, "lag_events": self.lag_events, "up": self.up}
+                "dead_letters": self.dead_letters, "lag_bytes": lag_bytes,
+                "lag_events": lag_events, "up": self.up}
 
 
 class Stats:
@@ -106,12 +113,16 @@ class StatsCollector(Collector):
                                        "Events appended but not yet delivered", labels=["sink"])
         up = GaugeMetricFamily("scratchd_sink_up", "1 when the last delivery succeeded",
                                labels=["sink"])
+        dead = CounterMetricFamily("scratchd_sink_dead_letters",
+                                   "Events a sink kept rejecting, set aside", labels=["sink"])
         for name, k in sorted(s.sinks.items()):
             for tenant, n in sorted(k.delivered.items()):
                 delivered.add_metric([name, tenant], n)
             failures.add_metric([name], k.failures)
-            lag.add_metric([name], k.lag_bytes)
-            lag_events.add_metric([name], k.lag_events)
+            dead.add_metric([name], k.dead_letters)
+            lag_bytes, lag_count = k.lags()
+            lag.add_metric([name], lag_bytes)
+            lag_events.add_metric([name], lag_count)
             up.add_metric([name], 1 if k.up else 0)
         unknown = CounterMetricFamily("scratchd_unknown_host", "Requests for unknown hosts")
         unknown.add_metric([], s.unknown_host)
@@ -120,5 +131,5 @@ class StatsCollector(Collector):
         gc = GaugeMetricFamily("scratchd_gc_pause_ms_per_100k_events",
                                "GC pause total per 100k events")
         gc.add_metric([], s.gc_pause_per_100k_ms())
-        yield from (received, spooled, rejected, dropped, delivered, failures, lag,
+        yield from (received, spooled, rejected, dropped, delivered, failures, dead, lag,
                     lag_events, up, unknown, spool, gc)

@@ -4,6 +4,11 @@ The supervisor starts each worker with ``--worker-index i`` (its own spool under
 ``<spool>/worker-<i>``, its own file-sink files ``…-w<i>.jsonl``), gathers their READY=1 on a
 private notify socket before it reports READY=1 itself, forwards SIGTERM/SIGINT and exits with
 the worst worker exit code.
+
+Issue 12: a worker that dies is started again (after a backoff that grows while it keeps
+dying young), and the spools of workers that no longer run (``worker-<j>`` for j ≥ N after N
+was reduced, or the root spool of a single-process run) are handed to worker j % N, which
+delivers them and removes them (``service.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,31 @@ log = get_logger("scratchd.workers")
 READY_TIMEOUT = 60.0
 
 
-def supervise(argv: list[str], workers: int, port: int) -> int:
+RESTART_MIN = 0.1
+RESTART_MAX = 5.0
+STABLE = 10.0  # a worker that lived this long restarts at once the next time
+
+
+def orphan_spools(spool_dir: str, workers: int, include_root: bool) -> list[str]:
+    """Spool directories no worker 0..workers-1 owns: ``worker-<j>`` with j ≥ ``workers``,
+    and the root itself (segments of a single-process run) when ``include_root``."""
+    root = Path(spool_dir)
+    found: list[tuple[int, str]] = []
+    for path in root.glob("worker-*"):
+        index = path.name.removeprefix("worker-")
+        if index.isdigit() and int(index) >= workers and path.is_dir():
+            found.append((int(index), str(path)))
+    if include_root and any(root.glob("*.seg")):
+        found.append((0, str(root)))
+    return [p for _, p in sorted(found)]
+
+
+def _owner(path: str, workers: int) -> int:
+    index = Path(path).name.removeprefix("worker-")
+    return int(index) % workers if index.isdigit() else 0
+
+
+def supervise(argv: list[str], workers: int, port: int, spool_dir: str) -> int:
     if port == 0:
         print("--workers needs an explicit port (SO_REUSEPORT)", file=sys.stderr)
         return 2
@@ -34,13 +63,18 @@ def supervise(argv: list[str], workers: int, port: int) -> int:
         notify.bind(path)
         env = {**os.environ, "NOTIFY_SOCKET": path}
         env.pop("WATCHDOG_USEC", None)
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "pazari.scratchd", *argv, "--worker-index", str(i)],
-                env=env,
-            )
-            for i in range(workers)
-        ]
+        orphans = orphan_spools(spool_dir, workers, include_root=True)
+
+        def spawn(i: int) -> subprocess.Popen[bytes]:
+            drains = [arg for p in orphans if _owner(p, workers) == i
+                      for arg in ("--drain-spool", p)]
+            return subprocess.Popen(
+                [sys.executable, "-m", "pazari.scratchd", *argv, "--worker-index", str(i),
+                 *drains], env=env)
+
+        procs = [spawn(i) for i in range(workers)]
+        started = [time.monotonic()] * workers
+        backoff = [RESTART_MIN] * workers
         stop = False
 
         def forward(signum: int, _frame: object) -> None:
@@ -72,6 +106,22 @@ def supervise(argv: list[str], workers: int, port: int) -> int:
         else:
             log.error("only %d of %d workers became ready", len(ready), workers)
             forward(signal.SIGTERM, None)
+        while len(ready) == workers and not stop:
+            time.sleep(0.2)
+            for i, proc in enumerate(procs):
+                code = proc.poll()
+                if code is None or stop:
+                    continue
+                lived = time.monotonic() - started[i]
+                backoff[i] = RESTART_MIN if lived > STABLE else min(backoff[i] * 2, RESTART_MAX)
+                log.error("worker %d (pid %d) exited with %d after %.1f s: restarting in "
+                          "%.1f s", i, proc.pid, code, lived, backoff[i])
+                time.sleep(backoff[i])
+                if not stop:
+                    procs[i] = spawn(i)
+                    started[i] = time.monotonic()
+                    if stop:  # the signal came while it was starting
+                        procs[i].send_signal(signal.SIGTERM)
         codes = [p.wait() for p in procs]
         if stop:
             sd_notify("STOPPING=1")

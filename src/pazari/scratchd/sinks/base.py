@@ -22,6 +22,10 @@ class Sink:
     async def deliver(self, records: Sequence[Record]) -> None:
         raise NotImplementedError
 
+    async def ping(self) -> None:
+        """Raise when the backend is unreachable. The forwarder asks when records keep
+        failing: a sink that answers is up, so the records themselves are rejected."""
+
     async def sync(self) -> None:
         """Make everything delivered so far durable (before its cursor is persisted)."""
 

@@ -71,6 +71,12 @@ class KafkaSink(Sink):
             await self._rebuild()
             raise DeliveryFailed(f"{len(errors) or remaining} of {len(records)}: {detail}")
 
+    async def ping(self) -> None:
+        if self.producer is None:
+            self.producer = confluent_kafka.Producer(self.conf)
+        # Metadata from a broker: raises KafkaException when none answers.
+        await asyncio.to_thread(self.producer.list_topics, timeout=5)
+
     async def _rebuild(self) -> None:
         old, self.producer = self.producer, None
         if old is not None:

@@ -40,6 +40,10 @@ class RedisSink(Sink):
                     pipe.rpush(key, *events)
             await pipe.execute()
 
+    async def ping(self) -> None:
+        assert self.client is not None
+        await self.client.ping()
+
     async def close(self) -> None:
         if self.client is not None:
             await self.client.aclose()
