@@ -432,3 +432,71 @@ def test_gate_rpushx_tail_latency_32_connections(
     doc["bound_p99_ratio"] = CONCURRENT_P99_BOUND
     write_result("rafka_tail_latency", doc)
     assert doc["p99_ratio"] <= CONCURRENT_P99_BOUND, doc
+
+
+#: Issue 15, cost growth with N: per-message cost may grow less than 2x per 10x of topics,
+#: beyond what librdkafka itself adds (100 partitions get smaller batches and more produce
+#: requests than one does: the direct producer's own growth, measured beside it, is the
+#: floor rafka cannot go under).
+GROWTH_BOUND = 2.0
+
+
+def _direct_produce_topics(bootstrap: str, topics: list[str], n: int) -> float:
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONF})
+    for topic in topics:
+        producer.produce(topic, VALUE)
+    producer.flush(30)
+    start = time.perf_counter()
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topics[i % len(topics)], VALUE)
+                break
+            except BufferError:
+                producer.poll(0.001)
+        if i & 1023 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    return time.perf_counter() - start
+
+
+def _rafka_produce_topics(port: int, topics: list[str], n: int) -> float:
+    """n RPUSHX spread round-robin over ``topics``, pipelined, until DUMP reports 0."""
+    for topic in topics:  # topics created and the routes cached outside the timing
+        command("127.0.0.1", port, "RPUSHX", f"topics:{topic}", VALUE)
+    payload = b"".join(encode_command("RPUSHX", f"topics:{topics[i % len(topics)]}", VALUE)
+                       for i in range(n)) + encode_command("DUMP", "60000")
+    return pipeline_expect("127.0.0.1", port, payload, b":1\r\n" * n + b":0\r\n")
+
+
+@pytest.mark.gate
+def test_gate_produce_cost_growth_1_vs_100_topics(
+    kafka_broker: Any, rafka: tuple[int, Any]
+) -> None:
+    """Producing to 100 topics against producing to 1, per message: rafka's growth must stay
+    under 2x, or under the direct producer's own growth measured beside it (+25%) where
+    librdkafka alone already grows more; interleaved rounds, best of 2 each."""
+    port, _ = rafka
+    n = 50_000
+
+    def measure() -> dict[str, Any]:
+        best: dict[str, float] = {}
+        for _ in range(2):
+            for name, fn, k in (("rafka_1", _rafka_produce_topics, 1),
+                                ("rafka_100", _rafka_produce_topics, 100),
+                                ("direct_1", _direct_produce_topics, 1),
+                                ("direct_100", _direct_produce_topics, 100)):
+                target: Any = port if name.startswith("rafka") else kafka_broker.bootstrap
+                took = fn(target, [_topic(f"g{k}-{i}") for i in range(k)], n)
+                best[name] = min(best.get(name, took), took)
+        return {"messages": n, **{f"{k}_us_per_msg": v * 1e6 / n for k, v in best.items()},
+                "growth": best["rafka_100"] / best["rafka_1"],
+                "direct_growth": best["direct_100"] / best["direct_1"]}
+
+    def passes(d: dict[str, Any]) -> bool:
+        return bool(d["growth"] < max(GROWTH_BOUND, 1.25 * d["direct_growth"]))
+
+    doc = best_attempt(measure, passes, lambda d: -d["growth"] / d["direct_growth"])
+    doc["bound_growth"] = GROWTH_BOUND
+    write_result("rafka_produce_growth", doc)
+    assert passes(doc), doc
