@@ -9,8 +9,8 @@ APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby rub
             libmagic1 procps openssl chromium wrk nginx btrfs-progs
 APT_RUN  := redis-server podman runc busybox-static
 
-.PHONY: all deps venv build lint test test-fast test-race bench bench-gate bench-report run wheel \
-        clean
+.PHONY: all deps venv build lint test test-fast test-race fuzz bench bench-gate bench-report run \
+        wheel clean
 
 all: build
 
@@ -49,6 +49,14 @@ RACE_TESTS := tests/race tests/downloader/test_end_to_end.py tests/downloader/te
               tests/scratchd/test_workers.py tests/mistry/test_reliability.py
 test-race: deps build
 	PAZARI_RACE=1 $(VPY) -m pytest -p no:cacheprovider $(RACE_TESTS) $(PYTEST_ARGS)
+
+# The hostile-input fuzzers of the RESP and HTTP front ends, longer than make test's 60 s each
+# (issue 12): FUZZ_SECONDS=600 by default.
+FUZZ_SECONDS ?= 600
+fuzz: deps build
+	RAFKA_FUZZ_SECONDS=$(FUZZ_SECONDS) PAZARI_FUZZ_SECONDS=$(FUZZ_SECONDS) $(VPY) -m pytest \
+	    -p no:cacheprovider tests/rafka/test_hostile.py tests/scratchd/test_hostile.py -k fuzz \
+	    --timeout $$(( $(FUZZ_SECONDS) * 2 + 300 )) $(PYTEST_ARGS)
 
 bench: deps build
 	$(VPY) -m pytest bench -p no:cacheprovider --benchmark-columns=min,median,mean,ops \
