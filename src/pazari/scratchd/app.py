@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from pazari.runtime.metrics import metrics_routes
 from pazari.scratchd.intake import Client, Dropped, Intake, Refused
 from pazari.scratchd.tenants import Tenant, TenantRouter
+from pazari.scratchd.tracker import TrackerScript
 
 # The 43-byte transparent 1x1 GIF89a every pixel answer carries.
 GIF = (
@@ -215,6 +216,7 @@ class Dispatcher:
             ("GET", "/track/connect"): partner.connect,
             ("GET", "/track/actions/create"): partner.actions,
             ("GET", "/healthz"): endpoints.healthz,
+            ("GET", "/t.js"): TrackerScript().handle,
         }
         for route in metrics_routes(registry, vars_fn):
             assert isinstance(route, web.RouteDef)
