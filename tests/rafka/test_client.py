@@ -14,9 +14,11 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from pazari.rafka import client as sync_client
 from pazari.rafka.client import (
@@ -149,6 +151,9 @@ def test_produce_and_consume_extended_message(
     assert msg.timestamp is not None and abs(msg.timestamp / 1000 - time.time()) < 600
     assert msg.headers == ()
     assert consumer.consume(5).value == b"two"
+    started = time.monotonic()
+    assert consumer.consume(0.5) is None
+    assert time.monotonic() - started < 10
 
 
 def test_plain_reply_has_no_key(
@@ -293,6 +298,44 @@ def test_typed_errors(
         make_consumer(rafka, kafka_topic, "g:x")
 
 
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (as tests/rafka/test_security.py makes)."""
+    from tests.support.services import require_binary
+
+    openssl = require_binary("openssl", "apt-get install -y openssl")
+    base = tmp_path_factory.mktemp("tls")
+    cert, key = base / "cert.pem", base / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_and_password(
+    start_rafka: StartRafka, certificate: tuple[Path, Path], flavour: tuple[Make, Make],
+    kafka_topic: str, group: str,
+) -> None:
+    make_producer, make_consumer = flavour
+    cert, key = certificate
+    server = start_rafka({"tls_cert": str(cert), "tls_key": str(key), "password": "pw"})
+    tls = {"ssl": True, "ssl_cert_reqs": "none", "password": "pw"}
+    producer = make_producer(server, **tls)
+    assert producer.produce(kafka_topic, "secure", key="k") == 1
+    assert producer.flush(10_000) == 0
+    msg = first(make_consumer(server, kafka_topic, group, **tls))
+    assert (msg.value, msg.key) == (b"secure", b"k")
+    wrong = {**tls, "password": "nope"}
+    with pytest.raises(redis.AuthenticationError):
+        make_producer(server, **wrong).produce(kafka_topic, "x")
+    started = time.monotonic()
+    with pytest.raises(redis.AuthenticationError):  # not retried like a restart
+        make_consumer(server, kafka_topic, group, reconnect_timeout=60, **wrong).consume(1)
+    assert time.monotonic() - started < 30
+
+
 @pytest.mark.parametrize(
     ("text", "kind", "message"),
     [
@@ -302,8 +345,6 @@ def test_typed_errors(
     ],
 )
 def test_wrap_errors_strips_prefix(text: str, kind: type[Exception], message: str) -> None:
-    import redis
-
     err = wrap_error(redis.ResponseError(text))
     assert type(err) is kind and str(err) == message
 

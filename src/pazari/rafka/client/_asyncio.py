@@ -14,8 +14,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from pazari.rafka.client._core import (
     DEFAULT_HOST,
@@ -43,7 +43,7 @@ Callback = Callable[[T], object] | Callable[[T], Awaitable[object]]
 _BATCH_COUNT_CAP = 1000
 
 
-def _redis(host: str, port: int, password: str | None, ssl: bool, name: str | None,
+def _redis(host: str, port: int, password: str | None, ssl: bool | None, name: str | None,
            extra: Mapping[str, Any]) -> redis.Redis:
     pool = redis.BlockingConnectionPool(
         max_connections=1, timeout=None,
@@ -57,7 +57,8 @@ class Producer:
     """rafka-rb ``Rafka::Producer``: RPUSHX to produce, DUMP to flush (spec §1.5)."""
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 password: str | None = None, ssl: bool = False, **redis_options: Any) -> None:
+                 password: str | None = None, ssl: bool | None = None,
+                 **redis_options: Any) -> None:
         self.redis = _redis(host, port, password, ssl, None, redis_options)
 
     async def _cmd(self, *args: Any) -> Any:
@@ -120,7 +121,7 @@ class Consumer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         password: str | None = None,
-        ssl: bool = False,
+        ssl: bool | None = None,
         reconnect_timeout: float = 15.0,
         **redis_options: Any,
     ) -> None:
@@ -159,6 +160,8 @@ class Consumer:
                 if not is_shutdown(exc):
                     raise wrap_error(exc) from exc
                 why: Exception = exc
+            except AuthenticationError:
+                raise  # a wrong password does not get better by waiting
             except RedisConnectionError as exc:
                 why = exc
             await self._reset()

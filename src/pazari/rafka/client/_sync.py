@@ -10,8 +10,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from pazari.rafka.client._core import (
     DEFAULT_HOST,
@@ -38,7 +38,7 @@ T = TypeVar("T")
 _BATCH_COUNT_CAP = 1000
 
 
-def _redis(host: str, port: int, password: str | None, ssl: bool, name: str | None,
+def _redis(host: str, port: int, password: str | None, ssl: bool | None, name: str | None,
            extra: Mapping[str, Any]) -> redis.Redis:
     pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
         max_connections=1, timeout=None,
@@ -52,7 +52,8 @@ class Producer:
     """rafka-rb ``Rafka::Producer``: RPUSHX to produce, DUMP to flush (spec §1.5)."""
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 password: str | None = None, ssl: bool = False, **redis_options: Any) -> None:
+                 password: str | None = None, ssl: bool | None = None,
+                 **redis_options: Any) -> None:
         self.redis = _redis(host, port, password, ssl, None, redis_options)
 
     def _cmd(self, *args: Any) -> Any:
@@ -114,7 +115,7 @@ class Consumer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         password: str | None = None,
-        ssl: bool = False,
+        ssl: bool | None = None,
         reconnect_timeout: float = 15.0,
         **redis_options: Any,
     ) -> None:
@@ -153,6 +154,8 @@ class Consumer:
                 if not is_shutdown(exc):
                     raise wrap_error(exc) from exc
                 why: Exception = exc
+            except AuthenticationError:
+                raise  # a wrong password does not get better by waiting
             except RedisConnectionError as exc:
                 why = exc
             self._reset()
