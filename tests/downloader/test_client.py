@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from aiohttp import web
 
 from pazari.downloader import client as dl
 from pazari.downloader.client import (
@@ -29,7 +30,7 @@ from pazari.downloader.client import (
 )
 from tests.support.ports import async_wait_for, free_port
 
-from .servers import HTML
+from .servers import HTML, Running
 from .stack import Stack
 
 pytestmark = pytest.mark.timeout(120)
@@ -90,6 +91,59 @@ async def test_download_callback_verifies(stack: Stack, api_client: Any) -> None
     assert not verify_callback(raw, headers, "wrong", require_timestamp=strict)
     # The job really used the client's fields: the file server saw the User-Agent.
     assert [h.get("User-Agent") for h in stack.files.headers_seen] == ["pazari-client-test"]
+
+
+class VerifyingReceiver:
+    """A callback receiver as a user writes one: verify the raw body, 401 if it fails.
+    ``/good`` knows the notifier's secret, ``/bad`` another one."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.accepted: list[str] = []
+        self.refused = 0
+        app = web.Application()
+        app.add_routes([web.post("/good", self.good), web.post("/bad", self.bad)])
+        self.server = Running(app)
+
+    async def verify(self, request: web.Request, secret: str) -> web.Response:
+        raw = await request.read()
+        strict = _signed_with_timestamp(dict(request.headers))
+        if not verify_callback(raw, request.headers, secret, require_timestamp=strict):
+            self.refused += 1
+            return web.Response(status=401, text="bad signature")
+        self.accepted.append(json.loads(raw)["job_id"])
+        return web.Response(text="ok")
+
+    async def good(self, request: web.Request) -> web.Response:
+        return await self.verify(request, self.secret)
+
+    async def bad(self, request: web.Request) -> web.Response:
+        return await self.verify(request, "not-the-secret")
+
+
+async def test_receiver_verifies_signatures(stack: Stack) -> None:
+    receiver = VerifyingReceiver(SECRET)
+    await receiver.server.start()
+    try:
+        await stack.start(notifier={"max_attempts": 1,
+                                    "signing_secrets": {receiver.server.url: SECRET}})
+        stack.files.files["p.html"] = (HTML, "text/html")
+        async with AsyncClient(stack.api_url) as client:
+            good = await client.download(f"{stack.file_url}/file/p.html", aggr_id="v",
+                                         callback_url=f"{receiver.server.url}/good")
+            bad = await client.download(f"{stack.file_url}/file/p.html", aggr_id="v",
+                                        callback_url=f"{receiver.server.url}/bad")
+        r = redis.Redis(port=stack.redis.port, decode_responses=True)
+        try:
+            await async_wait_for(lambda: r.hget(f"job:{bad}", "CallbackState") == "Failed",
+                                 30, "the refused callback to fail")
+            await async_wait_for(lambda: receiver.accepted == [good], 30, "the good callback")
+            assert "401" in (r.hget(f"job:{bad}", "CallbackMeta") or "")
+        finally:
+            r.close()
+        assert receiver.refused == 1
+    finally:
+        await receiver.server.stop()
 
 
 @pytest.mark.parametrize(
