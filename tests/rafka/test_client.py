@@ -156,6 +156,21 @@ def test_produce_and_consume_extended_message(
     assert time.monotonic() - started < 10
 
 
+def test_extended_message_carries_kafka_headers(
+    rafka: Rafka, flavour: tuple[Make, Make], kafka_broker: Any, kafka_topic: str, group: str
+) -> None:
+    from confluent_kafka import Producer as KafkaProducer
+
+    _, make_consumer = flavour
+    producer = KafkaProducer({"bootstrap.servers": kafka_broker.bootstrap})
+    producer.produce(kafka_topic, value=b"v", key=b"k", timestamp=1_700_000_000_123,
+                     headers=[("trace", b"t-1"), ("empty", None)])
+    assert producer.flush(30) == 0
+    msg = first(make_consumer(rafka, kafka_topic, group))
+    assert (msg.value, msg.key, msg.timestamp) == (b"v", b"k", 1_700_000_000_123)
+    assert msg.headers == (("trace", b"t-1"), ("empty", None))
+
+
 def test_plain_reply_has_no_key(
     rafka: Rafka, flavour: tuple[Make, Make], kafka_topic: str, group: str
 ) -> None:
