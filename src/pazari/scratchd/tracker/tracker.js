@@ -100,12 +100,12 @@
     return cfg.endpoint.replace(/\/+$/, '') + path + (cfg.tenant ? (path.indexOf('?') < 0 ? '?' : '&') + 'tenant=' + encodeURIComponent(cfg.tenant) : '');
   }
 
-  // Up to MAX_PAYLOAD bytes of NDJSON from the events not in flight.
-  function payload() {
+  // Up to MAX_PAYLOAD bytes of NDJSON from the events not in flight (nor in skip).
+  function payload(skip) {
     var lines = [], ids = {}, bytes = 0, i, e, line, n;
     for (i = 0; i < mem.length; i++) {
       e = mem[i];
-      if (inflight[e.event_id]) continue;
+      if (inflight[e.event_id] || (skip && skip[e.event_id])) continue;
       line = JSON.stringify(e); n = size(line) + 1;
       if (n > MAX_EVENT) { ids[e.event_id] = 1; continue; }  // never deliverable: let it go
       if (bytes + n > MAX_PAYLOAD) break;
@@ -166,7 +166,7 @@
     merge();
     var p, sent = {}, k, b = beaconed(), t = new Date().getTime();
     for (;;) {
-      p = payload();
+      p = payload(b);  // visibilitychange and pagehide both fire on close: beacon once
       if (!p.n || !nav.sendBeacon(url('/batch'), p.body)) break;
       for (k in p.ids) { sent[k] = 1; inflight[k] = 1; if (!b[k]) b[k] = t; }
     }
