@@ -109,7 +109,7 @@ def _check_retry(status: int, text: str) -> None:
 
 
 class Client:
-    """The downloader API, blocking. ``timeout`` bounds each request (connect included)."""
+    """The downloader API, blocking. ``timeout`` bounds the connect and each read."""
 
     def __init__(self, url: str = "http://localhost:8000", aggr_limit: int = 4,
                  timeout: float = 10.0) -> None:
