@@ -37,6 +37,14 @@ def test_wheel_contains_compiled_modules(wheel: Path) -> None:
     assert not any(n.endswith((".pyx", ".c")) for n in names)
 
 
+def test_wheel_contains_the_clients(wheel: Path) -> None:
+    """Issue 14: the rafka driver, the downloader client and the browser tracker ship."""
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("pazari/rafka/client/__init__.py", "pazari/rafka/client/asyncio.py",
+                 "pazari/downloader/client.py", "pazari/scratchd/tracker/tracker.js"):
+        assert name in names, f"{name} is not in {wheel.name}"
+
+
 @pytest.mark.slow
 def test_wheel_installs_and_runs_from_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"

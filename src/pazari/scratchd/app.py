@@ -11,6 +11,7 @@ from aiohttp import web
 
 from pazari.scratchd.intake import Client, Dropped, Intake, Refused
 from pazari.scratchd.tenants import Tenant, TenantRouter
+from pazari.scratchd.tracker import TrackerScript
 
 # The 43-byte transparent 1x1 GIF89a every pixel answer carries.
 GIF = (
@@ -234,6 +235,7 @@ class Dispatcher:
             ("GET", "/track/connect"): partner.connect,
             ("GET", "/track/actions/create"): partner.actions,
             ("GET", "/healthz"): endpoints.healthz,
+            ("GET", "/t.js"): TrackerScript().handle,
         }
         self.paths = {path for _, path in self.routes}
 

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from pazari.event import EventError, encode_fields, encode_query, new_id
+from pazari.scratchd.dedup import RecentIds
 from pazari.scratchd.privacy import (
     ProxyTrust,
     anonymize_ip,
@@ -104,6 +105,8 @@ class Intake:
         self.stats = stats
         self.proxies = proxies
         self.clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+        # Batches resent by the browser tracker carry event ids (dedup.py).
+        self.recent = RecentIds()
 
     def client(self, request: web.Request, tenant: Tenant, n: int = 1) -> Client:
         """Identify the client and apply the rate limit; raises Refused/Dropped (counted)."""
@@ -163,6 +166,9 @@ class Intake:
         tid = tenant.id
         visitor, url, ip, ua, bot = (client.visitor_id, client.url, client.ip,
                                      client.user_agent, client.bot)
+        recent = self.recent
+        ids: list[tuple[str, str]] = []
+        batch_ids: set[tuple[str, str]] = set()
         for index, item in enumerate(items):
             if type(item) is not dict:
                 if isinstance(item, Refused):  # an NDJSON line that did not parse (counted)
@@ -170,6 +176,10 @@ class Intake:
                     continue
                 counters.rejected["invalid"] += 1
                 rejected.append({"index": index, "error": "event must be a JSON object"})
+                continue
+            key = recent.key_of(tid, item) if "event_id" in item else None
+            if key is not None and (key in batch_ids or recent.seen(key)):
+                counters.dropped["duplicate"] += 1
                 continue
             try:
                 event = encode_fields(item, new_id(), tid, "track", now, visitor, url, ip, ua,
@@ -184,6 +194,9 @@ class Intake:
                                                           f"bytes, limit {limit})"})
                 continue
             events.append(event)
+            if key is not None:
+                ids.append(key)
+                batch_ids.add(key)
         if not events:
             return 0, rejected, None
         try:
@@ -192,6 +205,12 @@ class Intake:
             counter = _spool_counter(exc)
             counters.dropped[counter] += len(events)
             raise Refused(503, str(exc), counter, rejected=False) from None
+        if ids:
+            # Ids count as seen once their events are on disk: a batch refused or lost to a
+            # failed write may (and should) be sent again.
+            commit.add_done_callback(
+                lambda done: None if done.cancelled() or done.exception() else
+                recent.remember(ids))
         counters.spooled += len(events)
         return len(events), rejected, commit
 
