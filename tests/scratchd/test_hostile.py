@@ -393,6 +393,10 @@ SLOW_HEADS = [
     ("batch_head", b"", b"POST /batch HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
     ("second_head_on_keepalive", b"GET /track?x=0 HTTP/1.1\r\nHost: a.test\r\n\r\n",
      b"GET /track?x=1 HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
+    # After a batch the connection is aiohttp's (pixel.py hand-over): timed there too.
+    ("second_head_after_hand_over",
+     b"POST /batch HTTP/1.1\r\nHost: a.test\r\nContent-Length: 9\r\n\r\n" + b'{"x": 1}\n',
+     b"GET /healthz HTTP/1.1\r\nHost: a.test\r\n" + b"X-Pad: y\r\n" * 50),
 ]
 
 

@@ -163,8 +163,14 @@ class Forwarder:
                 self._delivered(part)
                 break
             else:
-                await asyncio.to_thread(deadletter.append, self.spool.dir, self.name, part,
-                                        error)
+                try:
+                    await asyncio.to_thread(deadletter.append, self.spool.dir, self.name,
+                                            part, error)
+                except OSError as exc:
+                    # Not set aside (a full disk): the cursor must not pass them; the next
+                    # round tries again, the spool keeps them meanwhile.
+                    log.error("sink %s: cannot write dead letters: %s", self.name, exc)
+                    return False
                 self.stats.dead_letters += len(part)
                 log.error("sink %s: %d event(s) of tenant %s rejected %d times, set aside in "
                           "%s: %s", self.name, len(part), part[0].tenant, config.max_attempts,

@@ -50,11 +50,38 @@ REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
                    b"Content-Length: 0\r\n\r\n")
 
 
+class TimedRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler with ``header_timeout`` (issue 12, slowloris) for the
+    connections the fast path handed over: the first bytes that arrive while it is idle (no
+    request running, none queued) start a new head, and a parsed message ends it. aiohttp
+    itself only closes a connection idle since its last response (keep-alive)."""
+
+    __slots__ = ("head_since",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_since = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        if not self.head_since and self._current_request is None and not self._messages:
+            self.head_since = self._loop.time()
+        super().data_received(data)
+        if self._messages or self._current_request is not None:
+            self.head_since = 0.0
+
+
+class TimedServer(web.Server):
+    """``web.Server`` whose connections are :class:`TimedRequestHandler`."""
+
+    def __call__(self) -> TimedRequestHandler:
+        return TimedRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
 class PixelServer(FastPathServer):
     """The listener's protocol factory and the shared response bytes (the connection set,
     the tick and the graceful stop are runtime.fastpath's)."""
 
-    def __init__(self, router: TenantRouter, intake: Intake, fallback: web.Server,
+    def __init__(self, router: TenantRouter, intake: Intake, fallback: TimedServer,
                  max_head: int, header_timeout: float) -> None:
         super().__init__(fallback)
         self.router = router
@@ -62,6 +89,7 @@ class PixelServer(FastPathServer):
         # An unfinished head longer than this goes to aiohttp, which answers 400/431.
         self.max_head = max_head
         self.header_timeout = header_timeout
+        self.aiohttp = fallback
         self.head_ok = self.response_ok = b""
         self.start_ticking()
 
@@ -72,6 +100,14 @@ class PixelServer(FastPathServer):
         for conn in list(self.connections):
             if isinstance(conn, PixelProtocol) and 0.0 < conn.head_since < late:
                 conn.close_slow_head()
+        for handler in self.aiohttp.connections:
+            if isinstance(handler, TimedRequestHandler) and 0.0 < handler.head_since < late:
+                handler.head_since = 0.0
+                if handler.transport is not None:
+                    handler.transport.write(REQUEST_TIMEOUT)
+                handler.force_close()
+                if handler.transport is not None:
+                    handler.transport.close()
 
     def __call__(self) -> PixelProtocol:
         return PixelProtocol(self)

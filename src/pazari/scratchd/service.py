@@ -22,7 +22,7 @@ from pazari.scratchd.config import ScratchdConfig
 from pazari.scratchd.forwarder import Forwarder, persist_loop, persist_once
 from pazari.scratchd.intake import Intake
 from pazari.scratchd.partner import Partner
-from pazari.scratchd.pixel import PixelServer
+from pazari.scratchd.pixel import PixelServer, TimedServer
 from pazari.scratchd.privacy import ProxyTrust
 from pazari.scratchd.sinks import build_sink
 from pazari.scratchd.spool import Spool
@@ -110,8 +110,8 @@ class Scratchd(Service):
         self._persist.add_done_callback(self._persist_died)
         endpoints = Endpoints(self.router, self.intake, self.healthy)
         dispatch = Dispatcher(endpoints, Partner(endpoints))
-        server = web.Server(dispatch, access_log=None,
-                            max_line_size=MAX_LINE, max_field_size=MAX_LINE)
+        server = TimedServer(dispatch, access_log=None,
+                             max_line_size=MAX_LINE, max_field_size=MAX_LINE)
         # aiohttp's server is not bound to the socket itself: the pixel fast path owns the
         # listener and hands it every connection that asks for something else (pixel.py).
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
