@@ -91,7 +91,7 @@ BAD: list[tuple[str, str, dict[str, Any], str]] = [
     ("endless-body", "/endless", {},
      "Error while downloading file, file exceeds the maximum size of 1048576 bytes, "
      "retriable: false"),
-    ("redirect-loop", "/loop/0", {}, "stopped after 10 redirects, retriable: false"),
+    ("redirect-loop", "/loop/0", {}, "stopped after 10 redirects, retriable: true"),
     ("short-body", "/short", {}, "Error while downloading file, unexpected EOF"),
     ("job-timeout", "/drip", {"download_timeout": 1},
      "context deadline exceeded (download_timeout 1s), retriable: true"),

@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urljoin
 
-from pazari.downloader import http1
+from pazari.downloader import http1, ssrf
 from pazari.downloader.errors import DownloadError
+from pazari.downloader.redirects import REDIRECTS, RedirectRefused, headers_for_hop, next_hop
 from pazari.downloader.ssrf import ForbiddenAddress, Networks, guarded, parse_networks
 from pazari.mime import SNIFF_LEN
 
-REDIRECTS = frozenset((301, 302, 303, 307, 308))
+#: Checks the target of a request sent through a proxy (the proxy dials it, not us).
+TargetGuard = Callable[[str], Awaitable[None]]
 CHUNK = 64 * 1024
 #: A body announced at most this long (and not content-encoded, so it cannot inflate) is
 #: read into memory and written, synced and renamed by one worker-thread hop; longer or
@@ -36,6 +37,7 @@ class Limits:
     max_redirects: int
     allow_private: bool
     allowed: Networks = ()
+    allow_insecure_redirects: bool = False
 
 
 @dataclass(slots=True)
@@ -58,9 +60,20 @@ def make_client(connect_timeout: float, read_timeout: float, allow_private: bool
                         keepalive=30.0, resolver=resolver)
 
 
+def make_target_guard(allow_private: bool, allowed_networks: list[str]) -> TargetGuard | None:
+    """The check of a proxied request's target (None when private networks are allowed):
+    only the proxy's address is dialled here, so without it a job could make the proxy
+    fetch 169.254.169.254 for us (issue 11)."""
+    if allow_private:
+        return None
+    return ssrf.target_guard(http1.caching(http1.default_resolver),
+                             parse_networks(allowed_networks))
+
+
 async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
                 proxy: str, limits: Limits, tmp_path: str,
-                on_head: Callable[[bytes], None], on_status: Callable[[int], None]) -> Result:
+                on_head: Callable[[bytes], None], on_status: Callable[[int], None],
+                guard: TargetGuard | None = None) -> Result:
     """Download ``url`` into ``tmp_path``; raise DownloadError (phase, retriable) on failure.
     ``on_status`` sees every final status code before it is judged."""
     # One deadline for the whole download, every hop and the body included, watched by the
@@ -71,7 +84,7 @@ async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
                                                      else overall)
     try:
         return await _fetch(client, url, headers, proxy, limits, tmp_path, on_head,
-                            on_status, deadline)
+                            on_status, deadline, guard)
     except http1.DeadlineExceeded:
         if job_bound:
             raise DownloadError(
@@ -86,22 +99,45 @@ async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
 async def _fetch(client: http1.Client, url: str, headers: Mapping[str, str],
                  proxy: str, limits: Limits, tmp_path: str,
                  on_head: Callable[[bytes], None], on_status: Callable[[int], None],
-                 deadline: float) -> Result:
+                 deadline: float, guard: TargetGuard | None) -> Result:
     current = url
+    hop_headers = headers
     for _hop in range(limits.max_redirects + 1):
-        resp = await _request(client, current, headers, proxy, deadline)
+        if proxy and guard is not None:
+            await _check_target(guard, current)
+        resp = await _request(client, current, hop_headers, proxy, deadline)
         try:
             location = resp.headers.get("location")
             if resp.status in REDIRECTS and location:
                 await _discard(resp)
-                current = urljoin(current, location)
+                try:
+                    current = next_hop(current, location,
+                                       allow_insecure=limits.allow_insecure_redirects)
+                except RedirectRefused as exc:
+                    on_status(resp.status)
+                    raise DownloadError("performing request", f'Get "{url}": {exc}',
+                                        retriable=False, stat="download.response.redirect"
+                                        ) from None
+                hop_headers = headers_for_hop(headers, url, current)
                 continue
             return await _read(resp, limits, tmp_path, on_head, on_status)
         finally:
             resp.release()
+    # Go's client: "stopped after 10 redirects", a request error, so retriable (spec §3).
     raise DownloadError("performing request",
                         f'Get "{url}": stopped after {limits.max_redirects} redirects',
-                        retriable=False)
+                        retriable=True, stat="download.response.redirect")
+
+
+async def _check_target(guard: TargetGuard, url: str) -> None:
+    try:
+        await guard(url)
+    except ForbiddenAddress as exc:
+        raise DownloadError("performing request", f'Get "{url}": {exc}',
+                            retriable=False, stat="download.response.ssrf") from None
+    except (OSError, http1.HTTPClientError, ValueError) as exc:
+        raise DownloadError("performing request", f'Get "{url}": {exc}',
+                            retriable=True) from None
 
 
 async def _discard(resp: http1.Response) -> None:

@@ -21,11 +21,11 @@ from pazari.downloader import store as st
 from pazari.downloader.batching import Coalescer
 from pazari.downloader.config import Config, test_time
 from pazari.downloader.errors import DownloadError
-from pazari.downloader.fetch import Limits, Result, fetch, make_client
+from pazari.downloader.fetch import Limits, Result, fetch, make_client, make_target_guard
 from pazari.downloader.imagesize import ImageSizeError, image_size
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Aggregation, Job
 from pazari.downloader.pool import Pool
-from pazari.downloader.proxies import EnvProxies
+from pazari.downloader.proxies import EnvProxies, InvalidProxy, parse_proxy
 from pazari.downloader.redisconn import connect_config
 from pazari.downloader.ssrf import parse_networks
 from pazari.downloader.stats import Stats, report_loop
@@ -36,6 +36,8 @@ from pazari.runtime import Service, get_logger
 log = get_logger("downloader.processor")
 
 GAUGES = ("workers", "workerPools", "paused")
+#: The error of a job reclaimed more than ``max_reclaims`` times (issue 11).
+CRASHED = "processor crashed while handling this job"
 DEFAULT_DELETION_MINUTES = 180
 FILE_THREADS = 16
 
@@ -73,6 +75,8 @@ class Processor:
                              if k.lower() != "accept-encoding"}
         self._limits: dict[int, Limits] = {}
         self.proxies = EnvProxies()
+        self.target_guard = make_target_guard(self.cfg.allow_private_networks,
+                                              self.cfg.allowed_networks)
         self.pools: dict[str, asyncio.Task[None]] = {}
         self.leased: set[str] = set()  # aggregations whose lease our pools hold
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
@@ -103,7 +107,20 @@ class Processor:
 
     # ------------------------------------------------------------------------ perform
     async def perform(self, job: Job, aggr: Aggregation) -> None:
-        """spec §3 perform: download, then requeue, fail or succeed, in one MULTI each."""
+        """spec §3 perform: download, then requeue, fail or succeed, in one MULTI each.
+
+        Whatever happens while handling the job ends in an outcome for it (issue 11): an
+        exception nobody anticipated fails the job, not retriably, with the error in its
+        callback, rather than escaping as an unhandled task exception and leaving the job
+        to be reclaimed forever. Only a Redis error escapes (the outcome cannot be written;
+        the lease brings the job back)."""
+        if job.reclaim_count > self.cfg.max_reclaims:
+            # Reclaimed from a dead lease more often than allowed: the job itself is the
+            # likeliest reason its processors died.
+            job.download_count = max(0, job.download_count - 1)
+            await self._failed(job, DownloadError(
+                "performing request", CRASHED, retriable=False))
+            return
         try:
             await self._download(job, aggr)
         except asyncio.CancelledError:
@@ -123,6 +140,15 @@ class Processor:
                 self.stats.incr("failures")
                 job.download_count = max(0, job.download_count - 1)
             await self._failed(job, err)
+            return
+        except RedisError:
+            raise
+        except Exception as exc:  # see the docstring
+            self.storage.discard_tmp(job.id)
+            self.stats.incr("download.response.internal")
+            log.exception("unexpected error while handling %s", job.id)
+            await self._failed(job, DownloadError(
+                "handling job", f"{type(exc).__name__}: {exc}", retriable=False))
             return
         job.download_state = SUCCESS
         job.download_meta = ""
@@ -167,7 +193,8 @@ class Processor:
                             max_size=self.cfg.max_file_size,
                             max_redirects=self.cfg.max_redirects,
                             allow_private=self.cfg.allow_private_networks,
-                            allowed=self.allowed_networks)
+                            allowed=self.allowed_networks,
+                            allow_insecure_redirects=self.cfg.allow_insecure_redirects)
             if len(self._limits) < 1000:
                 self._limits[job.download_timeout] = limits
         checked = bool(job.mime_type or job.mime_type_any or job.extract_image_size)
@@ -193,8 +220,17 @@ class Processor:
 
         tmp = self.storage.tmp_path(job.id)
         proxy = aggr.proxy or self.proxies.for_url(job.url)
+        if proxy:
+            try:
+                proxy = parse_proxy(proxy)
+            except InvalidProxy as exc:
+                # The api refuses these; one written by an older api, or from the
+                # environment, fails the job with a callback (issue 11).
+                self.stats.incr("invalidProxies")
+                raise DownloadError("performing request", f"proxyconnect: {exc}",
+                                    retriable=False) from None
         result = await fetch(self.client, job.url, headers, proxy, limits, tmp, on_head,
-                             on_status)
+                             on_status, self.target_guard)
         mime = sniffed[0] if job.extract_image_size and sniffed else None
         if mime is not None:
             job.image_size = await self._image_size(result, tmp, mime)
@@ -244,9 +280,8 @@ class Processor:
 
     # --------------------------------------------------------------------- spawning
     def spawn(self, aggr: Aggregation) -> None:
-        if aggr.proxy and not aggr.proxy.startswith(("http://", "https://")):
-            self.stats.incr("invalidProxies")
-            return
+        # An unusable aggr_proxy fails each of its jobs with a callback (_download): the
+        # original skipped the pool, leaving its jobs Pending forever (issue 11).
         pool = Pool(self, aggr)
         self.leased.add(aggr.id)
         task = asyncio.create_task(pool.run(), name=f"pool:{aggr.id}")

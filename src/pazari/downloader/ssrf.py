@@ -4,6 +4,8 @@ refused after DNS resolution, on every redirect hop, unless ``allow_private_netw
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from pazari.downloader.http1 import Resolver
 
@@ -50,3 +52,19 @@ def guarded(resolver: Resolver, allowed: Networks = ()) -> Resolver:
         return addresses
 
     return resolve
+
+
+def target_guard(resolver: Resolver, allowed: Networks = ()
+                 ) -> Callable[[str], Awaitable[None]]:
+    """A check of a URL's host for requests a proxy makes for us: the name is resolved here
+    and refused if any address is forbidden (the proxy may resolve it differently, but a
+    name that points inward here is refused wherever it points there)."""
+    check = guarded(resolver, allowed)
+
+    async def check_url(url: str) -> None:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        await check(host, port)
+
+    return check_url
