@@ -67,8 +67,13 @@ async def test_end_to_end_cases(stack: Stack) -> None:
     # Delivered callbacks delete the job hash and schedule the file (spec §4).
     import redis
 
+    from tests.support.ports import async_wait_for
+
     r = redis.Redis(port=stack.redis.port)
     try:
+        # The receiver answers before the notifier records the delivery: wait for it.
+        await async_wait_for(lambda: r.zcard("JobDeletionQueue") == len(ids), 20,
+                             "every delivery to be recorded")
         assert all(not r.exists(f"job:{i}") for i in ids.values())
         assert r.zcard("JobDeletionQueue") == len(ids)
         assert r.zcard("DownloadsInFlight") == 0 and r.zcard("CallbacksInFlight") == 0

@@ -14,7 +14,8 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from pazari.downloader import http1, ssrf
+from pazari.downloader import curl, http1, ssrf
+from pazari.downloader import transport as tx
 from pazari.downloader.errors import DownloadError
 from pazari.downloader.redirects import REDIRECTS, RedirectRefused, headers_for_hop, next_hop
 from pazari.downloader.ssrf import ForbiddenAddress, Networks, guarded, parse_networks
@@ -50,9 +51,17 @@ class Result:
 
 
 def make_client(connect_timeout: float, read_timeout: float, allow_private: bool,
-                allowed_networks: list[str]) -> http1.Client:
+                allowed_networks: list[str], transport: str = "http1",
+                max_file_size: int = 0) -> tx.Client:
     """The processor's client: the SSRF guard on every address it dials (unless private
-    networks are allowed), DNS answers cached 10 s."""
+    networks are allowed). ``transport`` "curl" is libcurl's multi interface
+    (:mod:`pazari.downloader.curl`), "http1" the lean HTTP/1.1 client with DNS answers
+    cached 10 s."""
+    if transport == "curl":
+        return curl.Client(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                           allowed_networks=None if allow_private
+                           else parse_networks(allowed_networks),
+                           max_file_size=max_file_size)
     resolver = http1.caching(http1.default_resolver)
     if not allow_private:
         resolver = guarded(resolver, parse_networks(allowed_networks))
@@ -70,7 +79,7 @@ def make_target_guard(allow_private: bool, allowed_networks: list[str]) -> Targe
                              parse_networks(allowed_networks))
 
 
-async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
+async def fetch(client: tx.Client, url: str, headers: Mapping[str, str],
                 proxy: str, limits: Limits, tmp_path: str,
                 on_head: Callable[[bytes], None], on_status: Callable[[int], None],
                 guard: TargetGuard | None = None) -> Result:
@@ -85,7 +94,7 @@ async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
     try:
         return await _fetch(client, url, headers, proxy, limits, tmp_path, on_head,
                             on_status, deadline, guard)
-    except http1.DeadlineExceeded:
+    except tx.DeadlineExceeded:
         if job_bound:
             raise DownloadError(
                 "performing request",
@@ -96,7 +105,7 @@ async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
             retriable=False) from None
 
 
-async def _fetch(client: http1.Client, url: str, headers: Mapping[str, str],
+async def _fetch(client: tx.Client, url: str, headers: Mapping[str, str],
                  proxy: str, limits: Limits, tmp_path: str,
                  on_head: Callable[[bytes], None], on_status: Callable[[int], None],
                  deadline: float, guard: TargetGuard | None) -> Result:
@@ -135,17 +144,17 @@ async def _check_target(guard: TargetGuard, url: str) -> None:
     except ForbiddenAddress as exc:
         raise DownloadError("performing request", f'Get "{url}": {exc}',
                             retriable=False, stat="download.response.ssrf") from None
-    except (OSError, http1.HTTPClientError, ValueError) as exc:
+    except (OSError, tx.HTTPClientError, ValueError) as exc:
         raise DownloadError("performing request", f'Get "{url}": {exc}',
                             retriable=True) from None
 
 
-async def _discard(resp: http1.Response) -> None:
+async def _discard(resp: tx.Response) -> None:
     """Read a short redirect body so the connection can serve the next hop; a long or
     unannounced one is not worth it (release closes the connection instead)."""
     length = resp.content_length
     if length is not None and length <= SMALL_BODY:
-        with contextlib.suppress(http1.HTTPClientError):
+        with contextlib.suppress(tx.HTTPClientError):
             await resp.stream(_drop)
 
 
@@ -153,25 +162,27 @@ def _drop(_chunk: bytes) -> None:
     pass
 
 
-async def _request(client: http1.Client, url: str, headers: Mapping[str, str],
-                   proxy: str, deadline: float) -> http1.Response:
+async def _request(client: tx.Client, url: str, headers: Mapping[str, str],
+                   proxy: str, deadline: float) -> tx.Response:
     try:
         return await client.request("GET", url, headers, proxy=proxy, deadline=deadline)
     except ForbiddenAddress as exc:
         raise DownloadError("performing request", f'Get "{url}": {exc}',
                             retriable=False, stat="download.response.ssrf") from None
-    except http1.DeadlineExceeded:
+    except tx.DeadlineExceeded:
         raise
-    except http1.TLSError as exc:
+    except tx.TooLarge as exc:  # libcurl's MAXFILESIZE on the announced Content-Length
+        raise DownloadError("processing response", str(exc), retriable=False) from None
+    except tx.TLSError as exc:
         # The original matched "x509"/"tls" in the error text (spec §3 step 4).
         raise DownloadError("performing request", f"TLS Error occured: {exc}",
                             retriable=False, stat="download.response.tls") from None
-    except http1.HTTPClientError as exc:
+    except tx.HTTPClientError as exc:
         raise DownloadError("performing request", f'Get "{url}": {exc}',
                             retriable=True) from None
 
 
-async def _read(resp: http1.Response, limits: Limits, tmp_path: str,
+async def _read(resp: tx.Response, limits: Limits, tmp_path: str,
                 on_head: Callable[[bytes], None], on_status: Callable[[int], None]) -> Result:
     status = resp.status
     on_status(status)
@@ -224,20 +235,22 @@ async def _read(resp: http1.Response, limits: Limits, tmp_path: str,
     return Result(status=status, head=bytes(head), size=size, fd=fd)
 
 
-async def _body(resp: http1.Response, sink: http1.Sink) -> None:
+async def _body(resp: tx.Response, sink: tx.Sink) -> None:
     try:
         await resp.stream(sink)
-    except http1.DeadlineExceeded:
+    except tx.DeadlineExceeded:
         raise
-    except http1.ReadTimeout:
+    except tx.ReadTimeout:
         raise DownloadError("downloading file", "no data received within the read timeout",
                             retriable=True, stat="download.response.body") from None
-    except http1.HTTPClientError as exc:
+    except tx.TooLarge as exc:
+        raise DownloadError("downloading file", str(exc), retriable=False) from None
+    except tx.HTTPClientError as exc:
         raise DownloadError("downloading file", str(exc), retriable=True,
                             stat="download.response.body") from None
 
 
-async def _read_small(resp: http1.Response, limits: Limits, status: int,
+async def _read_small(resp: tx.Response, limits: Limits, status: int,
                       on_head: Callable[[bytes], None]) -> Result:
     parts: list[bytes] = []
     await _body(resp, parts.append)

@@ -32,24 +32,33 @@ import os
 import re
 import socket
 import ssl
-import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import NamedTuple, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
 from pazari import __version__
+from pazari.downloader.decoding import DECODE_STEP
+from pazari.downloader.decoding import decoder as _decoder
+from pazari.downloader.transport import (
+    ConnectError,
+    DeadlineExceeded,
+    HTTPClientError,
+    InvalidRequest,
+    ReadTimeout,
+    Resolver,
+    ResponseError,
+    Sink,
+    TLSError,
+)
 
-Sink = Callable[[bytes], None]
-#: (host, port) -> the addresses to dial, in order; may raise to refuse the host.
-Resolver = Callable[[str, int], Awaitable[list[str]]]
+__all__ = ["DECODE_STEP", "ConnectError", "DeadlineExceeded", "HTTPClientError", "InvalidRequest",
+           "ReadTimeout", "Resolver", "ResponseError", "Sink", "TLSError"]
 
 USER_AGENT = f"pazari-downloader/{__version__}"
 _NEVER = float("inf")
 ACCEPT_ENCODING = "gzip, deflate"
-_GZIP_WBITS = 16 + zlib.MAX_WBITS
-DECODE_STEP = 256 * 1024  # most decoded bytes handed to the sink per decompress call
 PENDING_LIMIT = 256 * 1024  # body bytes kept before stream() is called; then reading pauses
 MAX_HEAD = 64 * 1024  # a CONNECT answer's head larger than this is refused
 # A response head (informational ones included) larger than this is refused, as Go's
@@ -63,34 +72,6 @@ _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 # an already escaped URL is sent as given; Go's URL.RequestURI does the same).
 _SAFE_PATH = "/%:@!$&'()*+,;=-._~"
 _SAFE_QUERY = _SAFE_PATH + "?"
-
-
-class HTTPClientError(Exception):
-    """No (complete) response: the text reads like Go's net/http error for the same case."""
-
-
-class ConnectError(HTTPClientError):
-    pass
-
-
-class TLSError(ConnectError):
-    pass
-
-
-class ReadTimeout(HTTPClientError):
-    pass
-
-
-class DeadlineExceeded(HTTPClientError):
-    """The caller's deadline for the whole exchange passed (see ``Client.request``)."""
-
-
-class ResponseError(HTTPClientError):
-    """A malformed response, or the connection ended before the response did."""
-
-
-class InvalidRequest(HTTPClientError, ValueError):
-    pass
 
 
 class Target(NamedTuple):
@@ -227,79 +208,6 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is not None:
             self._client._release(conn)
-
-
-class _Decoder:
-    __slots__ = ("_d", "_fed", "_first", "_multi", "_raw_fallback", "_sink")
-
-    def __init__(self, wbits: int, sink: Sink, raw_fallback: bool) -> None:
-        self._d = zlib.decompressobj(wbits)
-        # gzip may be several members back to back (RFC 1952 §2.2); Go's reader reads
-        # them all, zlib stops after the first.
-        self._multi = wbits == _GZIP_WBITS
-        self._sink = sink
-        self._raw_fallback = raw_fallback
-        self._first = b""  # the body's first byte while the format is not known yet
-        self._fed = False
-
-    def feed(self, data: bytes) -> None:
-        try:
-            if self._raw_fallback:
-                # "deflate" is the zlib format (RFC 9110 §8.4.1.2), but servers send raw
-                # DEFLATE too; browsers (and aiohttp) accept both. Two bytes tell them
-                # apart, and a chunk may carry just one.
-                data = self._first + data
-                if len(data) < 2:
-                    self._first = data
-                    return
-                self._raw_fallback = False
-                self._first = b""
-                if not _zlib_header(data[0], data[1]):
-                    self._d = zlib.decompressobj(-zlib.MAX_WBITS)
-            self._fed = self._fed or bool(data)
-            out = self._d.decompress(data, DECODE_STEP)
-            while True:
-                if out:
-                    self._sink(out)
-                tail = self._d.unconsumed_tail
-                if tail:
-                    out = self._d.decompress(tail, DECODE_STEP)
-                elif self._multi and self._d.eof and self._d.unused_data:
-                    rest = self._d.unused_data
-                    self._d = zlib.decompressobj(_GZIP_WBITS)
-                    out = self._d.decompress(rest, DECODE_STEP)
-                else:
-                    break
-        except zlib.error as exc:
-            raise ResponseError(f"invalid compressed body: {exc}") from None
-
-    def finish(self) -> None:
-        if self._first:  # a one-byte body: too short for either format (fails below)
-            first, self._first, self._raw_fallback = self._first, b"", False
-            self.feed(first)
-        try:
-            rest = self._d.flush()
-        except zlib.error as exc:
-            raise ResponseError(f"invalid compressed body: {exc}") from None
-        if rest:
-            self._sink(rest)
-        if self._fed and not self._d.eof:
-            # Go's gzip and flate readers report a stream cut short as io.ErrUnexpectedEOF;
-            # zlib's flush() just returns what it has.
-            raise ResponseError("invalid compressed body: unexpected EOF")
-
-
-def _zlib_header(cmf: int, flg: int) -> bool:
-    """RFC 1950 §2.2: method 8 (deflate) and the header check bits."""
-    return cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
-
-
-def _decoder(encoding: str, sink: Sink) -> _Decoder | None:
-    if encoding in ("gzip", "x-gzip"):
-        return _Decoder(_GZIP_WBITS, sink, raw_fallback=False)
-    if encoding == "deflate":
-        return _Decoder(zlib.MAX_WBITS, sink, raw_fallback=True)
-    return None  # identity, or one we did not ask for: the bytes as sent
 
 
 class _Connection(asyncio.Protocol):

@@ -16,8 +16,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from pazari import filestore
-from pazari.downloader import http1
 from pazari.downloader import store as st
+from pazari.downloader import transport as tx
 from pazari.downloader.batching import Coalescer
 from pazari.downloader.config import Config, test_time
 from pazari.downloader.errors import DownloadError
@@ -58,7 +58,7 @@ _STAGE_ERRORS = {
 class Processor:
     """The processor's state shared by its pools."""
 
-    def __init__(self, config: Config, store: st.Store, client: http1.Client,
+    def __init__(self, config: Config, store: st.Store, client: tx.Client,
                  storage: FileStorage, stats: Stats) -> None:
         self.config = config
         self.cfg = config.processor
@@ -339,7 +339,7 @@ class ProcessorService(Service):
         client = connect_config(self.config.redis, "processor", 50 + cfg.max_concurrency)
         # No cookies are kept (neither did Go's client); the environment proxy is EnvProxies'.
         http = make_client(cfg.connect_timeout, cfg.read_timeout, cfg.allow_private_networks,
-                           cfg.allowed_networks)
+                           cfg.allowed_networks, cfg.transport, cfg.max_file_size)
         self.proc = Processor(self.config, st.Store(client), http, storage, self.stats)
         self.healthy.set()
         self.tasks = [asyncio.create_task(c) for c in (

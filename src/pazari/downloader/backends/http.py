@@ -1,7 +1,8 @@
 """HTTP callbacks (spec §4 HTTP backend): ``POST <dst>`` with the JSON payload; any 2xx is
 delivered. Response bodies are always read and the connection kept or closed (the original
-leaked them). The exchange is :mod:`pazari.downloader.http1`'s (a callback through aiohttp's
-client cost the notifier ~0.25 ms of CPU; issue 4's throughput gate).
+leaked them). The exchange is the transport's (``notifier.transport``: libcurl's multi
+interface, or the lean HTTP/1.1 client; a callback through aiohttp's client cost the
+notifier ~0.25 ms of CPU, issue 4's throughput gate).
 
 Redirects are followed as Go's ``client.Post`` follows them (up to ``max_redirects``): 301,
 302 and 303 become a GET without the body, 307 and 308 repeat the POST. Every hop goes
@@ -15,7 +16,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from pazari.downloader import http1
+from pazari.downloader import curl, http1
+from pazari.downloader import transport as tx
 from pazari.downloader.backends import DeliveryError
 from pazari.downloader.config import NotifierConfig
 from pazari.downloader.fetch import make_target_guard
@@ -41,13 +43,20 @@ class HttpBackend:
     def __init__(self, settings: dict[str, Any], notifier: NotifierConfig) -> None:
         self.timeout = float(settings.get("timeout", 30))
         self.cfg = notifier
-        self.client: http1.Client | None = None
+        self.client: tx.Client | None = None
         # The environment proxy is read once; no cookies are kept between callbacks.
         self.proxies = EnvProxies()
         self.target_guard = make_target_guard(notifier.allow_private_networks,
                                               notifier.allowed_networks)
 
     async def start(self) -> None:
+        if self.cfg.transport == "curl":
+            self.client = curl.Client(
+                connect_timeout=min(CONNECT_TIMEOUT, self.timeout), read_timeout=self.timeout,
+                accept_encoding=False,
+                allowed_networks=None if self.cfg.allow_private_networks
+                else parse_networks(self.cfg.allowed_networks))
+            return
         resolver = http1.caching(http1.default_resolver)
         if not self.cfg.allow_private_networks:
             resolver = guarded(resolver, parse_networks(self.cfg.allowed_networks))
@@ -100,10 +109,10 @@ class HttpBackend:
                 await resp.stream(_drop)
             finally:
                 resp.release()
-        except http1.DeadlineExceeded:
+        except tx.DeadlineExceeded:
             raise DeliveryError(f'{shown}: context deadline exceeded (Client.Timeout '
                                 'exceeded while awaiting headers)') from None
-        except (http1.HTTPClientError, ForbiddenAddress, InvalidProxy) as exc:
+        except (tx.HTTPClientError, ForbiddenAddress, InvalidProxy) as exc:
             raise DeliveryError(f"{shown}: {exc}") from None
         return resp.status, resp.reason, resp.headers.get("location")
 
