@@ -68,7 +68,7 @@ class ProcessorConfig:
     allow_insecure_redirects: bool = False  # follow https -> http redirects
     # The HTTP transport of downloads: "http1" (the lean HTTP/1.1 client) or "curl"
     # (libcurl's multi interface: HTTP/2, HTTPS proxies, Happy Eyeballs; issue 11).
-    transport: str = "http1"
+    transport: str = "curl"
     # A job reclaimed from a dead processor's lease more often than this fails (issue 11).
     max_reclaims: int = 3
     max_concurrency: int = 1000  # global cap across aggregations
@@ -140,7 +140,7 @@ class NotifierConfig:
     allowed_networks: list[str] = field(default_factory=list)
     allow_insecure_redirects: bool = False
     max_redirects: int = 10  # Go's client.Post follows 10
-    transport: str = "http1"  # of HTTP callbacks, as the processor's
+    transport: str = "curl"  # of HTTP callbacks, as the processor's
 
     def validate(self) -> tuple[str, str] | None:
         if self.transport not in TRANSPORTS:

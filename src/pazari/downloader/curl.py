@@ -52,7 +52,7 @@ import idna
 import pycurl
 
 from pazari import __version__
-from pazari.downloader.decoding import ACCEPT_ENCODING, decoder
+from pazari.downloader.decoding import ACCEPT_ENCODING, Decoder, decoder
 from pazari.downloader.ssrf import ForbiddenAddress, Networks, is_forbidden
 from pazari.downloader.transport import (
     ConnectError,
@@ -67,6 +67,8 @@ from pazari.downloader.transport import (
 
 USER_AGENT = f"pazari-downloader/{__version__}"
 PENDING_LIMIT = 256 * 1024  # body bytes kept before stream() is called; then the transfer pauses
+RAW_PENDING = 64 * 1024  # encoded bytes queued for decoding; then the transfer pauses
+DECODE_BUDGET = 1 << 20  # decoded bytes per loop iteration
 MAX_RESPONSE_HEAD = 10 << 20  # as Go's MaxResponseHeaderBytes
 _SUPPRESS_CONNECT_HEADERS = 265  # CURLOPT_SUPPRESS_CONNECT_HEADERS (not named by pycurl)
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
@@ -154,10 +156,7 @@ class Response:
         transfer = self._transfer
         assert transfer is not None, "the response was released"
         encoding = self.headers.get("content-encoding", "").strip().lower()
-        dec = decoder(encoding, sink) if encoding else None
-        await transfer.stream(dec.feed if dec is not None else sink)
-        if dec is not None:
-            dec.finish()
+        await transfer.stream(sink, decoder(encoding, sink) if encoding else None)
 
     async def read(self) -> bytes:
         parts: list[bytes] = []
@@ -187,6 +186,8 @@ class _Transfer:
         self.error: BaseException | None = None  # raised by a callback, re-raised by us
         self.forbidden: ForbiddenAddress | None = None
         self.sink: Sink | None = None
+        self.decoder: Decoder | None = None
+        self._pump_scheduled = False
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.paused = False
@@ -227,6 +228,16 @@ class _Transfer:
             self.headers[key] = value.strip().decode("utf-8", "surrogateescape")
 
     def on_write(self, data: bytes) -> int | None:
+        dec = self.decoder
+        if dec is not None:
+            # Encoded: queued for the pump, which decodes in slices between loop
+            # iterations; while the queue is full libcurl keeps the data (pause).
+            if dec.pending >= RAW_PENDING:
+                self.paused = True
+                return pycurl.WRITEFUNC_PAUSE
+            dec.push(data)
+            self._pump_soon()
+            return None
         sink = self.sink
         if sink is None:
             if self.pending_size >= PENDING_LIMIT:
@@ -252,22 +263,59 @@ class _Transfer:
             return pycurl.SOCKET_BAD
         return socket.socket(family, socktype, protocol)
 
+    # -- decoding in slices ---------------------------------------------------------------
+    def _pump_soon(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self.client.loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Decode about DECODE_BUDGET bytes, then let the loop run: a bomb costs the loop
+        a slice at a time, never the whole chunk's inflation."""
+        self._pump_scheduled = False
+        dec = self.decoder
+        if dec is None or not self.active:
+            return  # finished: stream() decodes the rest
+        try:
+            more = dec.drain(DECODE_BUDGET)
+        except BaseException as exc:  # the sink's verdict or a corrupt body
+            self.error = exc
+            self.client._abort(self)
+            return
+        if more:
+            self._pump_soon()
+        elif self.paused:
+            self._resume()
+
+    def _resume(self) -> None:
+        self.paused = False
+        try:
+            self.easy.pause(pycurl.PAUSE_CONT)
+        except pycurl.error as exc:
+            self.error = self.error or ResponseError(str(exc))
+        self.client._kick()
+
     # -- the coroutine side -------------------------------------------------------------
-    async def stream(self, sink: Sink) -> None:
-        for chunk in self.pending:
-            sink(chunk)
+    async def stream(self, sink: Sink, dec: Decoder | None) -> None:
+        if dec is not None:
+            for chunk in self.pending:
+                dec.push(chunk)
+            self.decoder = dec
+            self._pump_soon()
+        else:
+            for chunk in self.pending:
+                sink(chunk)
         self.pending.clear()
         self.pending_size = 0
         self.sink = sink
-        if self.paused and self.active:
-            self.paused = False
-            try:
-                self.easy.pause(pycurl.PAUSE_CONT)
-            except pycurl.error as exc:
-                self.error = self.error or ResponseError(str(exc))
-            self.client._kick()
+        if self.paused and self.active and dec is None:
+            self._resume()
         try:
             await asyncio.shield(self.done)
+            if dec is not None:
+                while dec.drain(DECODE_BUDGET):
+                    await asyncio.sleep(0)
+                dec.finish()
         except asyncio.CancelledError:
             self.client._end(self)
             raise
@@ -419,7 +467,7 @@ class Client:
         if errno == pycurl.E_OPERATION_TIMEDOUT:
             if self.loop.time() >= transfer.deadline - 0.05:
                 return DeadlineExceeded("deadline exceeded")
-            if "speed" in message.lower() or transfer.head.done():
+            if "too slow" in message.lower() or transfer.head.done():
                 return ReadTimeout("no data received within the read timeout")
             return ConnectError(f"dial tcp: i/o timeout ({message})")
         if errno in _TLS_ERRORS:

@@ -51,7 +51,7 @@ class Result:
 
 
 def make_client(connect_timeout: float, read_timeout: float, allow_private: bool,
-                allowed_networks: list[str], transport: str = "http1",
+                allowed_networks: list[str], transport: str = "curl",
                 max_file_size: int = 0) -> tx.Client:
     """The processor's client: the SSRF guard on every address it dials (unless private
     networks are allowed). ``transport`` "curl" is libcurl's multi interface

@@ -186,7 +186,8 @@ class Response:
         conn = self._conn
         assert conn is not None, "the body was already read"
         encoding = self.headers.get("content-encoding", "").strip().lower()
-        decoder = _decoder(encoding, sink) if encoding else None
+        # Only what ACCEPT_ENCODING asked for; anything else is passed as sent.
+        decoder = _decoder(encoding, sink) if encoding in ("gzip", "x-gzip", "deflate") else None
         try:
             await conn.body(decoder.feed if decoder is not None else sink)
         except asyncio.CancelledError:
