@@ -109,7 +109,6 @@ uvloop.run(main())
 
 
 SERVER_PIDS: dict[str, int] = {}  # url -> pid of the bench servers (for CPU accounting)
-STARTED: dict[str, list[Any]] = {}  # api url -> the pipeline's daemons
 
 
 def _spawn_server(script: str, *args: str, stdout: int | None = None
@@ -299,7 +298,7 @@ def _cpu_of(pids: dict[str, int | None], system: bool = False) -> dict[str, floa
 
 
 def _start_components(daemon_factory: DaemonFactory, redis_server: RedisServer,
-                      tmp_path: Path, storage: Path | None = None, transport: str = ""
+                      tmp_path: Path, storage: Path | None = None
                       ) -> tuple[str, dict[str, int | None]]:
     """api, processor and notifier with the bench config; (api url, pid per process)."""
     from tests.downloader.conftest import DOWNLOADER_BIN, make_config, write_config
@@ -307,20 +306,14 @@ def _start_components(daemon_factory: DaemonFactory, redis_server: RedisServer,
     cfg = make_config(tmp_path, redis_server, **BENCH_CONFIG)
     if storage is not None:
         cfg["processor"]["storage_dir"] = str(storage)
-    if transport:
-        cfg["processor"]["transport"] = cfg["notifier"]["transport"] = transport
     path = write_config(tmp_path, cfg)
     api_port = free_port()
     pids: dict[str, int | None] = {}
-    daemons = []
     for name in ("api", "processor", "notifier"):
         extra = (["--host", "127.0.0.1", "-p", str(api_port)] if name == "api"
                  else ["--metrics-addr", f"127.0.0.1:{free_port()}"])
-        d = daemon_factory([DOWNLOADER_BIN, name, "-c", str(path), *extra])
-        pids[name] = d.pid
-        daemons.append(d)
+        pids[name] = daemon_factory([DOWNLOADER_BIN, name, "-c", str(path), *extra]).pid
     pids["redis"] = redis_server.pid
-    STARTED[f"http://127.0.0.1:{api_port}"] = daemons
     pids["test-process"] = os.getpid()
     return f"http://127.0.0.1:{api_port}", pids
 
@@ -376,38 +369,6 @@ async def _throughput_once(api_url: str, pids: dict[str, int | None], file_serve
 
 
 WARMUP_JOBS = 500
-#: Both transports are measured in one run (issue 11: old against new); the gate holds for
-#: the default one (ProcessorConfig.transport).
-TRANSPORTS = ("http1", "curl")
-
-
-def _throughput_of(daemon_factory: DaemonFactory, redis_server: RedisServer, run_dir: Path,
-                   file_server: str, transport: str, first_attempt: int) -> dict[str, Any]:
-    """Warm-up, then best of 3 on a fresh pipeline using ``transport``."""
-    jobs, aggrs, limit = 5000, 50, 10
-    run_dir.mkdir()
-    with fresh_ext4(run_dir) as (storage, storage_kind):
-        api_url, pids = _start_components(daemon_factory, redis_server, run_dir, storage,
-                                          transport)
-        try:
-            asyncio.run(_throughput_once(api_url, pids, file_server, WARMUP_JOBS, aggrs,
-                                         limit, -1 - first_attempt))
-            attempt = iter(range(first_attempt, first_attempt + 3))
-            seen: list[dict[str, Any]] = []
-
-            def measure() -> dict[str, Any]:
-                seen.append(asyncio.run(_throughput_once(api_url, pids, file_server, jobs,
-                                                         aggrs, limit, next(attempt))))
-                return seen[-1]
-
-            result = best_attempt(measure, lambda r: r["ratio"] >= 0.5, lambda r: r["ratio"])
-        finally:
-            for d in STARTED.pop(api_url):
-                d.terminate_quietly()  # before its storage volume is unmounted
-    return {**result, "storage": storage_kind,
-            "attempts": [{k: r[k] for k in ("ratio", "bare_client_jobs_per_s",
-                                            "ours_jobs_per_s", "cpu_ms_per_job")}
-                         for r in seen]}
 
 
 @pytest.mark.gate
@@ -417,34 +378,36 @@ def test_gate_end_to_end_throughput(daemon_factory: DaemonFactory, redis_server:
     HTTP callbacks; first POST to last callback, against the bare aiohttp client on the same
     URLs with the same total concurrency (500), measured just before in the same attempt.
     One unmeasured warm-up round first (connections, pools, lazy imports: the first round
-    otherwise measured ~0.15 lower), then best of 3 (bench.helpers.best_attempt). Each
-    transport runs on its own fresh pipeline, one after the other."""
-    from pazari.downloader.config import ProcessorConfig
-
+    otherwise measured ~0.15 lower), then best of 3 (bench.helpers.best_attempt)."""
     jobs, aggrs, limit = 5000, 50, 10
-    default = ProcessorConfig().transport
-    results: dict[str, dict[str, Any]] = {}
-    for n, transport in enumerate(TRANSPORTS):
-        results[transport] = _throughput_of(daemon_factory, redis_server, tmp_path / transport,
-                                            file_server, transport, 10 * n)
+    with fresh_ext4(tmp_path) as (storage, storage_kind):
+        api_url, pids = _start_components(daemon_factory, redis_server, tmp_path, storage)
+        asyncio.run(_throughput_once(api_url, pids, file_server, WARMUP_JOBS, aggrs, limit,
+                                     -1))
+        attempt = iter(range(3))
+        seen: list[dict[str, Any]] = []
+
+        def measure() -> dict[str, Any]:
+            seen.append(asyncio.run(_throughput_once(api_url, pids, file_server, jobs, aggrs,
+                                                     limit, next(attempt))))
+            return seen[-1]
+
+        result = best_attempt(measure, lambda r: r["ratio"] >= 0.5, lambda r: r["ratio"])
     write_result("downloader_e2e_throughput", {
-        "jobs": jobs, "aggregations": aggrs, "limit": limit, "default": default,
-        **results[default], "required": 0.5, "transports": {
-            t: {k: r[k] for k in ("ratio", "bare_client_jobs_per_s", "ours_jobs_per_s",
-                                  "cpu_ms_per_job", "baseline_cpu_ms_per_job", "cpu_ratio",
-                                  "attempts")} for t, r in results.items()}})
-    assert results[default]["ratio"] >= 0.5, results[default]
+        "jobs": jobs, "aggregations": aggrs, "limit": limit, "storage": storage_kind,
+        **result, "required": 0.5,
+        "attempts": [{k: r[k] for k in ("ratio", "bare_client_jobs_per_s", "ours_jobs_per_s",
+                                        "cpu_ms_per_job")} for r in seen]})
+    assert result["ratio"] >= 0.5, result
 
 
 async def _spawn_processor(daemon_factory: DaemonFactory, redis_server: RedisServer,
-                           tmp_path: Path, transport: str = "", **processor: Any) -> Any:
+                           tmp_path: Path, **processor: Any) -> Any:
     from tests.downloader.conftest import DOWNLOADER_BIN, make_config, write_config
 
     cfg = make_config(tmp_path, redis_server, processor={
         "max_concurrency": 1000, "inflight_lease": 30, "aggregation_lease": 30,
         "timeout": 300, "read_timeout": 60, **processor})
-    if transport:
-        cfg["processor"]["transport"] = transport
     path = write_config(tmp_path, cfg)
     d = daemon_factory([DOWNLOADER_BIN, "processor", "-c", str(path)], start=False)
     await d.astart()
@@ -473,15 +436,14 @@ async def _enqueue(redis_server: RedisServer, urls: list[str], aggrs: int, limit
 
 
 @pytest.mark.gate
-@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_gate_processor_memory_queued_and_concurrent(
         daemon_factory: DaemonFactory, redis_server: RedisServer, tmp_path: Path,
-        file_server: str, transport: str) -> None:
+        file_server: str) -> None:
     """10,000 queued jobs, 500 downloads held open by the server: RSS < 150 MB."""
     queued, aggrs, limit = 10_000, 50, 10
     await _enqueue(redis_server, [f"{file_server}/slow/{i}?hold=8" for i in range(queued)],
                    aggrs, limit)
-    d = await _spawn_processor(daemon_factory, redis_server, tmp_path, transport)
+    d = await _spawn_processor(daemon_factory, redis_server, tmp_path)
     r = redis.Redis(port=redis_server.port)
     peak_rss, peak_inflight = 0, 0
     try:
@@ -501,9 +463,8 @@ async def test_gate_processor_memory_queued_and_concurrent(
     finally:
         r.close()
     mb = peak_rss / 2**20
-    write_result(f"downloader_processor_memory_{transport}", {
-        "transport": transport, "queued": queued, "concurrent_downloads": peak_inflight,
-        "still_queued": waiting,
+    write_result("downloader_processor_memory", {
+        "queued": queued, "concurrent_downloads": peak_inflight, "still_queued": waiting,
         "rss_mb": round(mb, 1), "limit_mb": 150})
     assert peak_inflight == aggrs * limit
     assert waiting >= queued - 2 * aggrs * limit
@@ -511,14 +472,13 @@ async def test_gate_processor_memory_queued_and_concurrent(
 
 
 @pytest.mark.gate
-@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_gate_streamed_download_memory(daemon_factory: DaemonFactory,
                                              redis_server: RedisServer, tmp_path: Path,
-                                             file_server: str, transport: str) -> None:
+                                             file_server: str) -> None:
     """A 1 GiB body streams to disk: RSS grows < 20 MB.
     """
     size = 1 << 30
-    d = await _spawn_processor(daemon_factory, redis_server, tmp_path, transport,
+    d = await _spawn_processor(daemon_factory, redis_server, tmp_path,
                                max_file_size=2 << 30)
     r = redis.Redis(port=redis_server.port, decode_responses=True)
     storage = tmp_path / "storage"
@@ -550,8 +510,8 @@ async def test_gate_streamed_download_memory(daemon_factory: DaemonFactory,
         r.close()
         shutil.rmtree(storage, ignore_errors=True)  # do not keep the big file around
     growth_mb = (peak - base) / 2**20
-    write_result(f"downloader_streamed_download_memory_{transport}", {
-        "transport": transport, "bytes": size, "rss_base_mb": round(base / 2**20, 1),
+    write_result("downloader_streamed_download_memory", {
+        "bytes": size, "rss_base_mb": round(base / 2**20, 1),
         "rss_growth_mb": round(growth_mb, 1), "limit_mb": 20})
     assert state == "Success", meta
     assert stored_size == size

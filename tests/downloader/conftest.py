@@ -4,7 +4,6 @@ config writer and spawners for the real ``downloader`` subcommands."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,8 +21,6 @@ from tests.support.ports import free_port
 from tests.support.services import RedisServer
 
 DOWNLOADER_BIN = str(Path(sys.executable).parent / "downloader")
-#: The HTTP transport the end-to-end tests configure ("" = the config default).
-TRANSPORT = os.environ.get("DOWNLOADER_TRANSPORT", "")
 
 
 @pytest.fixture
@@ -92,8 +89,6 @@ def make_config(tmp: Path, redis: RedisServer, **sections: dict[str, Any]) -> di
         },
         "backends": {"http": {"timeout": 5}},
     }
-    if TRANSPORT:
-        cfg["processor"]["transport"] = cfg["notifier"]["transport"] = TRANSPORT
     for name, values in sections.items():
         if isinstance(cfg.get(name), dict):
             cfg[name].update(values)

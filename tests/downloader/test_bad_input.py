@@ -24,7 +24,6 @@ from pazari.downloader.storage import FileStorage
 from pazari.downloader.store import Store
 from tests.support.ports import free_port
 
-from .conftest import TRANSPORT
 from .servers import HTML, FileServer
 
 
@@ -69,8 +68,7 @@ async def make_processor(store: Store, tmp: Path, **overrides: Any) -> Processor
         "max_file_size": 1 << 20, "retry_backoff": 0.1, **overrides}
     pcfg = ProcessorConfig(**settings)
     client = make_client(2, pcfg.read_timeout, pcfg.allow_private_networks,
-                         pcfg.allowed_networks, TRANSPORT or pcfg.transport,
-                         pcfg.max_file_size)
+                         pcfg.allowed_networks, pcfg.max_file_size)
     return Processor(Config(processor=pcfg), store, client,
                      FileStorage(str(storage), str(storage)), Stats("processor"))
 

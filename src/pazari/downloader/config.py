@@ -18,7 +18,6 @@ import orjson
 #: Backends the notifier knows (spec §4); any other name is a config error at startup
 #: (the original crashed on a nil pointer, limitation 9).
 KNOWN_BACKENDS = ("http", "kafka")
-TRANSPORTS = ("http1", "curl")
 
 
 @dataclass
@@ -66,9 +65,6 @@ class ProcessorConfig:
     allow_private_networks: bool = False
     allowed_networks: list[str] = field(default_factory=list)  # CIDRs exempt from the guard
     allow_insecure_redirects: bool = False  # follow https -> http redirects
-    # The HTTP transport of downloads: "http1" (the lean HTTP/1.1 client) or "curl"
-    # (libcurl's multi interface: HTTP/2, HTTPS proxies, Happy Eyeballs; issue 11).
-    transport: str = "curl"
     # A job reclaimed from a dead processor's lease more often than this fails (issue 11).
     max_reclaims: int = 3
     max_concurrency: int = 1000  # global cap across aggregations
@@ -93,8 +89,6 @@ class ProcessorConfig:
     def validate(self) -> tuple[str, str] | None:
         if self.sync not in ("batch", "file"):
             return "sync", f"must be \"batch\" or \"file\", not {self.sync!r}"
-        if self.transport not in TRANSPORTS:
-            return "transport", f"must be one of {', '.join(TRANSPORTS)}, not {self.transport!r}"
         positive = ("timeout", "max_file_size", "max_concurrency", "scan_interval",
                     "poll_interval", "aggregation_lease", "inflight_lease",
                     "default_aggr_limit", "disk_check_interval", "stats_interval")
@@ -140,11 +134,8 @@ class NotifierConfig:
     allowed_networks: list[str] = field(default_factory=list)
     allow_insecure_redirects: bool = False
     max_redirects: int = 10  # Go's client.Post follows 10
-    transport: str = "curl"  # of HTTP callbacks, as the processor's
 
     def validate(self) -> tuple[str, str] | None:
-        if self.transport not in TRANSPORTS:
-            return "transport", f"must be one of {', '.join(TRANSPORTS)}, not {self.transport!r}"
         from pazari.downloader.signing import validate_keys
 
         bad = validate_keys(self.signing_secrets)

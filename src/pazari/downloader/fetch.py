@@ -3,7 +3,8 @@ streamed to the temp file with size and time limits (spec §3 download, limitati
 
 The first 1 KiB is handed to ``on_head`` as soon as it is complete (or at EOF), so a MIME
 mismatch stops the transfer early, as the original's tee did. The HTTP exchange is
-:mod:`pazari.downloader.http1`'s: body chunks reach the file from ``data_received``.
+:mod:`pazari.downloader.curl`'s: body chunks reach the file from libcurl's WRITEFUNCTION
+(decoded in bounded slices).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from pazari.downloader import curl, http1, ssrf
+from pazari.downloader import curl, ssrf
 from pazari.downloader import transport as tx
 from pazari.downloader.errors import DownloadError
 from pazari.downloader.redirects import REDIRECTS, RedirectRefused, headers_for_hop, next_hop
-from pazari.downloader.ssrf import ForbiddenAddress, Networks, guarded, parse_networks
+from pazari.downloader.ssrf import ForbiddenAddress, Networks, parse_networks
 from pazari.mime import SNIFF_LEN
 
 #: Checks the target of a request sent through a proxy (the proxy dials it, not us).
@@ -51,22 +52,13 @@ class Result:
 
 
 def make_client(connect_timeout: float, read_timeout: float, allow_private: bool,
-                allowed_networks: list[str], transport: str = "curl",
-                max_file_size: int = 0) -> tx.Client:
-    """The processor's client: the SSRF guard on every address it dials (unless private
-    networks are allowed). ``transport`` "curl" is libcurl's multi interface
-    (:mod:`pazari.downloader.curl`), "http1" the lean HTTP/1.1 client with DNS answers
-    cached 10 s."""
-    if transport == "curl":
-        return curl.Client(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                           allowed_networks=None if allow_private
-                           else parse_networks(allowed_networks),
-                           max_file_size=max_file_size)
-    resolver = http1.caching(http1.default_resolver)
-    if not allow_private:
-        resolver = guarded(resolver, parse_networks(allowed_networks))
-    return http1.Client(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                        keepalive=30.0, resolver=resolver)
+                allowed_networks: list[str], max_file_size: int = 0) -> tx.Client:
+    """The processor's client (libcurl's multi interface, :mod:`pazari.downloader.curl`):
+    the SSRF guard on every address it dials, unless private networks are allowed."""
+    return curl.Client(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                       allowed_networks=None if allow_private
+                       else parse_networks(allowed_networks),
+                       max_file_size=max_file_size)
 
 
 def make_target_guard(allow_private: bool, allowed_networks: list[str]) -> TargetGuard | None:
@@ -75,7 +67,7 @@ def make_target_guard(allow_private: bool, allowed_networks: list[str]) -> Targe
     fetch 169.254.169.254 for us (issue 11)."""
     if allow_private:
         return None
-    return ssrf.target_guard(http1.caching(http1.default_resolver),
+    return ssrf.target_guard(ssrf.caching(ssrf.default_resolver),
                              parse_networks(allowed_networks))
 
 
@@ -85,8 +77,8 @@ async def fetch(client: tx.Client, url: str, headers: Mapping[str, str],
                 guard: TargetGuard | None = None) -> Result:
     """Download ``url`` into ``tmp_path``; raise DownloadError (phase, retriable) on failure.
     ``on_status`` sees every final status code before it is judged."""
-    # One deadline for the whole download, every hop and the body included, watched by the
-    # connection's own timer (http1): an asyncio.timeout per job cost 4% of the processor.
+    # One deadline for the whole download, every hop and the body included, given to
+    # libcurl as each hop's TIMEOUT_MS: an asyncio.timeout per job cost 4% of the processor.
     overall = limits.timeout
     job_bound = 0 < limits.job_timeout < overall
     deadline = asyncio.get_running_loop().time() + (limits.job_timeout if job_bound

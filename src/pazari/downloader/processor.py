@@ -339,7 +339,7 @@ class ProcessorService(Service):
         client = connect_config(self.config.redis, "processor", 50 + cfg.max_concurrency)
         # No cookies are kept (neither did Go's client); the environment proxy is EnvProxies'.
         http = make_client(cfg.connect_timeout, cfg.read_timeout, cfg.allow_private_networks,
-                           cfg.allowed_networks, cfg.transport, cfg.max_file_size)
+                           cfg.allowed_networks, cfg.max_file_size)
         self.proc = Processor(self.config, st.Store(client), http, storage, self.stats)
         self.healthy.set()
         self.tasks = [asyncio.create_task(c) for c in (

@@ -1,8 +1,8 @@
-"""What the downloads and the callbacks need from an HTTP transport, whichever it is
-(:mod:`pazari.downloader.curl`, libcurl's multi interface on the loop, or the lean HTTP/1.1
-client :mod:`pazari.downloader.http1`): ``request()`` returns once the response head is in,
-the body goes to a sink, and failures are these exceptions, whose texts read like Go's
-net/http errors for the same case."""
+"""What the downloads and the callbacks need from an HTTP transport
+(:mod:`pazari.downloader.curl`, libcurl's multi interface on the loop): ``request()`` returns
+once the response head is in, the body goes to a sink, and failures are these exceptions,
+whose texts read like Go's net/http errors for the same case. :mod:`pazari.downloader.fetch`
+and the HTTP callback backend name only this interface."""
 
 from __future__ import annotations
 

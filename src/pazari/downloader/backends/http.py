@@ -1,8 +1,8 @@
 """HTTP callbacks (spec §4 HTTP backend): ``POST <dst>`` with the JSON payload; any 2xx is
 delivered. Response bodies are always read and the connection kept or closed (the original
-leaked them). The exchange is the transport's (``notifier.transport``: libcurl's multi
-interface, or the lean HTTP/1.1 client; a callback through aiohttp's client cost the
-notifier ~0.25 ms of CPU, issue 4's throughput gate).
+leaked them). The exchange is libcurl's (:mod:`pazari.downloader.curl`, the downloads'
+transport; a callback through aiohttp's client cost the notifier ~0.25 ms of CPU, issue 4's
+throughput gate).
 
 Redirects are followed as Go's ``client.Post`` follows them (up to ``max_redirects``): 301,
 302 and 303 become a GET without the body, 307 and 308 repeat the POST. Every hop goes
@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from pazari.downloader import curl, http1
+from pazari.downloader import curl
 from pazari.downloader import transport as tx
 from pazari.downloader.backends import DeliveryError
 from pazari.downloader.config import NotifierConfig
@@ -29,7 +29,7 @@ from pazari.downloader.redirects import (
     headers_for_hop,
     next_hop,
 )
-from pazari.downloader.ssrf import ForbiddenAddress, guarded, parse_networks
+from pazari.downloader.ssrf import ForbiddenAddress, parse_networks
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 CONNECT_TIMEOUT = 10.0
@@ -50,19 +50,11 @@ class HttpBackend:
                                               notifier.allowed_networks)
 
     async def start(self) -> None:
-        if self.cfg.transport == "curl":
-            self.client = curl.Client(
-                connect_timeout=min(CONNECT_TIMEOUT, self.timeout), read_timeout=self.timeout,
-                accept_encoding=False,
-                allowed_networks=None if self.cfg.allow_private_networks
-                else parse_networks(self.cfg.allowed_networks))
-            return
-        resolver = http1.caching(http1.default_resolver)
-        if not self.cfg.allow_private_networks:
-            resolver = guarded(resolver, parse_networks(self.cfg.allowed_networks))
-        self.client = http1.Client(connect_timeout=min(CONNECT_TIMEOUT, self.timeout),
-                                   read_timeout=self.timeout, keepalive=30.0,
-                                   accept_encoding="", resolver=resolver)
+        self.client = curl.Client(
+            connect_timeout=min(CONNECT_TIMEOUT, self.timeout), read_timeout=self.timeout,
+            accept_encoding=False,
+            allowed_networks=None if self.cfg.allow_private_networks
+            else parse_networks(self.cfg.allowed_networks))
 
     async def notify(self, dst: str, payload: bytes, headers: dict[str, str]) -> None:
         # ``timeout`` bounds the whole exchange, every hop included, as Go's
