@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ssl
+import subprocess
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import brotli  # type: ignore[import-untyped]
 import pytest
@@ -317,3 +320,65 @@ def test_international_hosts_use_uts46() -> None:
     assert curl._normalize_url("http://faß.de:81/p?q") == "http://xn--fa-hia.de:81/p?q"
     assert curl._normalize_url("https://u:p@bücher.example/") == (
         "https://u:p@xn--bcher-kva.example/")
+
+
+# ----------------------------------------------------------------------------- proxies
+async def test_https_through_a_connect_proxy(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An https URL through an HTTP proxy: a CONNECT tunnel, TLS to the origin inside it
+    (verified against the trust store), the proxy's own answer not taken for the
+    response's head; the proxy's address passes the dial guard as a dial."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=origin", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+                    str(key), "-out", str(cert)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    async def origin(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
+            await w.drain()
+        w.close()
+
+    origin_port = free_port()
+    origin_server = await asyncio.start_server(origin, "127.0.0.1", origin_port, ssl=ctx)
+    tunnels: list[bytes] = []
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def proxy(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        tunnels.append(head.split(b"\r\n", 1)[0])
+        host, port = head.split(b" ", 2)[1].decode().rsplit(":", 1)
+        up_r, up_w = await asyncio.open_connection(host, int(port))
+        w.write(b"HTTP/1.1 200 Connection established\r\nX-Proxy: 1\r\n\r\n")
+        await w.drain()
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, w))
+
+    proxy_port = free_port()
+    proxy_server = await asyncio.start_server(proxy, "127.0.0.1", proxy_port)
+    c = curl.Client(connect_timeout=2, read_timeout=5,
+                    allowed_networks=parse_networks(["127.0.0.0/8"]))
+    try:
+        resp = await c.request("GET", f"https://127.0.0.1:{origin_port}/s",
+                               proxy=f"http://127.0.0.1:{proxy_port}")
+        try:
+            body = await resp.read()
+        finally:
+            resp.release()
+    finally:
+        await c.close()
+        proxy_server.close()
+        origin_server.close()
+    assert resp.status == 200 and "x-proxy" not in resp.headers
+    assert body == b"secure"
+    assert tunnels == [f"CONNECT 127.0.0.1:{origin_port} HTTP/1.1".encode()]
