@@ -620,3 +620,54 @@ def test_config_still_refuses_unknown_and_bad_keys(tmp_path: Path, change: dict[
         load(str(path))
     assert message in str(exc.value)
 
+
+
+# ---------------------------------------------------------------------- Retry-After
+async def test_retry_after_holds_the_job_and_its_aggregation(stack: Stack) -> None:
+    """A 503 (or 429) with Retry-After: 3: the job's retry, and the next job of the same
+    aggregation, wait at least that long (the test config's backoff is 0.2 s)."""
+    hits: dict[str, list[float]] = {}
+
+    async def busy(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        hits.setdefault(key, []).append(asyncio.get_running_loop().time())
+        if len(hits[key]) == 1 and key.startswith("busy"):
+            status = 429 if key.endswith("429") else 503
+            return web.Response(status=status, headers={"Retry-After": "3"}, text="later")
+        return web.Response(body=HTML, content_type="text/html")
+
+    app = web.Application()
+    app.add_routes([web.get("/r/{key}", busy)])
+    server = Running(app)
+    await server.start()
+    try:
+        await stack.start()
+        first = await stack.post(f"{server.url}/r/busy503", aggr_id="ra", aggr_limit=1,
+                                 max_retries=1)
+        await async_wait_for(lambda: "busy503" in hits, 30, "the first attempt")
+        second = await stack.post(f"{server.url}/r/next", aggr_id="ra", aggr_limit=1)
+        other = await stack.post(f"{server.url}/r/busy429", aggr_id="rb", max_retries=1)
+        await stack.receiver.wait_for_jobs({first, second, other}, timeout=60)
+    finally:
+        await server.stop()
+    assert stack.receiver.one(first)["success"] and stack.receiver.one(other)["success"]
+    t0 = hits["busy503"][0]
+    assert hits["busy503"][1] - t0 >= 2.5, hits
+    assert hits["next"][0] - t0 >= 2.5, hits
+    assert hits["busy429"][1] - hits["busy429"][0] >= 2.5, hits
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("3", 3.0), ("0", 0.0), ("", None), ("soon", None), ("-1", None),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # in the past: no wait
+    ("Sun, 06 Nov 2050 08:49:37 GMT", 2551337377.0 - NOW),
+    ("Sun, 06 Nov 2050 08:49:37", None),  # no zone: not an HTTP-date
+])
+def test_parse_retry_after(value: str, seconds: float | None) -> None:
+    from pazari.downloader.fetch import parse_retry_after
+
+    assert parse_retry_after(value, now=NOW) == seconds
+

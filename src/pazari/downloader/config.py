@@ -67,6 +67,9 @@ class ProcessorConfig:
     allow_insecure_redirects: bool = False  # follow https -> http redirects
     # A job reclaimed from a dead processor's lease more often than this fails (issue 11).
     max_reclaims: int = 3
+    # The longest Retry-After (429/503) honoured, seconds: the job's retry and its
+    # aggregation's next jobs wait that long at most.
+    max_retry_after: float = 3600.0
     max_concurrency: int = 1000  # global cap across aggregations
     scan_interval: float = 3.0
     poll_interval: float = 1.0

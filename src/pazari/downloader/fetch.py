@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -130,6 +132,23 @@ async def _fetch(client: tx.Client, url: str, headers: Mapping[str, str],
                         retriable=True, stat="download.response.redirect")
 
 
+def parse_retry_after(value: str, now: float | None = None) -> float | None:
+    """Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP-date; None if absent or
+    malformed."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 async def _check_target(guard: TargetGuard, url: str) -> None:
     try:
         await guard(url)
@@ -180,8 +199,13 @@ async def _read(resp: tx.Response, limits: Limits, tmp_path: str,
     on_status(status)
     if status >= 400:
         reason = f"{status} {resp.reason}".rstrip()
+        # 429 is a request to come back later, not a verdict on the job: retriable, unlike
+        # the other 4xx (spec §3 step 5), and both it and 503 say when (Retry-After).
+        retry_after = (parse_retry_after(resp.headers.get("retry-after", ""))
+                       if status in (429, 503) else None)
         raise DownloadError("processing response", f"Received status code {reason}",
-                            retriable=status >= 500)
+                            retriable=status >= 500 or status == 429,
+                            retry_after=retry_after)
     length = resp.content_length
     encoded = "content-encoding" in resp.headers
     if length is not None and length > limits.max_size and not encoded:

@@ -75,6 +75,7 @@ class Processor:
                              if k.lower() != "accept-encoding"}
         self._limits: dict[int, Limits] = {}
         self.proxies = EnvProxies()
+        self.not_before: dict[str, float] = {}  # aggregation -> monotonic time (Retry-After)
         self.target_guard = make_target_guard(self.cfg.allow_private_networks,
                                               self.cfg.allowed_networks)
         self.pools: dict[str, asyncio.Task[None]] = {}
@@ -155,12 +156,33 @@ class Processor:
         job.download_url = self.cfg.download_url
         await self._save_terminal(job)
 
+    def aggregation_wait(self, aggr_id: str) -> float:
+        """Seconds the aggregation's pool holds off new jobs (a Retry-After of one of its
+        jobs), 0 when none."""
+        until = self.not_before.get(aggr_id)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self.not_before[aggr_id]
+            return 0.0
+        return left
+
     async def _failed(self, job: Job, err: DownloadError) -> None:
         limit = job.max_retries if job.max_retries is not None else self.cfg.default_max_retries
         job.download_meta = str(err)
+        if err.retry_after is not None:
+            # The server said when to come back: this job's retry and the aggregation's
+            # next jobs wait at least that long (capped: a hostile server must not park an
+            # aggregation for a year).
+            wait = min(err.retry_after, self.cfg.max_retry_after)
+            until = time.monotonic() + wait
+            self.not_before[job.aggr_id] = max(until, self.not_before.get(job.aggr_id, 0))
         if err.retriable and job.download_count <= limit:
             job.download_state = PENDING
             delay = max(1, job.download_count) * self.backoff_unit
+            if err.retry_after is not None:
+                delay = max(delay, min(err.retry_after, self.cfg.max_retry_after))
             await self.store.finish_download(job, requeue_at=time.time() + delay,
                                              callback=False, deletion_at=None)
             return
