@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import brotli  # type: ignore[import-untyped]
 import pytest
 import redis
 from aiohttp import web
@@ -38,9 +40,10 @@ METADATA = "http://169.254.169.254/latest/meta-data/"
 # ------------------------------------------------------------------------- servers
 class RawServer:
     """Answers each request with canned bytes chosen by its path (headers aiohttp would
-    refuse to send: invalid UTF-8, broken IPv6 literals), then closes."""
+    refuse to send: invalid UTF-8, broken IPv6 literals), then closes. An answer given as
+    (fast, slow) sends ``slow`` a byte every 0.5 s after ``fast`` (slowloris)."""
 
-    def __init__(self, answers: dict[str, bytes]) -> None:
+    def __init__(self, answers: dict[str, bytes | tuple[bytes, bytes]]) -> None:
         self.answers = answers
         self.port = free_port()
         self.server: asyncio.Server | None = None
@@ -61,9 +64,15 @@ class RawServer:
         with contextlib.suppress(Exception):
             head = await reader.readuntil(b"\r\n\r\n")
             path = head.split(b" ", 2)[1].decode()
-            writer.write(self.answers.get(path, b"HTTP/1.1 404 Not Found\r\n"
-                                                b"Content-Length: 0\r\n\r\n"))
+            answer = self.answers.get(path, b"HTTP/1.1 404 Not Found\r\n"
+                                            b"Content-Length: 0\r\n\r\n")
+            fast, slow = answer if isinstance(answer, tuple) else (answer, b"")
+            writer.write(fast)
             await writer.drain()
+            for byte in slow:
+                await asyncio.sleep(0.5)
+                writer.write(bytes([byte]))
+                await writer.drain()
         writer.close()
 
 
@@ -147,7 +156,17 @@ async def run_cases(stack: Stack, cases: list[Case], timeout: float = 60) -> Non
 async def servers(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     """A raw server with poison heads, a second origin that records headers, and three
     HTTPS servers: trusted (SSL_CERT_FILE), wrong hostname, untrusted."""
+    gzip_bomb = gzip.compress(b"\0" * (1 << 20), 9) * 2048  # 2 GiB decoded
+    brotli_bomb = brotli.compress(b"\0" * (256 << 20), quality=1)
     raw = RawServer({
+        "/gzip-bomb": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d"
+                      b"\r\n\r\n%s" % (len(gzip_bomb), gzip_bomb),
+        "/brotli-bomb": b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: %d"
+                        b"\r\n\r\n%s" % (len(brotli_bomb), brotli_bomb),
+        "/short": b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nonly this",
+        "/1xx-flood": b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n" * 20000,
+        "/slow-head": (b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        "/slow-body": (b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", b"x" * 40),
         "/bad-utf8": redirect(b"/next/\xff\xfe\xfa"),
         "/bad-ipv6": redirect(b"http://[::1/x"),
         "/bad-port": redirect(b"http://127.0.0.1:99999/x"),
@@ -200,7 +219,8 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
     are reachable and 169.254.169.254 is not; each job gets the callback its case names."""
     monkeypatch.setenv("SSL_CERT_FILE", str(servers["ca"]))
     await stack.start(processor={"allow_private_networks": False,
-                                 "allowed_networks": ["127.0.0.0/8"]})
+                                 "allowed_networks": ["127.0.0.0/8"],
+                                 "max_file_size": 16 << 20})
     r = redis.Redis(port=stack.redis.port)
     # An aggregation an older api let in: the processor cannot use its proxy.
     r.hset("aggr:socks", mapping={"ID": "socks", "Limit": "2",
@@ -253,6 +273,19 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
         Case("credentials-same-origin-redirect",
              f"{servers['other_url']}/to?u=/headers", True, "",
              {"request_headers": {**creds, "X-Case": "same"}}, credentials_kept),
+        Case("gzip-bomb-2GiB", raw.url + "/gzip-bomb", False,
+             "file exceeds the maximum size of 16777216 bytes, retriable: false"),
+        Case("brotli-bomb-256MiB", raw.url + "/brotli-bomb", False,
+             "file exceeds the maximum size of 16777216 bytes, retriable: false"),
+        Case("lying-content-length", raw.url + "/short", False,
+             "Error while downloading file, unexpected EOF, retriable: true"),
+        Case("1xx-flood", raw.url + "/1xx-flood", False, "headers"),
+        Case("slowloris-head", raw.url + "/slow-head", False,
+             "context deadline exceeded (download_timeout 2s), retriable: true",
+             {"download_timeout": 2}),
+        Case("slowloris-body", raw.url + "/slow-body", False,
+             "context deadline exceeded (download_timeout 2s), retriable: true",
+             {"download_timeout": 2}),
         Case("tls-trusted", tls["good"] + "/page", True),
         Case("tls-redirect-https-to-http",
              f"{tls['good']}/down?u={stack.file_url}/file/page.html", False,
