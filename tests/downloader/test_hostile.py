@@ -704,3 +704,57 @@ def test_parse_retry_after(value: str, seconds: float | None) -> None:
 
     assert parse_retry_after(value, now=NOW) == seconds
 
+
+
+# --------------------------------------------------------------------------------- S3
+@pytest.fixture
+def moto_s3(daemon_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """moto's standalone S3 server on loopback; the AWS SDK pointed at it for every
+    process this test starts."""
+    import sys
+
+    import boto3  # type: ignore[import-untyped]
+
+    port = free_port()
+    moto = str(Path(sys.executable).parent / "moto_server")
+    url = f"http://127.0.0.1:{port}"
+    daemon_factory([moto, "-H", "127.0.0.1", "-p", str(port)], ready="http",
+                   health_url=url + "/moto-api/")
+    for key, value in {"AWS_ENDPOINT_URL_S3": url, "AWS_ACCESS_KEY_ID": "test",
+                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "eu-west-1",
+                       "NO_PROXY": "127.0.0.1"}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", region_name="eu-west-1", endpoint_url=url)
+    client.create_bucket(Bucket="caller-bucket",
+                         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return client
+
+
+async def test_per_job_s3_bucket(stack: Stack, moto_s3: Any) -> None:
+    """spec §3 step 10: the file goes to the caller's bucket under <id[0:3]>/<id>, extra's
+    strings and numbers as metadata; a bad extra or a missing bucket fail the job with a
+    callback naming why."""
+    await stack.start()
+    stack.files.files["page.html"] = (HTML, "text/html")
+    stack.files.files["big.bin"] = (b"\x01" * (300 << 10), "application/octet-stream")
+    url = stack.file_url + "/file/page.html"
+    ok = await stack.post(url, aggr_id="s3", s3_bucket="caller-bucket", s3_region="eu-west-1",
+                          extra='{"owner": "shop-7", "n": 3.9, "skip": [1]}')
+    streamed = await stack.post(stack.file_url + "/file/big.bin", aggr_id="s3",
+                                s3_bucket="caller-bucket", s3_region="eu-west-1")
+    bad_extra = await stack.post(url, aggr_id="s3", s3_bucket="caller-bucket",
+                                 s3_region="eu-west-1", extra="not json")
+    no_bucket = await stack.post(url, aggr_id="s3", s3_bucket="nobody-bucket",
+                                 s3_region="eu-west-1", max_retries=0)
+    await stack.receiver.wait_for_jobs({ok, streamed, bad_extra, no_bucket}, timeout=60)
+    assert stack.receiver.one(ok)["success"] and stack.receiver.one(streamed)["success"]
+    obj = moto_s3.get_object(Bucket="caller-bucket", Key=f"{ok[:3]}/{ok}")
+    assert obj["Body"].read() == HTML
+    assert obj["Metadata"] == {"owner": "shop-7", "n": "3"}
+    big = moto_s3.get_object(Bucket="caller-bucket", Key=f"{streamed[:3]}/{streamed}")
+    assert big["Body"].read() == b"\x01" * (300 << 10)
+    assert "Could not unmarhal Extra" in stack.receiver.one(bad_extra)["error"]
+    missing = stack.receiver.one(no_bucket)["error"]
+    assert missing.startswith("Error while storing file to job specified AWS S3 bucket")
+    assert "NoSuchBucket" in missing and missing.endswith("retriable: false, internal: false")
+    assert not list(stack.storage.rglob(f"{ok}*"))  # nothing kept locally

@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from pazari import filestore
+from pazari.downloader import s3
 from pazari.downloader import store as st
 from pazari.downloader import transport as tx
 from pazari.downloader.batching import Coalescer
@@ -75,6 +76,7 @@ class Processor:
                              if k.lower() != "accept-encoding"}
         self._limits: dict[int, Limits] = {}
         self.proxies = EnvProxies()
+        self.uploader = s3.Uploader()
         self.not_before: dict[str, float] = {}  # aggregation -> monotonic time (Retry-After)
         self.target_guard = make_target_guard(self.cfg.allow_private_networks,
                                               self.cfg.allowed_networks)
@@ -198,10 +200,7 @@ class Processor:
             deletion_at=None if callback else time.time() + self.deletion_seconds)
 
     async def _download(self, job: Job, aggr: Aggregation) -> None:
-        if job.s3_bucket:
-            raise DownloadError("storing file to job specified AWS S3 bucket",
-                                "per-job S3 buckets are not supported by this build",
-                                retriable=False)
+        meta = s3.metadata(job.extra) if job.s3_bucket else {}
         headers = self.base_headers
         if job.request_headers:
             # The client asks for the encodings it decodes and decodes them, so the stored
@@ -256,6 +255,9 @@ class Processor:
         mime = sniffed[0] if job.extract_image_size and sniffed else None
         if mime is not None:
             job.image_size = await self._image_size(result, tmp, mime)
+        if job.s3_bucket:
+            await self._store_s3(job, result, tmp, meta)
+            return
         # spec §3 steps 6, 8 and 10 in one batched worker-thread hop that holds no GIL
         # (pazari.filestore): create and write a small body, close, make the <id[0:3]>
         # directory, rename into place, made durable by the batch's syncfs (or each file's
@@ -280,6 +282,19 @@ class Processor:
             parent if stage == filestore.STAGE_MKDIR else None)
         raise DownloadError(phase, str(OSError(err, os.strerror(err), path)),
                             retriable=internal, internal=internal)
+
+    async def _store_s3(self, job: Job, result: Result, tmp: str, meta: dict[str, str]
+                        ) -> None:
+        """spec §3 step 10, per-job bucket: upload (a small body from memory, a streamed one
+        from its temp file), then drop the temp file."""
+        if result.fd >= 0:
+            os.close(result.fd)
+        try:
+            await asyncio.to_thread(
+                self.uploader.upload, job.s3_bucket, job.s3_region, job.path(),
+                None if result.body is not None else tmp, result.body, meta)
+        finally:
+            self.storage.discard_tmp(job.id)
 
     async def _image_size(self, result: Result, tmp: str, mime: str) -> str:
         """spec §3 step 9 from the header only: a small body's from memory (Pillow's lazy
