@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import ssl
 import subprocess
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -117,18 +118,23 @@ async def test_broken_encodings_are_errors(client: curl.Client, body: bytes, enc
 
 
 class LoopLag:
-    """The longest time a 2 ms sleep overslept while running: the loop's longest stall."""
+    """The loop's longest stall between two wake-ups of a 2 ms sleep, as the CPU time the
+    loop's thread spent in between (``worst``), and as wall time (``worst_wall``). The CPU
+    measure is what code on the loop costs; wall time also counts the OS running other
+    processes (5 test runs share 2 cores), so it is reported, not gated."""
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.worst_wall = 0.0
         self.task: asyncio.Task[None] | None = None
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            start = loop.time()
+            start, cpu = loop.time(), time.thread_time()
             await asyncio.sleep(0.002)
-            self.worst = max(self.worst, loop.time() - start - 0.002)
+            self.worst = max(self.worst, time.thread_time() - cpu)
+            self.worst_wall = max(self.worst_wall, loop.time() - start - 0.002)
 
     def __enter__(self) -> LoopLag:
         self.task = asyncio.get_running_loop().create_task(self._probe())
@@ -183,7 +189,8 @@ async def test_decoding_bomb_is_cut_without_stalling_the_loop(encoding: str, bom
         await c.close()
     assert small == b"small"
     assert limit < seen <= limit + (1 << 20)
-    assert lag.worst <= 0.05, f"the loop stalled {lag.worst * 1000:.1f} ms"
+    assert lag.worst <= 0.05, (f"the loop stalled {lag.worst * 1000:.1f} ms of CPU "
+                               f"({lag.worst_wall * 1000:.1f} ms wall)")
 
 
 # ------------------------------------------------------------------- time bounds

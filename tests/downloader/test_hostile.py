@@ -758,3 +758,27 @@ async def test_per_job_s3_bucket(stack: Stack, moto_s3: Any) -> None:
     assert missing.startswith("Error while storing file to job specified AWS S3 bucket")
     assert "NoSuchBucket" in missing and missing.endswith("retriable: false, internal: false")
     assert not list(stack.storage.rglob(f"{ok}*"))  # nothing kept locally
+
+
+async def test_s3_file_storage(stack: Stack, moto_s3: Any) -> None:
+    """filestorage.type "s3": stored files go to the configured bucket, and the reaper
+    deletes the object once the deletion interval is over."""
+    await stack.start(processor={"filestorage": {"type": "s3", "bucket": "caller-bucket",
+                                                 "region": "eu-west-1"}})
+    stack.files.files["page.html"] = (HTML, "text/html")
+    job_id = await stack.post(stack.file_url + "/file/page.html", aggr_id="fs3")
+    await stack.receiver.wait_for_jobs({job_id}, timeout=60)
+    assert stack.receiver.one(job_id)["success"]
+    key = f"{job_id[:3]}/{job_id}"
+    assert moto_s3.get_object(Bucket="caller-bucket", Key=key)["Body"].read() == HTML
+    r = redis.Redis(port=stack.redis.port)
+    try:
+        await async_wait_for(lambda: r.zscore("JobDeletionQueue", job_id) is not None, 20,
+                             "the deletion schedule")
+        r.zadd("JobDeletionQueue", {job_id: 0})  # due now
+        await async_wait_for(lambda: r.zscore("JobDeletionQueue", job_id) is None, 20,
+                             "the reaper")
+    finally:
+        r.close()
+    listed = moto_s3.list_objects_v2(Bucket="caller-bucket", Prefix=key)
+    assert listed.get("KeyCount", 0) == 0

@@ -44,8 +44,10 @@ class FileStorageConfig:
     region: str = ""
 
     def validate(self) -> tuple[str, str] | None:
-        if self.type != "filesystem":
-            return "type", f"unsupported file storage {self.type!r} (only 'filesystem')"
+        if self.type not in ("filesystem", "s3"):
+            return "type", f"unsupported file storage {self.type!r} ('filesystem' or 's3')"
+        if self.type == "s3" and not self.bucket:
+            return "bucket", "is required for the s3 file storage"
         return None
 
 

@@ -77,6 +77,9 @@ class Processor:
         self._limits: dict[int, Limits] = {}
         self.proxies = EnvProxies()
         self.uploader = s3.Uploader()
+        fs = self.cfg.filestorage
+        # filestorage.type "s3": stored files go to (bucket, region) instead of rootdir.
+        self.s3_storage = (fs.bucket, fs.region) if fs is not None and fs.type == "s3" else None
         self.not_before: dict[str, float] = {}  # aggregation -> monotonic time (Retry-After)
         self.target_guard = make_target_guard(self.cfg.allow_private_networks,
                                               self.cfg.allowed_networks)
@@ -256,7 +259,12 @@ class Processor:
         if mime is not None:
             job.image_size = await self._image_size(result, tmp, mime)
         if job.s3_bucket:
-            await self._store_s3(job, result, tmp, meta)
+            await self._store_s3(job, result, tmp, job.s3_bucket, job.s3_region, meta,
+                                 s3.PHASE)
+            return
+        if self.s3_storage is not None:
+            await self._store_s3(job, result, tmp, *self.s3_storage, {},
+                                 "storing file to default storage backend")
             return
         # spec §3 steps 6, 8 and 10 in one batched worker-thread hop that holds no GIL
         # (pazari.filestore): create and write a small body, close, make the <id[0:3]>
@@ -283,16 +291,16 @@ class Processor:
         raise DownloadError(phase, str(OSError(err, os.strerror(err), path)),
                             retriable=internal, internal=internal)
 
-    async def _store_s3(self, job: Job, result: Result, tmp: str, meta: dict[str, str]
-                        ) -> None:
-        """spec §3 step 10, per-job bucket: upload (a small body from memory, a streamed one
-        from its temp file), then drop the temp file."""
+    async def _store_s3(self, job: Job, result: Result, tmp: str, bucket: str, region: str,
+                        meta: dict[str, str], phase: str) -> None:
+        """spec §3 step 10, a per-job bucket or the s3 file storage: upload (a small body
+        from memory, a streamed one from its temp file), then drop the temp file."""
         if result.fd >= 0:
             os.close(result.fd)
         try:
             await asyncio.to_thread(
-                self.uploader.upload, job.s3_bucket, job.s3_region, job.path(),
-                None if result.body is not None else tmp, result.body, meta)
+                self.uploader.upload, bucket, region, job.path(),
+                None if result.body is not None else tmp, result.body, meta, phase)
         finally:
             self.storage.discard_tmp(job.id)
 
@@ -449,7 +457,10 @@ class ProcessorService(Service):
                 continue
             rel = f"{job_id[:3]}/{job_id}"
             try:
-                proc.storage.delete(rel)
+                if proc.s3_storage is not None:
+                    await asyncio.to_thread(proc.uploader.delete, *proc.s3_storage, rel)
+                else:
+                    proc.storage.delete(rel)
                 await proc.store.drop_deleted(job_id)
             except (OSError, RedisError) as exc:
                 proc.stats.incr("reaperFailures")

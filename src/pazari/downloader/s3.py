@@ -59,7 +59,7 @@ class Uploader:
             return client
 
     def upload(self, bucket: str, region: str, key: str, path: str | None,
-               body: bytes | None, meta: dict[str, str]) -> None:
+               body: bytes | None, meta: dict[str, str], phase: str = PHASE) -> None:
         """Blocking: run it in a thread. Raises DownloadError (not retriable, as a store
         error in the original)."""
         from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
@@ -72,4 +72,13 @@ class Uploader:
                 assert path is not None
                 client.upload_file(path, bucket, key, ExtraArgs={"Metadata": meta})
         except (BotoCoreError, ClientError, OSError) as exc:
-            raise DownloadError(PHASE, str(exc), retriable=False) from None
+            raise DownloadError(phase, str(exc), retriable=False) from None
+
+    def delete(self, bucket: str, region: str, key: str) -> None:
+        """Blocking: the reaper's DeleteObject (a missing object is no error in S3)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client(region).delete_object(Bucket=bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            raise OSError(f"s3://{bucket}/{key}: {exc}") from None
