@@ -85,6 +85,7 @@ def make_config(tmp: Path, redis: RedisServer, **sections: dict[str, Any]) -> di
             "poll_interval": 0.05,
             "retry_backoff": 0.2,
             "inflight_lease": 5,
+            "allow_private_networks": True,
         },
         "backends": {"http": {"timeout": 5}},
     }

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,10 @@ async def test_hmac_signature_and_failed_then_retry(stack: Stack) -> None:
     got = stack.receiver.one(job_id)
     assert got["download_url"] == f"http://localhost/assets/{job_id[:3]}/{job_id}"
     sig = stack.receiver.headers[-1]["X-Downloader-Signature"]
-    assert sig == "sha256=" + hmac.new(secret.encode(), got["_raw"], hashlib.sha256).hexdigest()
+    ts = stack.receiver.headers[-1]["X-Downloader-Timestamp"]
+    assert abs(int(ts) - time.time()) < 60
+    mac = hmac.new(secret.encode(), ts.encode() + b"." + got["_raw"], hashlib.sha256)
+    assert sig == "sha256=" + mac.hexdigest()
 
 
 async def test_undefined_backend_fails_callback(stack: Stack) -> None:

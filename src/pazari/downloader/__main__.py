@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pazari import __version__
 from pazari.downloader.config import Config, require_notifier, require_processor
 from pazari.runtime import base_parser, setup_logging
-from pazari.runtime.cli import config_exit, load_or_exit
+from pazari.runtime.cli import config_exit
 from pazari.runtime.config import ConfigError
 from pazari.runtime.service import Service, options_from_args, run
 
@@ -54,7 +54,12 @@ def _parser(command: str, description: str):  # type: ignore[no-untyped-def]
 
 
 def _load(path: str) -> Config:
-    return load_or_exit(path, Config)
+    from pazari.downloader.config import load
+
+    try:
+        return load(path)
+    except ConfigError as exc:
+        config_exit(exc)
 
 
 def _require(path: str, problem: tuple[str, str] | None) -> None:

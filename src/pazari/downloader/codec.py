@@ -45,6 +45,8 @@ def encode_job(job: Job) -> dict[str, str]:
     }
     if job.mime_type_any:
         h["MimeTypeAny"] = orjson.dumps(job.mime_type_any).decode()
+    if job.reclaim_count:
+        h["ReclaimCount"] = str(job.reclaim_count)
     return h
 
 def job_pairs(job: Job) -> list[str]:
@@ -116,6 +118,7 @@ _CONVERTED: dict[str, tuple[str, Callable[[str], object]]] = {
     "DownloadTimeout": ("download_timeout", _int),
     "RequestHeaders": ("request_headers", _headers),
     "MimeTypeAny": ("mime_type_any", _any),
+    "ReclaimCount": ("reclaim_count", _int),
 }
 
 

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 #: Backends the notifier knows (spec §4); any other name is a config error at startup
 #: (the original crashed on a nil pointer, limitation 9).
 KNOWN_BACKENDS = ("http", "kafka")
@@ -42,8 +44,10 @@ class FileStorageConfig:
     region: str = ""
 
     def validate(self) -> tuple[str, str] | None:
-        if self.type != "filesystem":
-            return "type", f"unsupported file storage {self.type!r} (only 'filesystem')"
+        if self.type not in ("filesystem", "s3"):
+            return "type", f"unsupported file storage {self.type!r} ('filesystem' or 's3')"
+        if self.type == "s3" and not self.bucket:
+            return "bucket", "is required for the s3 file storage"
         return None
 
 
@@ -62,6 +66,12 @@ class ProcessorConfig:
     read_timeout: float = 60.0  # longest silence between two body chunks
     allow_private_networks: bool = False
     allowed_networks: list[str] = field(default_factory=list)  # CIDRs exempt from the guard
+    allow_insecure_redirects: bool = False  # follow https -> http redirects
+    # A job reclaimed from a dead processor's lease more often than this fails (issue 11).
+    max_reclaims: int = 3
+    # The longest Retry-After (429/503) honoured, seconds: the job's retry and its
+    # aggregation's next jobs wait that long at most.
+    max_retry_after: float = 3600.0
     max_concurrency: int = 1000  # global cap across aggregations
     scan_interval: float = 3.0
     poll_interval: float = 1.0
@@ -92,6 +102,8 @@ class ProcessorConfig:
                 return name, "must be greater than 0"
         if self.max_redirects < 0:
             return "max_redirects", "must not be negative"
+        if self.max_reclaims < 0:
+            return "max_reclaims", "must not be negative"
         for i, cidr in enumerate(self.allowed_networks):
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -117,11 +129,30 @@ class NotifierConfig:
     retry_backoff: float = 600.0  # seconds * CallbackCount
     poll_interval: float = 1.0
     inflight_lease: float = 60.0
-    # Destination (callback URL, URL prefix or Kafka topic) → HMAC-SHA256 secret.
+    # Destination → HMAC-SHA256 secret: an origin with an optional path prefix (matched
+    # exactly, pazari.downloader.signing) or a Kafka topic.
     signing_secrets: dict[str, str] = field(default_factory=dict)
     signature_header: str = "X-Downloader-Signature"
+    timestamp_header: str = "X-Downloader-Timestamp"
+    # The SSRF guard on callback destinations, with the processor's meaning (issue 11).
+    allow_private_networks: bool = False
+    allowed_networks: list[str] = field(default_factory=list)
+    allow_insecure_redirects: bool = False
+    max_redirects: int = 10  # Go's client.Post follows 10
 
     def validate(self) -> tuple[str, str] | None:
+        from pazari.downloader.signing import validate_keys
+
+        bad = validate_keys(self.signing_secrets)
+        if bad is not None:
+            return "signing_secrets", bad
+        for i, cidr in enumerate(self.allowed_networks):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                return f"allowed_networks[{i}]", str(exc)
+        if self.max_redirects < 0:
+            return "max_redirects", "must not be negative"
         if self.max_attempts < 1:
             return "max_attempts", "must be at least 1"
         if self.poll_interval <= 0 or self.inflight_lease <= 0:
@@ -179,3 +210,43 @@ def require_notifier(cfg: Config) -> tuple[str, str] | None:
 def test_time() -> bool:
     """``DOWNLOADER_TEST_TIME`` turns every backoff unit into 200 ms (spec §5)."""
     return bool(os.environ.get("DOWNLOADER_TEST_TIME"))
+
+
+#: Keys the original's own files carry and its code never read (spec §5; issue 11): they
+#: load with one warning naming them, while a key nobody knows stays an error. The README's
+#: and config.json.sample's ``notifier.download_url`` predates PR #31, which moved it to the
+#: processor: it is used as ``processor.download_url`` when that is not set.
+IGNORED_KEYS = (("notifier", "download_url"),)
+
+
+def load(path: str) -> Config:
+    """Load ``path`` strictly, after taking out (and naming, in one warning line) the keys
+    the original ignored."""
+    from pazari.runtime.config import ConfigError, from_json
+    from pazari.runtime.logs import get_logger
+
+    file = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(file, "$", f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(file, "$", f"invalid JSON: {exc}") from None
+    ignored: list[str] = []
+    if isinstance(data, dict):
+        for section, key in IGNORED_KEYS:
+            values = data.get(section)
+            if isinstance(values, dict) and key in values:
+                value = values.pop(key)
+                ignored.append(f"$.{section}.{key}")
+                if (section, key) == ("notifier", "download_url"):
+                    proc = data.setdefault("processor", {})
+                    if isinstance(proc, dict) and not proc.get("download_url"):
+                        proc["download_url"] = value
+    if ignored:
+        get_logger("downloader.config").warning(
+            "%s: ignoring keys the original ignored: %s", file, ", ".join(ignored))
+    return from_json(data, Config, file=file)

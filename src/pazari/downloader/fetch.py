@@ -3,24 +3,29 @@ streamed to the temp file with size and time limits (spec §3 download, limitati
 
 The first 1 KiB is handed to ``on_head`` as soon as it is complete (or at EOF), so a MIME
 mismatch stops the transfer early, as the original's tee did. The HTTP exchange is
-:mod:`pazari.downloader.http1`'s: body chunks reach the file from ``data_received``.
+:mod:`pazari.downloader.curl`'s: body chunks reach the file from libcurl's WRITEFUNCTION
+(decoded in bounded slices).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import os
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urljoin
 
-from pazari.downloader import http1
+from pazari.downloader import curl, ssrf
+from pazari.downloader import transport as tx
 from pazari.downloader.errors import DownloadError
-from pazari.downloader.ssrf import ForbiddenAddress, Networks, guarded, parse_networks
+from pazari.downloader.redirects import REDIRECTS, RedirectRefused, headers_for_hop, next_hop
+from pazari.downloader.ssrf import ForbiddenAddress, Networks, parse_networks
 from pazari.mime import SNIFF_LEN
 
-REDIRECTS = frozenset((301, 302, 303, 307, 308))
+#: Checks the target of a request sent through a proxy (the proxy dials it, not us).
+TargetGuard = Callable[[str], Awaitable[None]]
 CHUNK = 64 * 1024
 #: A body announced at most this long (and not content-encoded, so it cannot inflate) is
 #: read into memory and written, synced and renamed by one worker-thread hop; longer or
@@ -36,6 +41,7 @@ class Limits:
     max_redirects: int
     allow_private: bool
     allowed: Networks = ()
+    allow_insecure_redirects: bool = False
 
 
 @dataclass(slots=True)
@@ -48,31 +54,41 @@ class Result:
 
 
 def make_client(connect_timeout: float, read_timeout: float, allow_private: bool,
-                allowed_networks: list[str]) -> http1.Client:
-    """The processor's client: the SSRF guard on every address it dials (unless private
-    networks are allowed), DNS answers cached 10 s."""
-    resolver = http1.caching(http1.default_resolver)
-    if not allow_private:
-        resolver = guarded(resolver, parse_networks(allowed_networks))
-    return http1.Client(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                        keepalive=30.0, resolver=resolver)
+                allowed_networks: list[str], max_file_size: int = 0) -> tx.Client:
+    """The processor's client (libcurl's multi interface, :mod:`pazari.downloader.curl`):
+    the SSRF guard on every address it dials, unless private networks are allowed."""
+    return curl.Client(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                       allowed_networks=None if allow_private
+                       else parse_networks(allowed_networks),
+                       max_file_size=max_file_size)
 
 
-async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
+def make_target_guard(allow_private: bool, allowed_networks: list[str]) -> TargetGuard | None:
+    """The check of a proxied request's target (None when private networks are allowed):
+    only the proxy's address is dialled here, so without it a job could make the proxy
+    fetch 169.254.169.254 for us (issue 11)."""
+    if allow_private:
+        return None
+    return ssrf.target_guard(ssrf.caching(ssrf.default_resolver),
+                             parse_networks(allowed_networks))
+
+
+async def fetch(client: tx.Client, url: str, headers: Mapping[str, str],
                 proxy: str, limits: Limits, tmp_path: str,
-                on_head: Callable[[bytes], None], on_status: Callable[[int], None]) -> Result:
+                on_head: Callable[[bytes], None], on_status: Callable[[int], None],
+                guard: TargetGuard | None = None) -> Result:
     """Download ``url`` into ``tmp_path``; raise DownloadError (phase, retriable) on failure.
     ``on_status`` sees every final status code before it is judged."""
-    # One deadline for the whole download, every hop and the body included, watched by the
-    # connection's own timer (http1): an asyncio.timeout per job cost 4% of the processor.
+    # One deadline for the whole download, every hop and the body included, given to
+    # libcurl as each hop's TIMEOUT_MS: an asyncio.timeout per job cost 4% of the processor.
     overall = limits.timeout
     job_bound = 0 < limits.job_timeout < overall
     deadline = asyncio.get_running_loop().time() + (limits.job_timeout if job_bound
                                                      else overall)
     try:
         return await _fetch(client, url, headers, proxy, limits, tmp_path, on_head,
-                            on_status, deadline)
-    except http1.DeadlineExceeded:
+                            on_status, deadline, guard)
+    except tx.DeadlineExceeded:
         if job_bound:
             raise DownloadError(
                 "performing request",
@@ -83,33 +99,73 @@ async def fetch(client: http1.Client, url: str, headers: Mapping[str, str],
             retriable=False) from None
 
 
-async def _fetch(client: http1.Client, url: str, headers: Mapping[str, str],
+async def _fetch(client: tx.Client, url: str, headers: Mapping[str, str],
                  proxy: str, limits: Limits, tmp_path: str,
                  on_head: Callable[[bytes], None], on_status: Callable[[int], None],
-                 deadline: float) -> Result:
+                 deadline: float, guard: TargetGuard | None) -> Result:
     current = url
+    hop_headers = headers
     for _hop in range(limits.max_redirects + 1):
-        resp = await _request(client, current, headers, proxy, deadline)
+        if proxy and guard is not None:
+            await _check_target(guard, current)
+        resp = await _request(client, current, hop_headers, proxy, deadline)
         try:
             location = resp.headers.get("location")
             if resp.status in REDIRECTS and location:
                 await _discard(resp)
-                current = urljoin(current, location)
+                try:
+                    current = next_hop(current, location,
+                                       allow_insecure=limits.allow_insecure_redirects)
+                except RedirectRefused as exc:
+                    on_status(resp.status)
+                    raise DownloadError("performing request", f'Get "{url}": {exc}',
+                                        retriable=False, stat="download.response.redirect"
+                                        ) from None
+                hop_headers = headers_for_hop(headers, url, current)
                 continue
             return await _read(resp, limits, tmp_path, on_head, on_status)
         finally:
             resp.release()
+    # Go's client: "stopped after 10 redirects", a request error, so retriable (spec §3).
     raise DownloadError("performing request",
                         f'Get "{url}": stopped after {limits.max_redirects} redirects',
-                        retriable=False)
+                        retriable=True, stat="download.response.redirect")
 
 
-async def _discard(resp: http1.Response) -> None:
+def parse_retry_after(value: str, now: float | None = None) -> float | None:
+    """Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP-date; None if absent or
+    malformed."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+async def _check_target(guard: TargetGuard, url: str) -> None:
+    try:
+        await guard(url)
+    except ForbiddenAddress as exc:
+        raise DownloadError("performing request", f'Get "{url}": {exc}',
+                            retriable=False, stat="download.response.ssrf") from None
+    except (OSError, tx.HTTPClientError, ValueError) as exc:
+        raise DownloadError("performing request", f'Get "{url}": {exc}',
+                            retriable=True) from None
+
+
+async def _discard(resp: tx.Response) -> None:
     """Read a short redirect body so the connection can serve the next hop; a long or
     unannounced one is not worth it (release closes the connection instead)."""
     length = resp.content_length
     if length is not None and length <= SMALL_BODY:
-        with contextlib.suppress(http1.HTTPClientError):
+        with contextlib.suppress(tx.HTTPClientError):
             await resp.stream(_drop)
 
 
@@ -117,32 +173,39 @@ def _drop(_chunk: bytes) -> None:
     pass
 
 
-async def _request(client: http1.Client, url: str, headers: Mapping[str, str],
-                   proxy: str, deadline: float) -> http1.Response:
+async def _request(client: tx.Client, url: str, headers: Mapping[str, str],
+                   proxy: str, deadline: float) -> tx.Response:
     try:
         return await client.request("GET", url, headers, proxy=proxy, deadline=deadline)
     except ForbiddenAddress as exc:
         raise DownloadError("performing request", f'Get "{url}": {exc}',
                             retriable=False, stat="download.response.ssrf") from None
-    except http1.DeadlineExceeded:
+    except tx.DeadlineExceeded:
         raise
-    except http1.TLSError as exc:
+    except tx.TooLarge as exc:  # libcurl's MAXFILESIZE on the announced Content-Length
+        raise DownloadError("processing response", str(exc), retriable=False) from None
+    except tx.TLSError as exc:
         # The original matched "x509"/"tls" in the error text (spec §3 step 4).
         raise DownloadError("performing request", f"TLS Error occured: {exc}",
                             retriable=False, stat="download.response.tls") from None
-    except http1.HTTPClientError as exc:
+    except tx.HTTPClientError as exc:
         raise DownloadError("performing request", f'Get "{url}": {exc}',
                             retriable=True) from None
 
 
-async def _read(resp: http1.Response, limits: Limits, tmp_path: str,
+async def _read(resp: tx.Response, limits: Limits, tmp_path: str,
                 on_head: Callable[[bytes], None], on_status: Callable[[int], None]) -> Result:
     status = resp.status
     on_status(status)
     if status >= 400:
         reason = f"{status} {resp.reason}".rstrip()
+        # 429 is a request to come back later, not a verdict on the job: retriable, unlike
+        # the other 4xx (spec §3 step 5), and both it and 503 say when (Retry-After).
+        retry_after = (parse_retry_after(resp.headers.get("retry-after", ""))
+                       if status in (429, 503) else None)
         raise DownloadError("processing response", f"Received status code {reason}",
-                            retriable=status >= 500)
+                            retriable=status >= 500 or status == 429,
+                            retry_after=retry_after)
     length = resp.content_length
     encoded = "content-encoding" in resp.headers
     if length is not None and length > limits.max_size and not encoded:
@@ -188,20 +251,22 @@ async def _read(resp: http1.Response, limits: Limits, tmp_path: str,
     return Result(status=status, head=bytes(head), size=size, fd=fd)
 
 
-async def _body(resp: http1.Response, sink: http1.Sink) -> None:
+async def _body(resp: tx.Response, sink: tx.Sink) -> None:
     try:
         await resp.stream(sink)
-    except http1.DeadlineExceeded:
+    except tx.DeadlineExceeded:
         raise
-    except http1.ReadTimeout:
+    except tx.ReadTimeout:
         raise DownloadError("downloading file", "no data received within the read timeout",
                             retriable=True, stat="download.response.body") from None
-    except http1.HTTPClientError as exc:
+    except tx.TooLarge as exc:
+        raise DownloadError("downloading file", str(exc), retriable=False) from None
+    except tx.HTTPClientError as exc:
         raise DownloadError("downloading file", str(exc), retriable=True,
                             stat="download.response.body") from None
 
 
-async def _read_small(resp: http1.Response, limits: Limits, status: int,
+async def _read_small(resp: tx.Response, limits: Limits, status: int,
                       on_head: Callable[[bytes], None]) -> Result:
     parts: list[bytes] = []
     await _body(resp, parts.append)

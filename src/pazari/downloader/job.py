@@ -74,6 +74,10 @@ class Job:
     # Beyond the original (OR list). Written only when set, so that the Go readers, which
     # reject unknown fields, keep working with jobs that do not use it.
     mime_type_any: list[str] = field(default_factory=list)
+    # Beyond the original: how often the job was taken back from a processor that died
+    # while holding it (written by the reclaim script only, so the Go readers see it only
+    # after a crash). Past ``max_reclaims`` the job fails instead (issue 11).
+    reclaim_count: int = 0
 
     # ------------------------------------------------------------------- behaviour
     def has_callback(self) -> bool:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
-import hmac
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +19,7 @@ from pazari.downloader.backends import Backend, DeliveryError, build
 from pazari.downloader.config import Config, test_time
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Job
 from pazari.downloader.redisconn import connect_config
+from pazari.downloader.signing import Secrets, signature
 from pazari.downloader.stats import Stats, report_loop
 from pazari.runtime import Service, get_logger
 
@@ -28,11 +27,6 @@ log = get_logger("downloader.notifier")
 
 GATHER_SLOTS = 25  # freed delivery slots worth one pop
 GATHER_WAIT = 0.005  # seconds a pop waits for more slots to free
-
-
-def signature(secret: str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of the body>`` (beyond the original)."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 class NotifierService(Service):
@@ -45,6 +39,7 @@ class NotifierService(Service):
         self.stats = Stats("notifier")
         self.stats.register(self.registry)
         self.backends: dict[str, Backend] = {}
+        self.secrets = Secrets(self.cfg.signing_secrets)
         self.store: st.Store | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.inflight: set[str] = set()
@@ -58,7 +53,7 @@ class NotifierService(Service):
 
     async def start(self) -> None:
         for name, settings in self.config.enabled_backends().items():
-            backend = build(name, settings)
+            backend = build(name, settings, self.cfg)
             await backend.start()
             self.backends[name] = backend
         self.store = st.Store(connect_config(self.config.redis, "notifier",
@@ -158,9 +153,11 @@ class NotifierService(Service):
             return
         payload = job.callback_payload()
         headers = {}
-        secret = self._secret(dst)
+        secret = self.secrets.for_destination(dst)
         if secret is not None:
-            headers[self.cfg.signature_header] = signature(secret, payload)
+            ts = int(time.time())
+            headers[self.cfg.timestamp_header] = str(ts)
+            headers[self.cfg.signature_header] = signature(secret, ts, payload)
         try:
             await backend.notify(dst, payload, headers)
         except DeliveryError as exc:
@@ -173,13 +170,6 @@ class NotifierService(Service):
         self.stats.incr("successfulCallbacks")
         minutes = self.cfg.deletion_interval
         await self.store.callback_delivered(job.id, time.time() + minutes * 60)
-
-    def _secret(self, dst: str) -> str | None:
-        secrets = self.cfg.signing_secrets
-        if dst in secrets:
-            return secrets[dst]
-        best = max((p for p in secrets if dst.startswith(p)), key=len, default=None)
-        return None if best is None else secrets[best]
 
     async def _retry_or_fail(self, job: Job, error: str) -> None:
         assert self.store is not None

@@ -61,6 +61,10 @@ class Pool:
         poll = proc.cfg.poll_interval
         idle_since: float | None = None
         while True:
+            wait = proc.aggregation_wait(self.aggr.id)
+            if wait > 0:
+                await asyncio.sleep(wait)  # a server's Retry-After (processor._failed)
+                continue
             n = await self._acquire_slots()
             try:
                 jobs = await proc.store.pop_downloads(self.aggr.id, n, proc.cfg.inflight_lease)

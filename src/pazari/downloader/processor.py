@@ -16,16 +16,17 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from pazari import filestore
-from pazari.downloader import http1
+from pazari.downloader import s3
 from pazari.downloader import store as st
+from pazari.downloader import transport as tx
 from pazari.downloader.batching import Coalescer
 from pazari.downloader.config import Config, test_time
 from pazari.downloader.errors import DownloadError
-from pazari.downloader.fetch import Limits, Result, fetch, make_client
+from pazari.downloader.fetch import Limits, Result, fetch, make_client, make_target_guard
 from pazari.downloader.imagesize import ImageSizeError, image_size
 from pazari.downloader.job import FAILED, PENDING, SUCCESS, Aggregation, Job
 from pazari.downloader.pool import Pool
-from pazari.downloader.proxies import EnvProxies
+from pazari.downloader.proxies import EnvProxies, InvalidProxy, parse_proxy
 from pazari.downloader.redisconn import connect_config
 from pazari.downloader.ssrf import parse_networks
 from pazari.downloader.stats import Stats, report_loop
@@ -36,6 +37,8 @@ from pazari.runtime import Service, get_logger
 log = get_logger("downloader.processor")
 
 GAUGES = ("workers", "workerPools", "paused")
+#: The error of a job reclaimed more than ``max_reclaims`` times (issue 11).
+CRASHED = "processor crashed while handling this job"
 DEFAULT_DELETION_MINUTES = 180
 FILE_THREADS = 16
 
@@ -56,7 +59,7 @@ _STAGE_ERRORS = {
 class Processor:
     """The processor's state shared by its pools."""
 
-    def __init__(self, config: Config, store: st.Store, client: http1.Client,
+    def __init__(self, config: Config, store: st.Store, client: tx.Client,
                  storage: FileStorage, stats: Stats) -> None:
         self.config = config
         self.cfg = config.processor
@@ -73,6 +76,13 @@ class Processor:
                              if k.lower() != "accept-encoding"}
         self._limits: dict[int, Limits] = {}
         self.proxies = EnvProxies()
+        self.uploader = s3.Uploader()
+        fs = self.cfg.filestorage
+        # filestorage.type "s3": stored files go to (bucket, region) instead of rootdir.
+        self.s3_storage = (fs.bucket, fs.region) if fs is not None and fs.type == "s3" else None
+        self.not_before: dict[str, float] = {}  # aggregation -> monotonic time (Retry-After)
+        self.target_guard = make_target_guard(self.cfg.allow_private_networks,
+                                              self.cfg.allowed_networks)
         self.pools: dict[str, asyncio.Task[None]] = {}
         self.leased: set[str] = set()  # aggregations whose lease our pools hold
         self.backoff_unit = 0.2 if test_time() else self.cfg.retry_backoff
@@ -103,7 +113,20 @@ class Processor:
 
     # ------------------------------------------------------------------------ perform
     async def perform(self, job: Job, aggr: Aggregation) -> None:
-        """spec §3 perform: download, then requeue, fail or succeed, in one MULTI each."""
+        """spec §3 perform: download, then requeue, fail or succeed, in one MULTI each.
+
+        Whatever happens while handling the job ends in an outcome for it (issue 11): an
+        exception nobody anticipated fails the job, not retriably, with the error in its
+        callback, rather than escaping as an unhandled task exception and leaving the job
+        to be reclaimed forever. Only a Redis error escapes (the outcome cannot be written;
+        the lease brings the job back)."""
+        if job.reclaim_count > self.cfg.max_reclaims:
+            # Reclaimed from a dead lease more often than allowed: the job itself is the
+            # likeliest reason its processors died.
+            job.download_count = max(0, job.download_count - 1)
+            await self._failed(job, DownloadError(
+                "performing request", CRASHED, retriable=False))
+            return
         try:
             await self._download(job, aggr)
         except asyncio.CancelledError:
@@ -124,17 +147,47 @@ class Processor:
                 job.download_count = max(0, job.download_count - 1)
             await self._failed(job, err)
             return
+        except RedisError:
+            raise
+        except Exception as exc:  # see the docstring
+            self.storage.discard_tmp(job.id)
+            self.stats.incr("download.response.internal")
+            log.exception("unexpected error while handling %s", job.id)
+            await self._failed(job, DownloadError(
+                "handling job", f"{type(exc).__name__}: {exc}", retriable=False))
+            return
         job.download_state = SUCCESS
         job.download_meta = ""
         job.download_url = self.cfg.download_url
         await self._save_terminal(job)
 
+    def aggregation_wait(self, aggr_id: str) -> float:
+        """Seconds the aggregation's pool holds off new jobs (a Retry-After of one of its
+        jobs), 0 when none."""
+        until = self.not_before.get(aggr_id)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self.not_before[aggr_id]
+            return 0.0
+        return left
+
     async def _failed(self, job: Job, err: DownloadError) -> None:
         limit = job.max_retries if job.max_retries is not None else self.cfg.default_max_retries
         job.download_meta = str(err)
+        if err.retry_after is not None:
+            # The server said when to come back: this job's retry and the aggregation's
+            # next jobs wait at least that long (capped: a hostile server must not park an
+            # aggregation for a year).
+            wait = min(err.retry_after, self.cfg.max_retry_after)
+            until = time.monotonic() + wait
+            self.not_before[job.aggr_id] = max(until, self.not_before.get(job.aggr_id, 0))
         if err.retriable and job.download_count <= limit:
             job.download_state = PENDING
             delay = max(1, job.download_count) * self.backoff_unit
+            if err.retry_after is not None:
+                delay = max(delay, min(err.retry_after, self.cfg.max_retry_after))
             await self.store.finish_download(job, requeue_at=time.time() + delay,
                                              callback=False, deletion_at=None)
             return
@@ -150,10 +203,7 @@ class Processor:
             deletion_at=None if callback else time.time() + self.deletion_seconds)
 
     async def _download(self, job: Job, aggr: Aggregation) -> None:
-        if job.s3_bucket:
-            raise DownloadError("storing file to job specified AWS S3 bucket",
-                                "per-job S3 buckets are not supported by this build",
-                                retriable=False)
+        meta = s3.metadata(job.extra) if job.s3_bucket else {}
         headers = self.base_headers
         if job.request_headers:
             # The client asks for the encodings it decodes and decodes them, so the stored
@@ -167,7 +217,8 @@ class Processor:
                             max_size=self.cfg.max_file_size,
                             max_redirects=self.cfg.max_redirects,
                             allow_private=self.cfg.allow_private_networks,
-                            allowed=self.allowed_networks)
+                            allowed=self.allowed_networks,
+                            allow_insecure_redirects=self.cfg.allow_insecure_redirects)
             if len(self._limits) < 1000:
                 self._limits[job.download_timeout] = limits
         checked = bool(job.mime_type or job.mime_type_any or job.extract_image_size)
@@ -193,11 +244,28 @@ class Processor:
 
         tmp = self.storage.tmp_path(job.id)
         proxy = aggr.proxy or self.proxies.for_url(job.url)
+        if proxy:
+            try:
+                proxy = parse_proxy(proxy)
+            except InvalidProxy as exc:
+                # The api refuses these; one written by an older api, or from the
+                # environment, fails the job with a callback (issue 11).
+                self.stats.incr("invalidProxies")
+                raise DownloadError("performing request", f"proxyconnect: {exc}",
+                                    retriable=False) from None
         result = await fetch(self.client, job.url, headers, proxy, limits, tmp, on_head,
-                             on_status)
+                             on_status, self.target_guard)
         mime = sniffed[0] if job.extract_image_size and sniffed else None
         if mime is not None:
             job.image_size = await self._image_size(result, tmp, mime)
+        if job.s3_bucket:
+            await self._store_s3(job, result, tmp, job.s3_bucket, job.s3_region, meta,
+                                 s3.PHASE)
+            return
+        if self.s3_storage is not None:
+            await self._store_s3(job, result, tmp, *self.s3_storage, {},
+                                 "storing file to default storage backend")
+            return
         # spec §3 steps 6, 8 and 10 in one batched worker-thread hop that holds no GIL
         # (pazari.filestore): create and write a small body, close, make the <id[0:3]>
         # directory, rename into place, made durable by the batch's syncfs (or each file's
@@ -223,6 +291,19 @@ class Processor:
         raise DownloadError(phase, str(OSError(err, os.strerror(err), path)),
                             retriable=internal, internal=internal)
 
+    async def _store_s3(self, job: Job, result: Result, tmp: str, bucket: str, region: str,
+                        meta: dict[str, str], phase: str) -> None:
+        """spec §3 step 10, a per-job bucket or the s3 file storage: upload (a small body
+        from memory, a streamed one from its temp file), then drop the temp file."""
+        if result.fd >= 0:
+            os.close(result.fd)
+        try:
+            await asyncio.to_thread(
+                self.uploader.upload, bucket, region, job.path(),
+                None if result.body is not None else tmp, result.body, meta, phase)
+        finally:
+            self.storage.discard_tmp(job.id)
+
     async def _image_size(self, result: Result, tmp: str, mime: str) -> str:
         """spec §3 step 9 from the header only: a small body's from memory (Pillow's lazy
         open, tens of microseconds), a streamed one's from the written temp file."""
@@ -244,9 +325,8 @@ class Processor:
 
     # --------------------------------------------------------------------- spawning
     def spawn(self, aggr: Aggregation) -> None:
-        if aggr.proxy and not aggr.proxy.startswith(("http://", "https://")):
-            self.stats.incr("invalidProxies")
-            return
+        # An unusable aggr_proxy fails each of its jobs with a callback (_download): the
+        # original skipped the pool, leaving its jobs Pending forever (issue 11).
         pool = Pool(self, aggr)
         self.leased.add(aggr.id)
         task = asyncio.create_task(pool.run(), name=f"pool:{aggr.id}")
@@ -304,7 +384,7 @@ class ProcessorService(Service):
         client = connect_config(self.config.redis, "processor", 50 + cfg.max_concurrency)
         # No cookies are kept (neither did Go's client); the environment proxy is EnvProxies'.
         http = make_client(cfg.connect_timeout, cfg.read_timeout, cfg.allow_private_networks,
-                           cfg.allowed_networks)
+                           cfg.allowed_networks, cfg.max_file_size)
         self.proc = Processor(self.config, st.Store(client), http, storage, self.stats)
         self.healthy.set()
         self.tasks = [asyncio.create_task(c) for c in (
@@ -377,7 +457,10 @@ class ProcessorService(Service):
                 continue
             rel = f"{job_id[:3]}/{job_id}"
             try:
-                proc.storage.delete(rel)
+                if proc.s3_storage is not None:
+                    await asyncio.to_thread(proc.uploader.delete, *proc.s3_storage, rel)
+                else:
+                    proc.storage.delete(rel)
                 await proc.store.drop_deleted(job_id)
             except (OSError, RedisError) as exc:
                 proc.stats.incr("reaperFailures")

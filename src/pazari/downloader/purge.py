@@ -1,7 +1,14 @@
-"""``downloader purge-assets [--purge]`` (spec §6, the original's utils/purge-assets):
+r"""``downloader purge-assets [--purge]`` (spec §6, the original's utils/purge-assets):
 nginx access-log lines on stdin; each successful ``GET /assets/<id[0:3]>/<id>`` names a file
 under ``ASSETS_PATH``. The default dry run prints the paths that exist; ``--purge`` deletes
-them, ignoring errors. Directories are kept."""
+them, ignoring errors. Directories are kept.
+
+Unlike the original's unanchored ``/GET \/assets(\/\S+\/\S+) .+ 200/``, a line must be in
+nginx's ``combined`` format from its first character, the request being the quoted
+``"GET /assets/... HTTP/x"`` field and 200 the status field after it: a User-Agent or a
+Referer saying ``GET /assets/../x ... 200`` names nothing. Each path is resolved (``..``,
+symlinks) and refused unless it stays inside ASSETS_PATH (issue 11).
+"""
 
 from __future__ import annotations
 
@@ -13,20 +20,28 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TextIO
 
-ASSET_LINE = re.compile(r"GET \/assets(\/\S+\/\S+) .+ 200")
+#: nginx ``combined``: $remote_addr - $remote_user [$time_local] "$request" $status
+#: $body_bytes_sent "$http_referer" "$http_user_agent", anchored at the line start.
+ASSET_LINE = re.compile(
+    r'\S+ \S+ \S+ \[[^\]]*\] "GET /assets(/[^\s"]+/[^\s"]+) HTTP/[0-9.]+" 200 ')
 
 
 def asset_paths(lines: Iterable[str], assets_path: str) -> Iterator[str]:
-    """Existing files named by the log lines, once each, in order of appearance."""
+    """Existing files named by the log lines, once each, in order of appearance; only
+    those whose resolved path is inside ``assets_path``."""
+    root = os.path.realpath(assets_path)
     seen: set[str] = set()
     for line in lines:
-        m = ASSET_LINE.search(line)
+        m = ASSET_LINE.match(line)
         if m is None:
             continue
         path = assets_path + m.group(1)
         if path in seen:
             continue
         seen.add(path)
+        resolved = os.path.realpath(path)
+        if os.path.commonpath([root, resolved]) != root or resolved == root:
+            continue
         if os.path.isfile(path):
             yield path
 

@@ -46,7 +46,9 @@ end
 return out
 """
 
-# Move expired in-flight downloads back to their aggregation queue (crash recovery).
+# Move expired in-flight downloads back to their aggregation queue (crash recovery),
+# counting each reclaim in ReclaimCount: a job that kills every processor that takes it is
+# failed by the next one once the count passes max_reclaims (issue 11).
 # KEYS: inflight. ARGV: now, limit.
 RECLAIM_DOWNLOADS = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -55,6 +57,7 @@ for _, id in ipairs(ids) do
   local aggr = redis.call('HGET', 'job:' .. id, 'AggrID')
   if aggr then
     redis.call('HSET', 'job:' .. id, 'DownloadState', 'Pending')
+    redis.call('HINCRBY', 'job:' .. id, 'ReclaimCount', 1)
     redis.call('ZADD', 'jobs:' .. aggr, ARGV[1], id)
   end
 end

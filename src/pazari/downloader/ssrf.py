@@ -3,9 +3,13 @@ refused after DNS resolution, on every redirect hop, unless ``allow_private_netw
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
-from pazari.downloader.http1 import Resolver
+from pazari.downloader.transport import ConnectError, Resolver
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
@@ -48,5 +52,76 @@ def guarded(resolver: Resolver, allowed: Networks = ()) -> Resolver:
             if is_forbidden(address, allowed):
                 raise ForbiddenAddress(host, address)
         return addresses
+
+    return resolve
+
+
+def target_guard(resolver: Resolver, allowed: Networks = ()
+                 ) -> Callable[[str], Awaitable[None]]:
+    """A check of a URL's host for requests a proxy makes for us: the name is resolved here
+    and refused if any address is forbidden (the proxy may resolve it differently, but a
+    name that points inward here is refused wherever it points there)."""
+    check = guarded(resolver, allowed)
+
+    async def check_url(url: str) -> None:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        await check(host, port)
+
+    return check_url
+
+
+async def default_resolver(host: str, port: int) -> list[str]:
+    """IP literals as they are; names through getaddrinfo (libuv's thread pool)."""
+    try:
+        ipaddress.ip_address(host)
+        return [host]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConnectError(f"dial tcp: lookup {host}: {exc.strerror or exc}") from None
+    seen: dict[str, None] = {}
+    for info in infos:
+        seen[str(info[4][0])] = None
+    return list(seen)
+
+
+def caching(resolver: Resolver, ttl: float = 10.0, size: int = 10_000) -> Resolver:
+    """``resolver`` with answers kept ``ttl`` seconds (aiohttp's ttl_dns_cache did this).
+    Concurrent misses for one host share a single lookup (as aiohttp's do): a burst of jobs
+    for a new host asks the resolver once, not once per job."""
+    cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
+    inflight: dict[tuple[str, int], asyncio.Task[list[str]]] = {}
+
+    async def lookup(key: tuple[str, int]) -> list[str]:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        addresses = await resolver(*key)
+        if len(cache) >= size:
+            cache.clear()
+        cache[key] = (now + ttl, addresses)
+        return addresses
+
+    def settled(key: tuple[str, int], task: asyncio.Task[list[str]]) -> None:
+        inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # every waiter may be gone: not "never retrieved"
+
+    async def resolve(host: str, port: int) -> list[str]:
+        key = (host, port)
+        hit = cache.get(key)
+        if hit is not None and hit[0] > asyncio.get_running_loop().time():
+            return hit[1]
+        task = inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(lookup(key))
+            inflight[key] = task
+            task.add_done_callback(lambda done: settled(key, done))
+        # Shielded: one caller's deadline must not cancel the lookup the others wait on.
+        return await asyncio.shield(task)
 
     return resolve

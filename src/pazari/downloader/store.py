@@ -23,6 +23,7 @@ Scores are compared as numbers (the original's Lua compared strings).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -306,7 +307,8 @@ class Store:
             job.callback_state = PENDING
         target, score = "", 0
         if requeue_at is not None:
-            target, score = jobs_key(job.aggr_id), int(requeue_at)
+            # Rounded up: a job never becomes eligible before it was asked to (Retry-After).
+            target, score = jobs_key(job.aggr_id), math.ceil(requeue_at)
         elif callback:
             target, score = CALLBACK_QUEUE, now()
         elif deletion_at is not None:

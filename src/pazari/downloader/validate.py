@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from pazari.downloader.job import Aggregation, Job
+from pazari.downloader.proxies import InvalidProxy, parse_proxy
 from pazari.mime import InvalidMimePattern, parse_mime_any, parse_mime_patterns
 from pazari.mime.errors import go_quote
 
@@ -311,6 +312,12 @@ def parse_aggregation(doc: dict[str, Any]) -> Aggregation:
             err = parse_request_uri(p)
             if err is not None:
                 raise Invalid(f"Aggregation proxy must be a valid URI: {err}")
+            try:
+                # The processor's own parser (issue 11): a proxy it cannot use is a 400
+                # here, not an aggregation stuck Pending.
+                parse_proxy(p)
+            except InvalidProxy as exc:
+                raise Invalid(f"Aggregation proxy cannot be used: {exc}") from None
         proxy = p
     rate = 0.0
     if "aggr_rate" in doc:  # beyond the original: requests per second (token bucket)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from pazari.downloader.config import NotifierConfig
+
 
 class DeliveryError(Exception):
     """The callback was not delivered; the text goes to CallbackMeta."""
@@ -18,11 +20,11 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
 
 
-def build(name: str, settings: dict[str, Any]) -> Backend:
+def build(name: str, settings: dict[str, Any], notifier: NotifierConfig) -> Backend:
     if name == "http":
         from pazari.downloader.backends.http import HttpBackend
 
-        return HttpBackend(settings)
+        return HttpBackend(settings, notifier)
     if name == "kafka":
         from pazari.downloader.backends.kafka import KafkaBackend
 
