@@ -204,11 +204,15 @@ def plan() -> list[Proc]:
         {
             "redis": {"addr": f"127.0.0.1:{redis_port}"},
             "api": {"heartbeat_path": str((STATE / "downloader-disabled").resolve())},
+            # A development stack lives on loopback: its downloads and callbacks may go to
+            # local servers, which the SSRF guard refuses by default (issue 11).
             "processor": {
                 "storage_dir": str(downloads.resolve()),
                 "download_url": f"http://127.0.0.1:{api_port}/assets",
+                "allowed_networks": ["127.0.0.0/8", "::1/128"],
             },
-            "notifier": {"concurrency": 10, "deletion_interval": 180},
+            "notifier": {"concurrency": 10, "deletion_interval": 180,
+                         "allowed_networks": ["127.0.0.0/8", "::1/128"]},
             "backends": {"http": {"timeout": 30}},
         },
     )
