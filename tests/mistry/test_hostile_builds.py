@@ -342,3 +342,20 @@ def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_
     assert time.monotonic() - began < ANSWER
     assert not os.path.lexists(ready1)
     assert hostile.guarded() == before
+
+
+def test_clients_leaving_mid_download_free_their_writers(hostile: Hostile) -> None:
+    """Each GET /artifacts holds a worker thread for its tar writer: clients that read a
+    little and disconnect must free it (20 of them, over the default pool of 6 threads of
+    this 2-core host), and the next download still answers within ANSWER."""
+    m = hostile.mistry
+    m.project("big", "dd if=/dev/zero of=artifacts/big bs=1M count=8 2>/dev/null\n")
+    jid = build(m, "big", 1)["URL"].rsplit("/", 1)[-1]
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", m.port), timeout=ANSWER) as sock:
+            sock.sendall(f"GET /artifacts/big/{jid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    status, body, took = get_artifacts(m, "big", jid)
+    assert status == 200 and took < ANSWER
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert tar.getmember("big").size == 8 * 1024 * 1024
