@@ -40,16 +40,21 @@ DEEP = "mkdir -p artifacts/$(printf 'd/%.0s' $(seq 1 300))"
 ANSWER = 10.0  # every request answers within this (issue 10)
 BUILD = 120.0  # a build POST runs a container: generous on a loaded 2-core box
 
+# One project for every case (one image build): params/case picks round 1's hostile
+# snippet, the group (the case's name) chains round 2 to it.
 SCRIPT = """\
 round=$(cat params/round)
 if [ "$round" = 1 ]; then
-{hostile}
+  case "$(cat params/case)" in
+{cases}
+  esac
 else
   ls -la . cache artifacts params > /dev/null
   echo ok > artifacts/ok
   echo second >> cache/c
 fi
 """
+PROJECT = "hostile"
 
 # From data/ of BP/<p>/ready/<id>/data up to the dir holding builds/, projects/, victim/.
 UP = "../../../../.."
@@ -234,13 +239,18 @@ def hostile(
         resp = m.post({"project": "bystander", "group": "g"}, timeout=BUILD)
         assert resp.status == 201, resp.text
         jid = resp.json()["URL"].rsplit("/", 1)[-1]
-        yield Hostile(m, victim, m.builds / "bystander" / "ready" / jid)
+        bystander = m.builds / "bystander" / "ready" / jid
+        paths = {"victim": victim, "builds": m.builds, "projects": m.projects,
+                 "bystander": bystander}  # fmt: skip
+        arms = "".join(f"  {c.name})\n{c.hostile.format(**paths)}\n  ;;\n" for c in CASES)
+        m.project(PROJECT, SCRIPT.format(cases=arms))
+        yield Hostile(m, victim, bystander)
 
 
-def build(m: Mistry, project: str, round_: int) -> dict[str, Any]:
-    resp = m.post(
-        {"project": project, "group": "g", "params": {"round": str(round_)}}, timeout=BUILD
-    )
+def build(m: Mistry, project: str, round_: int, case: str = "") -> dict[str, Any]:
+    params = {"round": str(round_), "case": case}
+    group = case or "g"
+    resp = m.post({"project": project, "group": group, "params": params}, timeout=BUILD)
     assert resp.status == 201, resp.text
     info: dict[str, Any] = resp.json()
     assert info["ExitCode"] == 0, info
@@ -264,17 +274,10 @@ def _param(case: Case) -> Any:
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_path: Path) -> None:
     m = hostile.mistry
-    project = "h-" + case.name.replace("_", "-")
-    paths = {
-        "victim": hostile.victim,
-        "builds": m.builds,
-        "projects": m.projects,
-        "bystander": hostile.bystander,
-    }
-    m.project(project, SCRIPT.format(hostile=case.hostile.format(**paths)))
+    project = PROJECT
     before = hostile.guarded()
 
-    first = build(m, project, 1)
+    first = build(m, project, 1, case.name)
     jid1 = first["URL"].rsplit("/", 1)[-1]
     ready1 = m.builds / project / "ready" / jid1
     if case.inject is not None:
@@ -299,8 +302,8 @@ def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_
     target = tmp_path / "target"
     began = time.monotonic()
     done = m.client(
-        "--project", project, "--group", "g", "--target", str(target),
-        params=["--round", "1"], timeout=BUILD,
+        "--project", project, "--group", case.name, "--target", str(target),
+        params=["--round", "1", "--case", case.name], timeout=BUILD,
     )  # fmt: skip
     # Not ANSWER: extracting 100k files through tarfile's data filter takes 20-30 s here
     # (a realpath per member); the GET it reads from answered within ANSWER above.
@@ -321,7 +324,7 @@ def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_
     assert hostile.guarded() == before
 
     # The next build of the group starts from a clone of round 1 and must get real dirs.
-    second = build(m, project, 2)
+    second = build(m, project, 2, case.name)
     assert second["Incremental"] is True
     data2 = m.builds / project / "ready" / second["URL"].rsplit("/", 1)[-1] / "data"
     for sub in ("cache", "artifacts", "params"):
