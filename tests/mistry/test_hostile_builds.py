@@ -40,16 +40,21 @@ DEEP = "mkdir -p artifacts/$(printf 'd/%.0s' $(seq 1 300))"
 ANSWER = 10.0  # every request answers within this (issue 10)
 BUILD = 120.0  # a build POST runs a container: generous on a loaded 2-core box
 
+# One project for every case (one image build): params/case picks round 1's hostile
+# snippet, the group (the case's name) chains round 2 to it.
 SCRIPT = """\
 round=$(cat params/round)
 if [ "$round" = 1 ]; then
-{hostile}
+  case "$(cat params/case)" in
+{cases}
+  esac
 else
   ls -la . cache artifacts params > /dev/null
   echo ok > artifacts/ok
   echo second >> cache/c
 fi
 """
+PROJECT = "hostile"
 
 # From data/ of BP/<p>/ready/<id>/data up to the dir holding builds/, projects/, victim/.
 UP = "../../../../.."
@@ -234,13 +239,18 @@ def hostile(
         resp = m.post({"project": "bystander", "group": "g"}, timeout=BUILD)
         assert resp.status == 201, resp.text
         jid = resp.json()["URL"].rsplit("/", 1)[-1]
-        yield Hostile(m, victim, m.builds / "bystander" / "ready" / jid)
+        bystander = m.builds / "bystander" / "ready" / jid
+        paths = {"victim": victim, "builds": m.builds, "projects": m.projects,
+                 "bystander": bystander}  # fmt: skip
+        arms = "".join(f"  {c.name})\n{c.hostile.format(**paths)}\n  ;;\n" for c in CASES)
+        m.project(PROJECT, SCRIPT.format(cases=arms))
+        yield Hostile(m, victim, bystander)
 
 
-def build(m: Mistry, project: str, round_: int) -> dict[str, Any]:
-    resp = m.post(
-        {"project": project, "group": "g", "params": {"round": str(round_)}}, timeout=BUILD
-    )
+def build(m: Mistry, project: str, round_: int, case: str = "") -> dict[str, Any]:
+    params = {"round": str(round_), "case": case}
+    group = case or "g"
+    resp = m.post({"project": project, "group": group, "params": params}, timeout=BUILD)
     assert resp.status == 201, resp.text
     info: dict[str, Any] = resp.json()
     assert info["ExitCode"] == 0, info
@@ -264,17 +274,10 @@ def _param(case: Case) -> Any:
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_path: Path) -> None:
     m = hostile.mistry
-    project = "h-" + case.name.replace("_", "-")
-    paths = {
-        "victim": hostile.victim,
-        "builds": m.builds,
-        "projects": m.projects,
-        "bystander": hostile.bystander,
-    }
-    m.project(project, SCRIPT.format(hostile=case.hostile.format(**paths)))
+    project = PROJECT
     before = hostile.guarded()
 
-    first = build(m, project, 1)
+    first = build(m, project, 1, case.name)
     jid1 = first["URL"].rsplit("/", 1)[-1]
     ready1 = m.builds / project / "ready" / jid1
     if case.inject is not None:
@@ -299,8 +302,8 @@ def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_
     target = tmp_path / "target"
     began = time.monotonic()
     done = m.client(
-        "--project", project, "--group", "g", "--target", str(target),
-        params=["--round", "1"], timeout=BUILD,
+        "--project", project, "--group", case.name, "--target", str(target),
+        params=["--round", "1", "--case", case.name], timeout=BUILD,
     )  # fmt: skip
     # Not ANSWER: extracting 100k files through tarfile's data filter takes 20-30 s here
     # (a realpath per member); the GET it reads from answered within ANSWER above.
@@ -321,7 +324,7 @@ def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_
     assert hostile.guarded() == before
 
     # The next build of the group starts from a clone of round 1 and must get real dirs.
-    second = build(m, project, 2)
+    second = build(m, project, 2, case.name)
     assert second["Incremental"] is True
     data2 = m.builds / project / "ready" / second["URL"].rsplit("/", 1)[-1] / "data"
     for sub in ("cache", "artifacts", "params"):
@@ -342,3 +345,20 @@ def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_
     assert time.monotonic() - began < ANSWER
     assert not os.path.lexists(ready1)
     assert hostile.guarded() == before
+
+
+def test_clients_leaving_mid_download_free_their_writers(hostile: Hostile) -> None:
+    """Each GET /artifacts holds a worker thread for its tar writer: clients that read a
+    little and disconnect must free it (20 of them, over the default pool of 6 threads of
+    this 2-core host), and the next download still answers within ANSWER."""
+    m = hostile.mistry
+    m.project("big", "dd if=/dev/zero of=artifacts/big bs=1M count=8 2>/dev/null\n")
+    jid = build(m, "big", 1)["URL"].rsplit("/", 1)[-1]
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", m.port), timeout=ANSWER) as sock:
+            sock.sendall(f"GET /artifacts/big/{jid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    status, body, took = get_artifacts(m, "big", jid)
+    assert status == 200 and took < ANSWER
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert tar.getmember("big").size == 8 * 1024 * 1024

@@ -353,6 +353,11 @@ class Api:
             while chunk is not None:
                 await resp.write(chunk)
                 chunk = await self._next_chunk(pipe, writer)
+            await resp.write_eof()
+        except ConnectionResetError:
+            # The client went away (a tar reader may stop at the end-of-archive blocks
+            # and close before the last chunk): nothing to answer.
+            return resp
         except (ArtifactsError, OSError, tarfile.TarError) as exc:
             self.log.warning("artifacts of %s/%s failed: %s", project, jid, exc)
             if not resp.prepared:
@@ -366,7 +371,6 @@ class Api:
             pipe.cancel()
             with contextlib.suppress(BaseException):
                 await writer
-        await resp.write_eof()
         return resp
 
     @staticmethod
