@@ -6,10 +6,13 @@ PYTEST_ARGS ?=
 
 # System packages the tests and the local stack use (Debian names).
 APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby ruby-redis rsync \
-            libmagic1 procps openssl chromium wrk nginx btrfs-progs
+            libmagic1 procps openssl chromium wrk nginx btrfs-progs \
+            mmdebstrap lintian dpkg-dev binutils
 APT_RUN  := redis-server podman runc busybox-static
+# What `make deb` needs: Debian's interpreter with headers and venv, a compiler, dpkg-deb.
+APT_DEB  := python3 python3-venv python3-dev gcc binutils dpkg-dev git
 
-.PHONY: all deps venv build lint test test-fast bench bench-gate run wheel clean
+.PHONY: all deps venv build lint test test-fast bench bench-gate run wheel deb clean
 
 all: build
 
@@ -49,6 +52,12 @@ bench-gate: deps build
 
 wheel: venv
 	$(VPY) -m pip wheel --no-deps --no-build-isolation . -w dist
+
+# dist/pazari_<version>_amd64.deb: a venv in /opt/pazari on Debian's /usr/bin/python3, the
+# systemd units, sysusers, tmpfiles and configs (packaging/deb/build-deb; reproducible).
+deb:
+	@packaging/dev/ensure-packages $(APT_DEB)
+	packaging/deb/build-deb dist
 
 run: build
 	@packaging/dev/ensure-packages $(APT_RUN)
