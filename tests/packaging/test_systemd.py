@@ -48,6 +48,12 @@ SINK_REDIS = (f"systemd-run --unit=sink-redis /usr/bin/redis-server --port {SINK
               "--save '' --appendonly no")  # fmt: skip
 LOGFMT = re.compile(r"^ts=\S+Z level=(debug|info|warning|error) component=\S+ msg=")
 
+RAFKA_JSON = {
+    "general": {"bootstrap.servers": "127.0.0.1:9092"},
+    # tansu holds a JoinGroup for about half the session timeout: keep it short.
+    "consumer": {"auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                 "heartbeat.interval.ms": 500},
+}  # fmt: skip
 DOWNLOADER_JSON = {
     "redis": {"addr": "127.0.0.1:6379"},
     "processor": {
@@ -145,6 +151,7 @@ def stack(systemd_container: Container, deb_package: Path,
            "/root/probe.py serve 8700 /root/files")  # fmt: skip
     # The operator's edits of the conffiles, and a test-only drop-in: the loop-block endpoint
     # and a shorter watchdog.
+    _write(box, "/etc/pazari/rafka.json", json.dumps(RAFKA_JSON), tmp)
     _write(box, "/etc/pazari/downloader.json", json.dumps(DOWNLOADER_JSON), tmp)
     _write(box, "/etc/pazari/scratchd.json", json.dumps(SCRATCHD_JSON), tmp)
     for unit in UNITS:
