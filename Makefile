@@ -6,11 +6,14 @@ PYTEST_ARGS ?=
 
 # System packages the tests and the local stack use (Debian names).
 APT_TEST := python3-venv redis-server podman runc busybox-static uidmap ruby ruby-redis rsync socat \
-            libmagic1 procps openssl chromium wrk nginx btrfs-progs
+            libmagic1 procps openssl chromium wrk nginx btrfs-progs \
+            mmdebstrap lintian dpkg-dev binutils
 APT_RUN  := redis-server podman runc busybox-static
+# What `make deb` needs: Debian's interpreter with headers and venv, a compiler, dpkg-deb.
+APT_DEB  := python3 python3-venv python3-dev gcc binutils dpkg-dev git
 
 .PHONY: all deps venv build lint test test-fast test-race fuzz bench bench-gate bench-report run \
-        wheel clean
+        wheel deb clean
 
 all: build
 
@@ -73,6 +76,12 @@ bench-report: venv
 
 wheel: venv
 	$(VPY) -m pip wheel --no-deps --no-build-isolation . -w dist
+
+# dist/pazari_<version>_amd64.deb: a venv in /opt/pazari on Debian's /usr/bin/python3, the
+# systemd units, sysusers, tmpfiles and configs (packaging/deb/build-deb; reproducible).
+deb:
+	@packaging/dev/ensure-packages $(APT_DEB)
+	packaging/deb/build-deb dist
 
 run: build
 	@packaging/dev/ensure-packages $(APT_RUN)

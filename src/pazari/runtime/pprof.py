@@ -2,7 +2,7 @@
 ``net/http/pprof`` that the originals had (``/debug/pprof/profile``, ``goroutine?debug=2``).
 
 - ``GET /debug/pprof/profile?seconds=N&format=html|speedscope|text`` samples the event loop's
-  thread with pyinstrument for N seconds (1 ≤ N ≤ 60) and returns the rendered profile. One
+  thread with pyinstrument for N seconds (0 < N ≤ 60) and returns the rendered profile. One
   profile at a time: a second request gets 409 while one runs.
 - ``GET /debug/pprof/tasks`` lists every asyncio task with its name, state and stack (the
   goroutine dump).
