@@ -28,6 +28,7 @@ event"), documented once here:
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -274,7 +275,9 @@ def sync_loop(requests: int, results: int) -> None:
         try:
             os.fdatasync(fd)
         except OSError as exc:
-            err = exc.errno or 5  # EIO when the platform gives none
+            err = exc.errno or errno.EIO
+        except ValueError:  # a negative fd, which fdatasync(2) answers with EBADF
+            err = errno.EBADF
         try:
             os.write(results, _SYNC_MESSAGE.pack(seq, err))
         except OSError:
