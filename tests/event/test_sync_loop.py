@@ -1,6 +1,7 @@
 """The spool's fdatasync server (issue 17): the compiled ``sync_loop`` (no GIL) and its pure
-twin answer the same requests with the same results — a synced file, a descriptor not open (EBADF), a
-pipe (EINVAL: fdatasync does not apply) — in order per thread, and end at end of file."""
+twin answer the same requests with the same results — a synced file, a descriptor not open
+(EBADF), a pipe (EINVAL: fdatasync does not apply) — in order per thread, and end at end of
+file."""
 
 from __future__ import annotations
 
