@@ -44,8 +44,11 @@ _SYNC = struct.Struct("=ii")  # sync_loop's messages: request (fd, seq), result 
 # Group commits whose fdatasync may run at once. Under closed-loop load (64 keep-alive
 # clients, each waiting for its answer) one commit at a time left the CPU idle ~15% of the
 # time: the appends of the next cycle waited for the previous fdatasync before their own
-# could start. The commits still resolve strictly in order.
-MAX_INFLIGHT = 3
+# could start. The commits still resolve strictly in order. Issue 17: each fdatasync costs
+# ~170-220 us of kernel CPU on this ext4 whatever its size, so the group size sets the CPU
+# per event: the 64 clients of the pixel benchmark split into groups of ~19 with 3 commits in
+# flight, ~24 with 2, ~33 with 1 (which, on a busy disk, lost throughput again); 2 it is.
+MAX_INFLIGHT = 2
 log = get_logger("scratchd.spool")
 
 
