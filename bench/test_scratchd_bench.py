@@ -168,7 +168,9 @@ def servers(tmp_path: Path) -> Iterator[dict[str, int]]:
              "bare_protocol": free_port()}
     config = {
         "tenants": [{"id": "shop", "hosts": ["shop.test"], "sinks": ["file"],
-                     "ack": "spooled", "max_batch_events": 100}],
+                     "ack": "spooled", "max_batch_events": 100},
+                    {"id": "received", "hosts": [RECEIVED_HOST], "sinks": ["file"],
+                     "ack": "received"}],
         "sinks": {"file": {"type": "file", "path": str(tmp_path / "events")}},
         "spool": {"dir": str(tmp_path / "spool"), "segment_bytes": 16 << 20},
     }
@@ -238,12 +240,31 @@ def test_pixel_vs_bare_aiohttp(servers: dict[str, int], tmp_path: Path) -> None:
     assert doc["ratio_vs_bare_aiohttp"] >= 0.8, doc
 
 
-#: Issue 15: the pixel's p99 at 64 connections within 3x nginx's in the same run; issue 17:
-#: at most 2x the CPU per request of the bare protocol server. Both depend on issue 17's work
-#: on the pixel path (measured 5.8x the CPU; p99 3-8x nginx's): until it lands they are
-#: recorded every run and reported, not gated (an xfail that names the figures).
-PIXEL_P99_VS_NGINX = 3.0
+#: Issue 17: the pixel (ack "spooled", file sink, events forwarded) at most 2x the CPU per
+#: request of the bare protocol server, and its p99 at 64 connections within 3x the bare
+#: server's, in the same run (nginx's p99 is reported beside it, issue 15). Not reached yet:
+#: an xfail that names the figures. What was reached is asserted, so that the gain stays:
+#: 5.3-6.7x before issue 17's work, 4.3-4.9x after it (GIL-free fdatasync threads, 2
+#: commits in flight, the per-connection client, a 20 ms forwarder coalesce), measured side
+#: by side on the same loaded 2-core box; PIXEL_CPU_REACHED leaves a margin for its noise.
+#: What is left is mostly fdatasync's own kernel CPU (~200 us per group commit of ~24
+#: events) and the Python of the pixel path itself.
 PIXEL_CPU_VS_BARE = 2.0
+PIXEL_P99_VS_BARE = 3.0
+PIXEL_CPU_REACHED = 5.0
+RECEIVED_HOST = "received.test"  # a second tenant of the same process, ack "received"
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and every process below it (``--workers N``)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(_tree_cpu(int(child)) for child in children)
+    return total
 
 
 @pytest.mark.gate
@@ -252,38 +273,95 @@ def test_pixel_cpu_and_tail_vs_bare_protocol_and_nginx(
 ) -> None:
     """scratchd's pixel (ack "spooled", file sink, events forwarded) against the bare
     uvloop+httptools pixel server (bench/bare_pixel.py) and nginx, wrk -t1 -c64 --latency,
-    interleaved: CPU per request of each Python server from /proc, p50/p99 of all three."""
+    interleaved: CPU per request of each Python server from /proc, p50/p99 of all. Reported
+    beside it (issue 17): ack "received" (same process, another tenant), ``--workers 2``
+    (CPU of the whole process tree) and ``POST /batch`` events/s."""
     if "nginx" not in servers:
         pytest.skip("nginx is not installed")
     script = tmp_path / "pixel.lua"
     script.write_text(WRK_LUA.format(ua=UA))
-    pids = {"bare_protocol": servers["bare_protocol_pid"], "scratchd": servers["scratchd_pid"],
-            "nginx": None}
+    received = tmp_path / "received.lua"
+    received.write_text(WRK_LUA.format(ua=UA).replace("shop.test", RECEIVED_HOST))
+    runs_of = {"bare_protocol": (servers["bare_protocol"], servers["bare_protocol_pid"], script),
+               "scratchd": (servers["scratchd"], servers["scratchd_pid"], script),
+               "scratchd_ack_received": (servers["scratchd"], servers["scratchd_pid"], received),
+               "nginx": (servers["nginx"], None, script)}
 
     def measure() -> dict[str, Any]:
-        runs = {name: _wrk_latency(f"http://127.0.0.1:{servers[name]}/track?{QUERY}", script,
-                                   pid) for name, pid in pids.items()}
+        runs = {name: _wrk_latency(f"http://127.0.0.1:{port}/track?{QUERY}", lua, pid)
+                for name, (port, pid, lua) in runs_of.items()}
+        bare = runs["bare_protocol"]
         return {
             **runs,
+            "p99_vs_bare_protocol": runs["scratchd"]["p99_ms"] / bare["p99_ms"],
             "p99_vs_nginx": runs["scratchd"]["p99_ms"] / runs["nginx"]["p99_ms"],
-            "p99_vs_bare_protocol": runs["scratchd"]["p99_ms"] / runs["bare_protocol"]["p99_ms"],
-            "cpu_vs_bare_protocol": (runs["scratchd"]["cpu_us_per_request"]
-                                     / runs["bare_protocol"]["cpu_us_per_request"]),
+            "cpu_vs_bare_protocol": runs["scratchd"]["cpu_us_per_request"]
+            / bare["cpu_us_per_request"],
+            "cpu_vs_bare_protocol_ack_received":
+                runs["scratchd_ack_received"]["cpu_us_per_request"] / bare["cpu_us_per_request"],
             "rps_vs_nginx": runs["scratchd"]["requests_per_s"] / runs["nginx"]["requests_per_s"],
         }
 
-    def passes(d: dict[str, Any]) -> bool:
-        return bool(d["p99_vs_nginx"] <= PIXEL_P99_VS_NGINX
-                    and d["cpu_vs_bare_protocol"] <= PIXEL_CPU_VS_BARE)
+    def goal(d: dict[str, Any]) -> bool:
+        return bool(d["cpu_vs_bare_protocol"] <= PIXEL_CPU_VS_BARE
+                    and d["p99_vs_bare_protocol"] <= PIXEL_P99_VS_BARE)
 
-    doc = best_attempt(measure, passes, lambda d: -d["cpu_vs_bare_protocol"])
-    doc.update(bound_p99_vs_nginx=PIXEL_P99_VS_NGINX, bound_cpu_vs_bare_protocol=PIXEL_CPU_VS_BARE,
-               gated=False, why_not_gated="issue 17 (pixel path CPU) is open")
+    # Retried only until the asserted bound holds (issue 15).
+    doc = best_attempt(measure, lambda d: d["cpu_vs_bare_protocol"] <= PIXEL_CPU_REACHED,
+                       lambda d: -d["cpu_vs_bare_protocol"])
+    doc["reported"] = _pixel_reported(servers, tmp_path, script)
+    doc.update(bound_cpu_vs_bare_protocol=PIXEL_CPU_VS_BARE,
+               bound_p99_vs_bare_protocol=PIXEL_P99_VS_BARE,
+               asserted_cpu_vs_bare_protocol=PIXEL_CPU_REACHED, goal_met=goal(doc))
     write_result("scratchd_pixel_cpu_tail", doc)
-    if not passes(doc):
+    assert doc["cpu_vs_bare_protocol"] <= PIXEL_CPU_REACHED, doc
+    if not goal(doc):
         pytest.xfail(f"issue 17 open: pixel CPU {doc['cpu_vs_bare_protocol']:.2f}x the bare "
                      f"protocol server (bound {PIXEL_CPU_VS_BARE}), p99 "
-                     f"{doc['p99_vs_nginx']:.2f}x nginx's (bound {PIXEL_P99_VS_NGINX})")
+                     f"{doc['p99_vs_bare_protocol']:.2f}x its p99 (bound {PIXEL_P99_VS_BARE})")
+
+
+def _pixel_reported(servers: dict[str, int], tmp_path: Path, script: Path) -> dict[str, Any]:
+    """Issue 17's figures reported beside the gate, not gated: ``--workers 2`` on the pixel
+    and ``POST /batch`` (100 events per request) events/s on one process."""
+    events = [{"type": "click", "el": f"button-{i}", "page": "/p", "x": str(i)}
+              for i in range(100)]
+    batch = tmp_path / "batch.lua"
+    batch.write_text(BATCH_LUA.format(ua=UA, body=json.dumps(events, separators=(",", ":"))))
+    out: dict[str, Any] = {}
+    rate = _wrk(f"http://127.0.0.1:{servers['scratchd']}/batch", batch, 3)
+    out["batch_events_per_s"] = round(rate * 100)
+    port = free_port()
+    config = json.loads((tmp_path / "scratchd.json").read_text())
+    config["spool"]["dir"] = str(tmp_path / "spool-workers")
+    (tmp_path / "workers.json").write_text(json.dumps(config))
+    proc = _serve([str(Path(sys.executable).with_name("scratchd")), "--config",
+                   str(tmp_path / "workers.json"), "--listen", f"127.0.0.1:{port}",
+                   "--workers", "2", "--log-level", "warning"], port)
+    try:
+        wait_for(lambda: len(_children(proc.pid)) >= 2, 30, "two scratchd workers")
+        cpu_before = _tree_cpu(proc.pid)
+        run = _wrk_latency(f"http://127.0.0.1:{port}/track?{QUERY}", script, None)
+        run["cpu_us_per_request"] = (_tree_cpu(proc.pid) - cpu_before) * 1e6 / run["requests"]
+        out["workers_2"] = run
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
 
 
 @pytest.mark.gate

@@ -574,3 +574,49 @@ cdef class Uuid7:
 
 cdef Uuid7 _ids = Uuid7()
 new_id = _ids.new
+
+
+# -- the spool's group-commit syncer (issue 17) ----------------------------------------------
+#
+# A spool commit's fdatasync ran in a ThreadPoolExecutor worker, which takes the GIL back
+# after the syscall (to resolve a concurrent future and call the loop's call_soon_threadsafe)
+# and again to fetch its next work item: under the pixel benchmark that forced the event loop
+# off the GIL about twice per commit (24 futex calls per fdatasync in strace -c). This loop
+# never holds the GIL: requests and results are 8-byte messages on pipes (a pipe write of
+# at most PIPE_BUF bytes is atomic, POSIX write(2), so several loops may share one pipe).
+
+from libc.errno cimport EINTR, errno
+from libc.stdint cimport int32_t
+
+
+cdef extern from "unistd.h" nogil:
+    ssize_t c_read "read"(int fd, void* buf, size_t count)
+    ssize_t c_write "write"(int fd, const void* buf, size_t count)
+    int c_fdatasync "fdatasync"(int fd)
+
+
+def sync_loop(int requests, int results):
+    """Serve fdatasync requests until ``requests`` reaches end of file: each request is
+    ``(fd, seq)``, each result ``(seq, errno)`` (0 on success), native int32s. Runs in a
+    thread of its own, without the GIL from start to end."""
+    cdef int32_t req[2]
+    cdef int32_t res[2]
+    cdef ssize_t n
+    with nogil:
+        while True:
+            n = c_read(requests, req, 8)
+            if n < 0 and errno == EINTR:
+                continue
+            if n != 8:  # end of file (the spool closed the pipe) or a broken pipe
+                break
+            res[0] = req[1]
+            res[1] = 0
+            if c_fdatasync(req[0]) != 0:
+                res[1] = errno
+            while True:
+                n = c_write(results, res, 8)
+                if n < 0 and errno == EINTR:
+                    continue
+                break
+            if n != 8:
+                break

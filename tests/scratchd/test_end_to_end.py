@@ -129,3 +129,32 @@ def test_two_tenants_three_sinks(scratchd: Callable[..., Any], kafka_broker: Any
         check(events, tid)
         assert events == by_tenant[tid]
         assert {r.key for r in records} == {expected[tid][0][1].encode()}
+
+
+def test_embedded_default_is_quiet_and_writes_a_file(daemon_factory: Callable[..., Any],
+                                                     tmp_path: Path) -> None:
+    """Issue 17: ``scratchd`` with no ``--config`` (a newcomer's first run) records pixels
+    into the file sink under ``var/scratchd/`` and logs nothing at warning or above (it used
+    to point a Kafka sink at 127.0.0.1:9092 and log a connect error every second)."""
+    import os
+
+    from tests.scratchd.conftest import SCRATCHD, Http
+    from tests.support.ports import free_port
+
+    port = free_port()
+    daemon = daemon_factory([SCRATCHD, "--listen", f"127.0.0.1:{port}"], env={**os.environ},
+                            cwd=tmp_path)
+    http = Http(port)
+    try:
+        for i in range(3):
+            assert http.request("GET", f"/track?type=pageview&n={i}", host="any.test").status \
+                == 200
+        out = tmp_path / "var" / "scratchd" / "events"
+        wait_for(lambda: len(read_file_sink(out)) == 3, 20, "three events in the file sink")
+        assert [e["params"]["n"] for e in read_file_sink(out)] == ["0", "1", "2"]
+    finally:
+        http.close()
+    daemon.stop()
+    loud = [line for line in daemon.logs().splitlines()
+            if "level=info" not in line or "kafka" in line.lower()]
+    assert loud == [], daemon.logs()

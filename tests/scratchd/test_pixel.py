@@ -155,3 +155,34 @@ def test_set_cookie_for_a_new_visitor(port: int) -> None:
     assert body == GIF and headers["set-cookie"].startswith("_sv=")
     assert "SameSite=Lax" in headers["set-cookie"]
     conn.close()
+
+
+def test_keep_alive_requests_identify_each_client_anew(port: int, tmp_path: Path) -> None:
+    """Issue 17's per-connection client cache never carries one request's identity to
+    another: a repeated head keeps its visitor, a new cookie is that visitor, a missing or
+    invalid cookie mints a new visitor (and Set-Cookie) every time; DNT under the default
+    ``dnt: "ignore"`` is another head of the same visitor."""
+    vid = "0189aaaa-0000-7000-8000-00000000000"
+    heads = [("c0", f"Cookie: _sv={vid}1\r\n"), ("c1", f"Cookie: _sv={vid}1\r\n"),
+             ("c2", f"Cookie: _sv={vid}2\r\n"), ("c3", "Cookie: _sv=bad\r\n"),
+             ("c4", "Cookie: _sv=bad\r\n"), ("c5", ""), ("c6", ""),
+             ("c7", f"Cookie: _sv={vid}2\r\nDNT: 1\r\n"),
+             ("c8", f"Cookie: _sv={vid}2\r\n")]
+    conn = Conn(port)
+    cookies = []
+    for n, extra in heads:
+        conn.send(f"GET /track?n={n} HTTP/1.1\r\nHost: a.test\r\nUser-Agent: UA\r\n{extra}\r\n"
+                  .encode())
+        status, headers, _ = conn.response()
+        assert status == 200
+        cookies.append(headers.get("set-cookie"))
+    conn.close()
+    out = tmp_path / "events"
+    wait_for(lambda: len(read_file_sink(out)) == len(heads), 20, "every pixel in the sink")
+    seen = {e["params"]["n"]: e["visitor_id"] for e in read_file_sink(out)}
+    assert seen["c0"] == seen["c1"] == vid + "1"
+    assert seen["c2"] == seen["c7"] == seen["c8"] == vid + "2"
+    minted = [seen[n] for n in ("c3", "c4", "c5", "c6")]
+    assert len(set(minted)) == 4 and not set(minted) & {vid + "1", vid + "2"}
+    assert [c is not None for c in cookies] == [False, False, False, True, True, True, True,
+                                                False, False]

@@ -149,4 +149,6 @@ def test_config_errors(doc: dict[str, Any], message: str) -> None:
 
 def test_embedded_default_config_loads() -> None:
     cfg = from_json(default_config(), ScratchdConfig)
-    assert {s.type for s in cfg.sinks.values()} == {"file", "kafka"}
+    # Issue 17: quiet without a broker: the file sink only, and every tenant routed to it.
+    assert {s.type for s in cfg.sinks.values()} == {"file"}
+    assert all(t.sinks == ["file"] for t in cfg.tenants)

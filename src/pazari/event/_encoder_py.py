@@ -28,7 +28,9 @@ event"), documented once here:
 
 from __future__ import annotations
 
+import errno
 import os
+import struct
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -248,3 +250,35 @@ class Uuid7:
 
 
 new_id = Uuid7().new
+
+
+# -- the spool's group-commit syncer (issue 17) ------------------------------------------------
+
+_SYNC_MESSAGE = struct.Struct("=ii")
+
+
+def sync_loop(requests: int, results: int) -> None:
+    """Serve fdatasync requests until ``requests`` reaches end of file: each request is
+    ``(fd, seq)``, each result ``(seq, errno)`` (0 on success), native int32s on pipes (the
+    compiled twin runs this without the GIL; this one is its oracle)."""
+    while True:
+        try:
+            request = os.read(requests, 8)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if len(request) != 8:
+            return
+        fd, seq = _SYNC_MESSAGE.unpack(request)
+        err = 0
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        except ValueError:  # a negative fd, which fdatasync(2) answers with EBADF
+            err = errno.EBADF
+        try:
+            os.write(results, _SYNC_MESSAGE.pack(seq, err))
+        except OSError:
+            return

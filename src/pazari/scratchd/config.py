@@ -158,14 +158,13 @@ class ScratchdConfig:
 
 
 def default_config() -> dict[str, Any]:
-    """The embedded default (``make run``): one tenant for any host, a file sink and a local
-    tansu broker; ``SCRATCHD_*`` variables are read by ``__main__``."""
+    """The embedded default (``make run``, a newcomer's first run): one tenant for any host
+    and a file sink only (issue 17: a Kafka sink here pointed at 127.0.0.1:9092 and logged
+    librdkafka's connect error every second when no broker ran); a Kafka sink is one
+    ``--config`` away. ``SCRATCHD_*`` variables are read by ``__main__``."""
     return {
-        "tenants": [{"id": "default", "hosts": ["*"], "sinks": ["file", "kafka"],
+        "tenants": [{"id": "default", "hosts": ["*"], "sinks": ["file"],
                      "allowed_origins": ["*"]}],
-        "sinks": {
-            "file": {"type": "file", "path": "var/scratchd/events"},
-            "kafka": {"type": "kafka", "kafka": {"bootstrap.servers": "127.0.0.1:9092"}},
-        },
+        "sinks": {"file": {"type": "file", "path": "var/scratchd/events"}},
         "spool": {"dir": "var/scratchd/spool"},
     }

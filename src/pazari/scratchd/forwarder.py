@@ -32,8 +32,11 @@ _TENANT = attrgetter("tenant")
 # A forwarder that caught up waits this long before reading again, so that it delivers the
 # events of many group commits at once instead of waking for each (the commits of the pixel
 # benchmark come every few hundred microseconds; one read + one sink call each showed as
-# ~12% of the process in the profile). Delivery latency stays in the milliseconds.
-COALESCE = 0.005
+# ~12% of the process in the profile). Issue 17: at 5 ms the forwarder (a spool read, a
+# sink write and a flush per wake-up, each taking the GIL from the pixel path) was still 8%
+# of the pixel benchmark's samples; 20 ms delivers ~4x the events per wake-up, and delivery
+# latency stays well under the cursor interval (200 ms).
+COALESCE = 0.02
 
 
 class Forwarder:

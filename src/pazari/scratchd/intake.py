@@ -24,7 +24,7 @@ from pazari.scratchd.privacy import (
     valid_id,
 )
 from pazari.scratchd.spool import Spool, SpoolFailed, SpoolFull
-from pazari.scratchd.stats import Stats
+from pazari.scratchd.stats import Stats, TenantStats
 from pazari.scratchd.tenants import Tenant
 
 
@@ -123,6 +123,20 @@ class Intake:
         except Dropped as drop:
             counters.dropped[drop.counter] += n
             raise
+        return self._admit(tenant, counters, client, n)
+
+    def readmit(self, tenant: Tenant, client: Client) -> Client:
+        """``client_of`` for a request whose headers, peer and tenant are those of an earlier
+        one that gave ``client`` (the pixel path's per-connection cache): the same counters,
+        rate limit and sampling, without identifying the client again. Only for a client
+        that is a pure function of them: not anonymous, its visitor id from the cookie."""
+        counters = self.stats.tenants[tenant.id]
+        counters.received += 1
+        self.stats.events_total += 1
+        return self._admit(tenant, counters, client, 1)
+
+    @staticmethod
+    def _admit(tenant: Tenant, counters: TenantStats, client: Client, n: int) -> Client:
         if not tenant.limiter.allow(client.ip or "", n):
             counters.dropped["rate_limit"] += n
             raise Refused(429, "rate limit exceeded", "rate_limit", rejected=False)

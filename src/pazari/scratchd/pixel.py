@@ -27,8 +27,8 @@ from aiohttp import web
 
 from pazari.runtime.fastpath import FastPathProtocol, FastPathServer, Foreign
 from pazari.scratchd.app import GIF
-from pazari.scratchd.intake import Dropped, Intake, Refused
-from pazari.scratchd.tenants import TenantRouter
+from pazari.scratchd.intake import Client, Dropped, Intake, Refused
+from pazari.scratchd.tenants import Tenant, TenantRouter
 
 _HEAD_END = b"\r\n\r\n"
 _PREFIX = b"GET /track"
@@ -138,7 +138,7 @@ class PixelProtocol(FastPathProtocol):
 
     __slots__ = (
         "_buf", "_close_after", "_done", "_foreign", "_groups", "_headers", "_keep_alive",
-        "_parser", "_throttled", "_url", "_waiting", "head_since", "remote",
+        "_known", "_parser", "_throttled", "_url", "_waiting", "head_since", "remote",
     )
     server: PixelServer
 
@@ -157,6 +157,11 @@ class PixelProtocol(FastPathProtocol):
         self._waiting = 0  # responses in _groups
         self._throttled = False  # reading paused until the waiting responses are out
         self._close_after = False
+        # (tenant, headers, client) of the last request whose client is a pure function of
+        # its headers and peer (issue 17: identifying the client was Client.__init__,
+        # cookie_value, valid_id and is_bot per request; keep-alive requests of one browser
+        # repeat the same headers).
+        self._known: tuple[Tenant, dict[str, str], Client] | None = None
         # When the head now being read began (the connection's start for its first one);
         # 0.0 between requests, where the keep-alive timeout applies instead.
         self.head_since = server.now
@@ -297,7 +302,13 @@ class PixelProtocol(FastPathProtocol):
         commit: asyncio.Future[None] | None = None
         set_cookie: str | None = None
         try:
-            client = intake.client_of(headers, self.remote, False, tenant)
+            known = self._known
+            if known is not None and known[0] is tenant and known[1] == headers:
+                client = intake.readmit(tenant, known[2])
+            else:
+                client = intake.client_of(headers, self.remote, False, tenant)
+                if client.set_cookie is None and not client.anonymous:
+                    self._known = (tenant, headers, client)
             set_cookie = client.set_cookie
             event = intake.encode(tenant, client, "pageview", query, None)
             commit = intake.spool_event(tenant, client, event)

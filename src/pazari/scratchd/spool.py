@@ -27,22 +27,28 @@ import bisect
 import contextlib
 import os
 import struct
+import threading
 import zlib
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from pazari.event import sync_loop
 from pazari.runtime.logs import get_logger
 from pazari.scratchd.config import SpoolConfig
 
 _HEAD = struct.Struct("<IIHH")
 _HEAD_SIZE = _HEAD.size
+_SYNC = struct.Struct("=ii")  # sync_loop's messages: request (fd, seq), result (seq, errno)
 # Group commits whose fdatasync may run at once. Under closed-loop load (64 keep-alive
 # clients, each waiting for its answer) one commit at a time left the CPU idle ~15% of the
 # time: the appends of the next cycle waited for the previous fdatasync before their own
-# could start. The commits still resolve strictly in order.
-MAX_INFLIGHT = 3
+# could start. The commits still resolve strictly in order. Issue 17: each fdatasync costs
+# ~170-220 us of kernel CPU on this ext4 whatever its size, so the group size sets the CPU
+# per event: the 64 clients of the pixel benchmark split into groups of ~19 with 3 commits in
+# flight, ~24 with 2, ~33 with 1 (which, on a busy disk, lost throughput again); 2 it is.
+MAX_INFLIGHT = 2
 log = get_logger("scratchd.spool")
 
 
@@ -93,6 +99,16 @@ class Spool:
         self._wake = asyncio.Event()
         self._written: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        # The fdatasync threads (one per commit in flight) run pazari.event.sync_loop, which
+        # never takes the GIL (issue 17: a ThreadPoolExecutor worker took it twice per
+        # commit, forcing the event loop off it; and run_in_executor's
+        # inspect.iscoroutinefunction check was 4% of the pixel benchmark's samples).
+        # Requests go down one pipe, results come back on another that the loop watches.
+        self._sync_threads: list[threading.Thread] = []
+        self._sync_requests = self._sync_results = -1
+        self._syncs: dict[int, asyncio.Future[None]] = {}
+        self._sync_seq = 0
+        self._sync_fds: tuple[int, ...] = ()
         self._read_fds: dict[int, int] = {}
         self._tenant_names: dict[bytes, str] = {}
         self._closed = False
@@ -131,6 +147,16 @@ class Spool:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._commit = self._loop.create_future()
+        requests, self._sync_requests = os.pipe2(os.O_CLOEXEC)
+        self._sync_results, results = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        os.set_blocking(results, True)
+        self._sync_fds = (requests, results)
+        self._loop.add_reader(self._sync_results, self._synced)
+        for i in range(MAX_INFLIGHT):
+            thread = threading.Thread(target=sync_loop, args=(requests, results),
+                                      name=f"spool-sync-{i}", daemon=True)
+            thread.start()
+            self._sync_threads.append(thread)
         self._flusher = asyncio.create_task(self._flush_loop(), name="spool-flusher")
 
     async def stop_writes(self) -> None:
@@ -143,6 +169,7 @@ class Spool:
     def close(self) -> None:
         """Persist the cursors and close the files (after ``stop_writes``)."""
         self.persist_cursors()
+        self._stop_syncers()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -271,9 +298,49 @@ class Spool:
             self.events_written += events
             self.commits += 1
             self._wake_readers()
-            sync = loop.run_in_executor(None, os.fdatasync, self._fd)
+            sync = self._fdatasync(self._fd)
             inflight.append((commit, self.end, sync))
             sync.add_done_callback(settle)
+
+    def _fdatasync(self, fd: int) -> asyncio.Future[None]:
+        """fdatasync(fd) on a sync thread; the future resolves (or fails with the OSError)
+        once it returned."""
+        assert self._loop is not None
+        self._sync_seq = seq = (self._sync_seq + 1) & 0x7FFFFFFF
+        future = self._syncs[seq] = self._loop.create_future()
+        # At most MAX_INFLIGHT requests are ever queued: this write never blocks.
+        os.write(self._sync_requests, _SYNC.pack(fd, seq))
+        return future
+
+    def _synced(self) -> None:
+        """Results arrived (whole 8-byte messages: every write is one atomic message)."""
+        try:
+            data = os.read(self._sync_results, 4096)
+        except BlockingIOError:
+            return
+        for seq, err in _SYNC.iter_unpack(data):
+            future = self._syncs.pop(seq, None)
+            if future is None or future.done():
+                continue
+            if err:
+                future.set_exception(OSError(err, os.strerror(err)))
+            else:
+                future.set_result(None)
+
+    def _stop_syncers(self) -> None:
+        """End the sync threads (end of file on their request pipe) and close the pipes."""
+        if self._sync_requests < 0:
+            return
+        os.close(self._sync_requests)
+        self._sync_requests = -1
+        for thread in self._sync_threads:
+            thread.join()
+        self._sync_threads.clear()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sync_results)
+        for fd in (self._sync_results, *self._sync_fds):
+            os.close(fd)
+        self._sync_results = -1
 
     def _fsync_failed(self, exc: BaseException) -> None:
         self.failed = (f"spool fsync failed ({exc}): not acknowledging any more events "
