@@ -247,7 +247,7 @@ def test_pixel_vs_bare_aiohttp(servers: dict[str, int], tmp_path: Path) -> None:
 #: 5.3-6.7x before issue 17's work, 4.3-4.9x after it (GIL-free fdatasync threads, 2
 #: commits in flight, the per-connection client, a 20 ms forwarder coalesce), measured side
 #: by side on the same loaded 2-core box; PIXEL_CPU_REACHED (5.5) leaves a margin for its noise
-#: (single runs vary by 30% beside other load) and still fails the 5.3-6.7x of before.
+#: (single runs vary by 30% beside other load).
 #: What is left is mostly fdatasync's own kernel CPU (~200 us per group commit of ~24
 #: events) and the Python of the pixel path itself.
 PIXEL_CPU_VS_BARE = 2.0
