@@ -26,6 +26,6 @@ def test_unit_runs_mistryd_with_known_flags() -> None:
     expanded = [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], a) for a in argv[1:]]
     args = parser().parse_args(expanded)
     assert (args.addr, args.config, args.filesystem) == (
-        "0.0.0.0:8462", "/etc/mistry/config.json", "plain"
+        "0.0.0.0:8462", "/etc/pazari/mistry.json", "plain"
     )  # fmt: skip
     assert args.drain_timeout < float(service["TimeoutStopSec"])
