@@ -13,10 +13,6 @@ import hiredis
 from pazari.resp import encode_command
 
 
-def rpushx_stream(topic: str, value: bytes, n: int) -> bytes:
-    return encode_command(b"RPUSHX", f"topics:{topic}".encode(), value) * n
-
-
 def pipeline(host: str, port: int, payload: bytes, replies: int, setup: bytes = b"") -> float:
     """Send ``payload`` (``replies`` commands) pipelined; seconds until the last reply."""
     with socket.create_connection((host, port)) as sock:

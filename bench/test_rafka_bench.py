@@ -26,7 +26,7 @@ from tests.support.ports import free_port, wait_for
 from tests.support.services import consume_all
 
 from bench.helpers import best_attempt, cpu_seconds, process_memory, write_result
-from bench.rafka_clients import command, pipeline, pipeline_expect, rpushx_stream
+from bench.rafka_clients import command, pipeline, pipeline_expect
 from pazari.resp import encode_command
 
 VALUE = b"v" * 100
@@ -67,28 +67,11 @@ def _topic(prefix: str) -> str:
 
 
 def _direct_produce(bootstrap: str, topic: str, n: int) -> float:
-    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONF})
-    producer.produce(topic, VALUE)
-    producer.flush(30)
-    start = time.perf_counter()
-    for i in range(n):
-        while True:
-            try:
-                producer.produce(topic, VALUE)
-                break
-            except BufferError:
-                producer.poll(0.001)
-        if i & 1023 == 0:
-            producer.poll(0)
-    assert producer.flush(60) == 0
-    return time.perf_counter() - start
+    return _direct_produce_topics(bootstrap, [topic], n)
 
 
 def _rafka_produce(port: int, topic: str, n: int) -> float:
-    # The first message creates the topic and the shared producer, outside the timing.
-    command("127.0.0.1", port, "RPUSHX", f"topics:{topic}", VALUE)
-    payload = rpushx_stream(topic, VALUE, n) + encode_command("DUMP", "60000")
-    return pipeline_expect("127.0.0.1", port, payload, b":1\r\n" * n + b":0\r\n")
+    return _rafka_produce_topics(port, [topic], n)
 
 
 @pytest.mark.gate
@@ -442,6 +425,7 @@ GROWTH_BOUND = 2.0
 
 
 def _direct_produce_topics(bootstrap: str, topics: list[str], n: int) -> float:
+    """A direct confluent-kafka Producer loop: n messages round-robin over ``topics``."""
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONF})
     for topic in topics:
         producer.produce(topic, VALUE)
@@ -462,7 +446,8 @@ def _direct_produce_topics(bootstrap: str, topics: list[str], n: int) -> float:
 
 def _rafka_produce_topics(port: int, topics: list[str], n: int) -> float:
     """n RPUSHX spread round-robin over ``topics``, pipelined, until DUMP reports 0."""
-    for topic in topics:  # topics created and the routes cached outside the timing
+    # The first message creates each topic and the shared producer, outside the timing.
+    for topic in topics:
         command("127.0.0.1", port, "RPUSHX", f"topics:{topic}", VALUE)
     payload = b"".join(encode_command("RPUSHX", f"topics:{topics[i % len(topics)]}", VALUE)
                        for i in range(n)) + encode_command("DUMP", "60000")

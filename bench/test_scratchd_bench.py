@@ -145,17 +145,9 @@ def _serve(argv: list[str], port: int, path: str = "/healthz") -> subprocess.Pop
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def up() -> bool:
-        import http.client
-
         if proc.poll() is not None:
             raise RuntimeError(f"{argv[0]} exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", path, headers={"Host": "shop.test"})
-            conn.getresponse().read()
-            return True
-        except OSError:
-            return False
+        return _answers(port, path)
 
     wait_for(up, 30, f"{argv[0]} on port {port}")
     return proc
