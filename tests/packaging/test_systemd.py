@@ -63,7 +63,10 @@ DOWNLOADER_JSON = {
         "allowed_networks": ["127.0.0.0/8"],
         "retry_backoff": 1,
     },
-    "notifier": {"concurrency": 10, "deletion_interval": 180, "retry_backoff": 1},
+    # The callback receiver is on the loopback too, which the notifier's guard refuses
+    # otherwise (issue 11).
+    "notifier": {"concurrency": 10, "deletion_interval": 180, "retry_backoff": 1,
+                 "allowed_networks": ["127.0.0.0/8"]},
     "backends": {"http": {"timeout": 30}},
 }
 SCRATCHD_JSON = {
