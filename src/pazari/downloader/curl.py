@@ -261,7 +261,12 @@ class _Transfer:
         if allowed is not None and is_forbidden(host, allowed):
             self.forbidden = ForbiddenAddress(self.client.current_host(self), host)
             return pycurl.SOCKET_BAD
-        return socket.socket(family, socktype, protocol)
+        sock = socket.socket(family, socktype, protocol)
+        # pycurl hands libcurl a dup() of the descriptor and drops our object: close ours
+        # once the callback has returned, rather than leaving it to the collector (an
+        # unclosed socket, which make test-race reported by the thousand).
+        self.client.loop.call_soon(sock.close)
+        return sock
 
     # -- decoding in slices ---------------------------------------------------------------
     def _pump_soon(self) -> None:
