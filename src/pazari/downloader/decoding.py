@@ -41,19 +41,13 @@ class Decoder(Protocol):
     def finish(self) -> None: ...
 
 
-class ZlibDecoder:
-    __slots__ = ("_d", "_fed", "_first", "_input", "_multi", "_raw_fallback", "_sink",
-                 "pending")
+class _Queued:
+    """The input side both decoders share: bodies queued as they arrive, decoded by
+    ``drain`` in bounded slices (``feed`` decodes at once)."""
 
-    def __init__(self, wbits: int, sink: Sink, raw_fallback: bool) -> None:
-        self._d = zlib.decompressobj(wbits)
-        # gzip may be several members back to back (RFC 1952 §2.2); Go's reader reads
-        # them all, zlib stops after the first.
-        self._multi = wbits == _GZIP_WBITS
-        self._sink = sink
-        self._raw_fallback = raw_fallback
-        self._first = b""  # the body's first byte while the format is not known yet
-        self._fed = False
+    __slots__ = ("_input", "pending")
+
+    def __init__(self) -> None:
         self._input: deque[bytes] = deque()
         self.pending = 0
 
@@ -65,6 +59,25 @@ class ZlibDecoder:
     def feed(self, data: bytes) -> None:
         self.push(data)
         self.drain(1 << 62)
+
+    def drain(self, budget: int) -> bool:
+        raise NotImplementedError
+
+
+class ZlibDecoder(_Queued):
+    __slots__ = ("_d", "_fed", "_first", "_multi", "_raw_fallback", "_sink",
+                 "pending")
+
+    def __init__(self, wbits: int, sink: Sink, raw_fallback: bool) -> None:
+        self._d = zlib.decompressobj(wbits)
+        # gzip may be several members back to back (RFC 1952 §2.2); Go's reader reads
+        # them all, zlib stops after the first.
+        self._multi = wbits == _GZIP_WBITS
+        self._sink = sink
+        self._raw_fallback = raw_fallback
+        self._first = b""  # the body's first byte while the format is not known yet
+        self._fed = False
+        super().__init__()
 
     def drain(self, budget: int) -> bool:
         produced = 0
@@ -155,26 +168,16 @@ def decoder(encoding: str, sink: Sink) -> Decoder | None:
     return None  # identity, or one we did not ask for: the bytes as sent
 
 
-class BrotliDecoder:
+class BrotliDecoder(_Queued):
     """``br`` (RFC 7932), in output steps of DECODE_STEP."""
 
-    __slots__ = ("_d", "_fed", "_input", "_sink", "pending")
+    __slots__ = ("_d", "_fed", "_sink")
 
     def __init__(self, sink: Sink) -> None:
         self._d = brotli.Decompressor()
         self._sink = sink
         self._fed = False
-        self._input: deque[bytes] = deque()
-        self.pending = 0
-
-    def push(self, data: bytes) -> None:
-        if data:
-            self._input.append(data)
-            self.pending += len(data)
-
-    def feed(self, data: bytes) -> None:
-        self.push(data)
-        self.drain(1 << 62)
+        super().__init__()
 
     def drain(self, budget: int) -> bool:
         produced = 0
