@@ -39,7 +39,7 @@ def connect_config(redis_cfg: Any, name: str, max_connections: int = 200) -> aio
         for addr in redis_cfg.sentinel:
             host, _, port = addr.rpartition(":")
             hosts.append((host or "127.0.0.1", int(port)))
-        sentinel = Sentinel(hosts, socket_connect_timeout=5)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(hosts, socket_connect_timeout=5)  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
         client: aioredis.Redis = sentinel.master_for(
             redis_cfg.master_name, client_name=name, db=redis_cfg.db,
             max_connections=max_connections,
