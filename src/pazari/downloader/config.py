@@ -13,8 +13,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 #: Backends the notifier knows (spec §4); any other name is a config error at startup
 #: (the original crashed on a nil pointer, limitation 9).
 KNOWN_BACKENDS = ("http", "kafka")
@@ -222,19 +220,11 @@ IGNORED_KEYS = (("notifier", "download_url"),)
 def load(path: str) -> Config:
     """Load ``path`` strictly, after taking out (and naming, in one warning line) the keys
     the original ignored."""
-    from pazari.runtime.config import ConfigError, from_json
+    from pazari.runtime.config import from_json, read_json
     from pazari.runtime.logs import get_logger
 
     file = str(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(file, "$", f"cannot read file: {exc.strerror or exc}") from None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigError(file, "$", f"invalid JSON: {exc}") from None
+    data = read_json(path)
     ignored: list[str] = []
     if isinstance(data, dict):
         for section, key in IGNORED_KEYS:

@@ -30,6 +30,11 @@ class ConfigError(Exception):
 
 def load_config(path: str | Path, cls: type[T]) -> T:
     """Read ``path`` as JSON and build ``cls`` (a dataclass) from it, checking every value."""
+    return from_json(read_json(path), cls, file=str(path))
+
+
+def read_json(path: str | Path) -> Any:
+    """``path`` parsed as JSON; an unreadable file or bad JSON is a ConfigError at ``$``."""
     file = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -39,7 +44,7 @@ def load_config(path: str | Path, cls: type[T]) -> T:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ConfigError(file, "$", f"invalid JSON: {exc}") from None
-    return from_json(data, cls, file=file)
+    return data
 
 
 def from_json(data: Any, cls: type[T], *, file: str = "<config>", path: str = "$") -> T:
