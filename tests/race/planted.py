@@ -69,6 +69,15 @@ def _unjoined_thread(service: PlantedService) -> None:
     threading.Thread(target=time.sleep, args=(30,), name="planted-sleeper", daemon=True).start()
 
 
+def _thread_exception(service: PlantedService) -> None:
+    def crash() -> None:
+        raise RuntimeError("planted: this ends the thread")
+
+    thread = threading.Thread(target=crash, name="planted-crasher")
+    thread.start()
+    thread.join()  # joined: only the exception that ended it is the defect
+
+
 def _unnamed_thread(service: PlantedService) -> None:
     thread = threading.Thread(target=lambda: None)
     thread.start()
@@ -93,6 +102,7 @@ DEFECTS: dict[str, Callable[[PlantedService], None]] = {
     "resource-warning": _leaked_socket,
     "unjoined-thread": _unjoined_thread,
     "unnamed-thread": _unnamed_thread,
+    "thread-exception": _thread_exception,
     "pending-task": _pending_task,
     "clean": _clean,
 }

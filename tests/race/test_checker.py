@@ -29,6 +29,8 @@ EXPECTED = {
     "unjoined-thread": r"thread 'planted-sleeper' still alive at exit",
     "unnamed-thread": r"thread 'Thread-\d+.*' has Python's default name",
     "pending-task": r"task 'planted-forgotten' still pending after the drain",
+    "thread-exception": (r"thread 'planted-crasher': RuntimeError: planted: this ends the "
+                         r"thread.*PAZARI-RACE\|.*in crash"),
 }
 
 

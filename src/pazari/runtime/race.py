@@ -58,6 +58,21 @@ SLOW_CALLBACK_SECONDS = 0.1
 #: must be argued for in review, with the measurement that shows it cannot be avoided.
 SLOW_CALLBACK_ALLOWLIST: Mapping[str, str] = {}
 
+#: The shortest reason an allowlist entry may give, in words ("needed" is not a reason).
+MIN_REASON_WORDS = 5
+
+
+def check_allowlist(allowlist: Mapping[str, str]) -> None:
+    """Refuse an allowlist entry without a reason (issue 19: "an allowlist that must say why
+    for each entry") or with a needle so short it would match any callback."""
+    for needle, why in allowlist.items():
+        if len(needle.strip()) < 8:
+            raise ValueError(f"slow-callback allowlist: needle {needle!r} is too short to "
+                             "name one callback")
+        if len(why.split()) < MIN_REASON_WORDS:
+            raise ValueError(f"slow-callback allowlist: {needle!r} needs a reason of at least "
+                             f"{MIN_REASON_WORDS} words, got {why!r}")
+
 #: How long exiting threads get to finish before they count as unjoined.
 THREAD_GRACE_SECONDS = 1.0
 
@@ -246,6 +261,7 @@ def _checked_start(self: threading.Thread) -> None:
 
 def install(loop: asyncio.AbstractEventLoop) -> None:
     """Turn the checker on for ``loop`` (called by the runtime when :func:`enabled`)."""
+    check_allowlist(SLOW_CALLBACK_ALLOWLIST)
     loop.set_debug(True)
     loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
     loop.set_exception_handler(_exception_handler)
