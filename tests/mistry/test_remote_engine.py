@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,8 +125,14 @@ def test_a_tls_engine_refuses_or_is_refused(
     ({"docker_tls_ca": "/nonexistent/ca.pem"}, "docker_tls_ca"),
     ({"docker_host": "unix:///run/x.sock", "docker_tls_ca": __file__,
       "docker_tls_cert": __file__, "docker_tls_key": __file__}, "docker_host"),
-])
-def test_tls_config_errors(mistry_factory: MistryFactory, overrides: dict[str, str],
+    # engines replaces docker_host (write_config sets one): both at once is refused
+    ({"engines": [{"docker_host": "unix:///run/x.sock"}]}, "engines"),
+    ({"docker_host": "", "engines": [{"docker_host": "unix:///run/x.sock",
+      "docker_tls_ca": __file__, "docker_tls_cert": __file__, "docker_tls_key": __file__}]},
+     "engines[0].docker_host"),
+], ids=["tls_ca_missing", "tls_on_unix_socket", "engines_and_docker_host",
+        "tls_on_unix_socket_in_engines"])
+def test_tls_config_errors(mistry_factory: MistryFactory, overrides: dict[str, Any],
                            key: str) -> None:
     mistry = mistry_factory(overrides, wait_ready=False)
     assert mistry.daemon.wait_exit(30) == 2
