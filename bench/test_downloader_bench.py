@@ -386,12 +386,10 @@ def test_gate_end_to_end_throughput(daemon_factory: DaemonFactory, redis_server:
         asyncio.run(_throughput_once(api_url, pids, file_server, WARMUP_JOBS, aggrs, limit,
                                      -1))
         attempt = itertools.count()
-        seen: list[dict[str, Any]] = []
 
         def measure() -> dict[str, Any]:
-            seen.append(asyncio.run(_throughput_once(api_url, pids, file_server, jobs, aggrs,
-                                                     limit, next(attempt))))
-            return seen[-1]
+            return asyncio.run(_throughput_once(api_url, pids, file_server, jobs, aggrs,
+                                                limit, next(attempt)))
 
         # Up to 5 attempts, each recorded: on libcurl the clean-clone runs measured 0.45-0.64
         # (the bound is the issue's, unchanged); one attempt stolen by the machine must not
@@ -401,8 +399,10 @@ def test_gate_end_to_end_throughput(daemon_factory: DaemonFactory, redis_server:
     write_result("downloader_e2e_throughput", {
         "jobs": jobs, "aggregations": aggrs, "limit": limit, "storage": storage_kind,
         **result, "required": 0.5,
-        "attempts": [{k: r[k] for k in ("ratio", "bare_client_jobs_per_s", "ours_jobs_per_s",
-                                        "cpu_ms_per_job")} for r in seen]})
+        # cpu_ms_per_job (every process of the pipeline) is reported, not gated (issue 15);
+        # "attempts" (from best_attempt) keeps every attempt whole, the failed ones too.
+        "reported_not_gated": ["cpu_ms_per_job", "cpu_ratio", "bare_client_jobs_per_s",
+                               "ours_jobs_per_s"]})
     assert result["ratio"] >= 0.5, result
 
 
