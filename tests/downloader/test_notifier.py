@@ -16,6 +16,8 @@ import orjson
 import pytest
 import redis
 
+from pazari.downloader.codec import encode_job
+from pazari.downloader.job import Job
 from pazari.downloader.store import decode_job
 from tests.support.ports import async_wait_for
 from tests.support.services import KafkaBroker, consume_all
@@ -231,3 +233,77 @@ def test_api_through_redis_sentinel(daemon_factory: Any, redis_server: Any,
     finally:
         sentinel.terminate()
         sentinel.wait(10)
+
+
+def _queue_callback(r: redis.Redis, stack: Stack, job_id: str, fields: dict[str, str],
+                    score: int) -> None:
+    """A downloaded job written to Redis and queued for its callback as the processor
+    would, with ``fields`` overriding its hash fields."""
+    job = Job(id=job_id, url="http://127.0.0.1:1/x", aggr_id="u", download_state="Success",
+              callback_state="Pending", callback_url=stack.receiver.url,
+              callback_type="http", callback_dst=stack.receiver.url,
+              download_url="http://localhost/assets")
+    r.hset(f"job:{job_id}", mapping={**encode_job(job), **fields})
+    r.zadd("CallbackQueue", {job_id: score})
+
+
+# Jobs written to Redis directly (as another client or an older api could) that make the
+# delivery raise something no handler anticipates: (name, fields, expected CallbackMeta).
+UNEXPECTED: list[tuple[str, dict[str, str], str]] = [
+    # The payload's download_url is built from DownloadURL: urlsplit raises.
+    ("download-url-broken-ipv6", {"DownloadURL": "http://[::1"},
+     "Error while delivering callback, ValueError: Invalid IPv6 URL"),
+    # The environment proxy is looked up for the callback URL: urlsplit raises.
+    ("callback-url-broken-ipv6-with-env-proxy", {"CallbackURL": "http://[::1/cb",
+                                                 "CallbackDst": "http://[::1/cb"},
+     "Error while delivering callback, ValueError: Invalid IPv6 URL"),
+]
+
+
+async def test_unexpected_exception_fails_the_callback(stack: Stack,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 11: any exception while delivering fails that callback, not retriably, with
+    CallbackMeta naming it; it never stays in CallbacksInFlight to be reclaimed forever, and
+    the notifier keeps delivering the others (a good job queued behind them)."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    await stack.start(components=("notifier",), notifier={"max_attempts": 5})
+    r = _r(stack)
+    try:
+        ids = {name: f"Unexpected{i:04d}" for i, (name, _, _) in enumerate(UNEXPECTED)}
+        for name, fields, _ in UNEXPECTED:
+            _queue_callback(r, stack, ids[name], fields, 1)
+        _queue_callback(r, stack, "GoodJob0000001", {}, 2)
+        await stack.receiver.wait_for_jobs({"GoodJob0000001"}, timeout=30)
+
+        def settled() -> bool:
+            return all(r.hget(f"job:{i}", "CallbackState") == "Failed" for i in ids.values())
+
+        await async_wait_for(settled, 30, "the callbacks to fail")
+        wrong = []
+        for name, _, meta in UNEXPECTED:
+            job = r.hgetall(f"job:{ids[name]}")
+            if job["CallbackMeta"] != meta or job["CallbackCount"] != "1":
+                wrong.append(f"{name}: {job['CallbackMeta']!r} after "
+                             f"{job['CallbackCount']} attempts")
+        assert not wrong, "\n".join(wrong)
+        assert r.zcard("CallbacksInFlight") == 0
+        assert r.zcard("CallbackQueue") == 0
+    finally:
+        r.close()
+    assert not (set(ids.values()) & stack.receiver.by_job.keys())
+
+
+async def test_undecodable_job_does_not_stop_the_notifier(stack: Stack) -> None:
+    """A popped hash the store cannot decode (DownloadTimeout not a number) must not end the
+    notifier's only poller: a callback queued after it is still delivered."""
+    await stack.start(components=("notifier",))
+    r = _r(stack)
+    try:
+        _queue_callback(r, stack, "Undecodable001", {"DownloadTimeout": "soon"}, 1)
+        await async_wait_for(lambda: r.zscore("CallbacksInFlight", "Undecodable001")
+                             is not None, 30, "the undecodable job to be popped")
+        _queue_callback(r, stack, "GoodJob0000002", {}, 2)
+        await stack.receiver.wait_for_jobs({"GoodJob0000002"}, timeout=30)
+    finally:
+        r.close()

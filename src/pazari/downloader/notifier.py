@@ -117,6 +117,14 @@ class NotifierService(Service):
                     log.warning("pop failed: %s", exc)
                 await asyncio.sleep(self.cfg.poll_interval)
                 continue
+            except Exception:
+                # A popped hash that does not decode (a malformed field written by another
+                # client): the only poller must not die of it, or every callback stops
+                # while the daemon looks healthy (issue 11). The batch's callbacks come
+                # back when their lease expires.
+                log.exception("pop failed")
+                await asyncio.sleep(self.cfg.poll_interval)
+                continue
             self._free -= len(jobs)
             for job in jobs:
                 self.inflight.add(job.id)
@@ -138,6 +146,20 @@ class NotifierService(Service):
         except RedisError as exc:
             # The outcome was not written; the lease brings the callback back.
             log.warning("callback %s: %s", job.id, exc)
+        except Exception as exc:
+            # Anything else is a bug or a job nobody anticipated (a malformed field written
+            # by another client, a destination some parser chokes on). Left alone it would
+            # end this task and keep the callback in CallbacksInFlight, reclaimed and raised
+            # again with no end (RECLAIM_CALLBACKS has no cap): fail it instead, not
+            # retriably (the same job raises the same way), naming the error, as the
+            # processor's perform does for downloads (issue 11).
+            self.stats.incr("internalCallbackErrors")
+            log.exception("unexpected error while delivering the callback of %s", job.id)
+            try:
+                await self._mark_failed(
+                    job, f"Error while delivering callback, {type(exc).__name__}: {exc}")
+            except RedisError as redis_exc:
+                log.warning("callback %s: %s", job.id, redis_exc)
 
     async def _deliver_callback(self, job: Job) -> None:
         """spec §4 per job; CallbackCount/InProgress were set by the pop."""
