@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import select
+import socket
 import ssl
 import subprocess
 import time
@@ -21,6 +23,7 @@ import pytest
 from pazari.downloader import curl
 from pazari.downloader.ssrf import ForbiddenAddress, parse_networks
 from pazari.downloader.transport import (
+    ConnectError,
     DeadlineExceeded,
     InvalidRequest,
     ReadTimeout,
@@ -109,7 +112,13 @@ async def test_bodies_are_decoded(client: curl.Client, body: bytes, encoding: st
     (gzip.compress(b"x" * 1000)[:-6], "gzip"),
     (b"not gzip at all", "gzip"),
     (brotli.compress(b"y" * 1000)[:-3], "br"),
-], ids=["gzip-truncated", "gzip-garbage", "brotli-truncated"])
+    # After a member Go's multistream gzip.Reader reads the next member's header: bytes
+    # that are not one are gzip.ErrHeader (or io.ErrUnexpectedEOF when fewer than a
+    # header), never ignored (the HTTP/1.1 client's tests pinned this, commit ab81ed7).
+    (gzip.compress(b"x" * 1000) + b"trailing garbage", "gzip"),
+    (gzip.compress(b"x" * 1000) + b"\x1f", "gzip"),
+], ids=["gzip-truncated", "gzip-garbage", "brotli-truncated", "gzip-trailing-garbage",
+        "gzip-trailing-byte"])
 async def test_broken_encodings_are_errors(client: curl.Client, body: bytes, encoding: str
                                            ) -> None:
     async with serving(answer(body, encoding)) as url:
@@ -248,6 +257,43 @@ async def test_informational_flood_is_refused(client: curl.Client) -> None:
     async with serving(flood) as url:
         with pytest.raises(ResponseError, match="headers"):
             await get(client, url + "/")
+
+
+async def test_connect_timeout_ends_an_unanswered_dial() -> None:
+    """A listener whose accept queue is full (backlog 0, never accepting) drops further
+    SYNs, so a dial to it gets no answer, as a blackholed address would: the connect
+    timeout (CONNECTTIMEOUT_MS), not the read timeout nor a refusal, ends it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers: list[socket.socket] = []
+    try:
+        # Connect until one dial stays unanswered: the queue is full from then on.
+        for _ in range(64):
+            filler = socket.socket()
+            filler.setblocking(False)
+            fillers.append(filler)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            _, writable, _ = select.select([], [filler], [], 0.5)
+            if not writable:
+                break
+        else:
+            pytest.fail("the listener's accept queue never filled")
+        c = curl.Client(connect_timeout=1, read_timeout=10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            with pytest.raises(ConnectError, match="timed out"):
+                await get(c, f"http://127.0.0.1:{port}/")
+        finally:
+            await c.close()
+        assert 0.9 <= loop.time() - started < 5
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
 
 
 # --------------------------------------------------------------------- backpressure
