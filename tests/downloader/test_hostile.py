@@ -10,6 +10,7 @@ import gzip
 import json
 import logging
 import os
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -89,15 +90,76 @@ class Seen:
 
     def app(self) -> web.Application:
         async def record(request: web.Request) -> web.Response:
-            self.headers[request.headers.get("X-Case", "")] = dict(request.headers)
+            self.headers[request.headers.get("X-Case", "")] = {
+                **request.headers, "X-Seen-Scheme": request.scheme}
             return web.Response(body=HTML, content_type="text/html")
 
         async def to(request: web.Request) -> web.Response:
-            raise web.HTTPFound(request.query["u"])
+            code = int(request.query.get("code", "302"))
+            return web.Response(status=code, headers={"Location": request.query["u"]})
 
         app = web.Application()
-        app.add_routes([web.get("/headers", record), web.get("/to", to)])
+        app.add_routes([web.get("/headers", record), web.route("*", "/to", to)])
         return app
+
+
+class DualSite:
+    """An aiohttp app on one port of several loopback addresses that speaks plain HTTP and
+    TLS alike (the first byte of a connection tells them apart): a redirect can change
+    only the scheme, or only the host, of a URL."""
+
+    def __init__(self, app: web.Application, cert: Path, key: Path,
+                 hosts: tuple[str, ...] = ("127.0.0.1", "127.0.0.2")) -> None:
+        self.app = app
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(cert, key)
+        self.hosts = hosts
+        self.port = free_port()
+        self.runner = web.AppRunner(app, access_log=None)
+        self.listeners: list[socket.socket] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def url(self, scheme: str = "http", host: str = "127.0.0.1") -> str:
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        for host in self.hosts:
+            listener = socket.create_server((host, self.port))
+            listener.setblocking(False)
+            self.listeners.append(listener)
+            self.tasks.append(asyncio.create_task(self._accept(listener)))
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            task = asyncio.create_task(self._hand_over(conn))
+            self.tasks.append(task)
+
+    async def _hand_over(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(conn.fileno(), readable.set)
+        try:
+            await readable.wait()
+        finally:
+            loop.remove_reader(conn.fileno())
+        try:
+            tls = conn.recv(1, socket.MSG_PEEK) == b"\x16"  # a TLS handshake record
+            server = self.runner.server
+            assert server is not None
+            await loop.connect_accepted_socket(server, conn, ssl=self.ctx if tls else None)
+        except (OSError, ssl.SSLError):
+            conn.close()
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for listener in self.listeners:
+            listener.close()
+        await self.runner.cleanup()
 
 
 def make_cert(tmp: Path, name: str, san: str) -> tuple[Path, Path]:
@@ -174,10 +236,10 @@ async def servers(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         "/to-metadata": redirect(METADATA.encode()),
     })
     await raw.start()
-    other = Seen()
-    other_site = Running(other.app())
-    await other_site.start()
     good_cert, good_key = make_cert(tmp_path, "good", "IP:127.0.0.1")
+    other = Seen()
+    other_site = DualSite(other.app(), good_cert, good_key)
+    await other_site.start()
     wrong_cert, wrong_key = make_cert(tmp_path, "wrong", "DNS:elsewhere.example")
     untrusted_cert, untrusted_key = make_cert(tmp_path, "untrusted", "IP:127.0.0.1")
 
@@ -204,8 +266,8 @@ async def servers(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         # The trust store: the good and the wrong-hostname certificates, not the third.
         bundle = tmp_path / "trusted.pem"
         bundle.write_bytes(good_cert.read_bytes() + wrong_cert.read_bytes())
-        yield {"raw": raw, "other": other, "other_url": other_site.url, "tls": urls,
-               "ca": bundle}
+        yield {"raw": raw, "other": other, "other_url": other_site.url(), "dual": other_site,
+               "tls": urls, "ca": bundle}
     finally:
         for runner in runners:
             await runner.cleanup()
@@ -219,8 +281,17 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
     are reachable and 169.254.169.254 is not; each job gets the callback its case names."""
     monkeypatch.setenv("SSL_CERT_FILE", str(servers["ca"]))
     await stack.start(processor={"allow_private_networks": False,
-                                 "allowed_networks": ["127.0.0.0/8"],
+                                 "allowed_networks": ["127.0.0.1/32", "127.0.0.2/32"],
                                  "max_file_size": 16 << 20})
+    # A working proxy at an address the guard does not allow: never to be dialled.
+    private_proxy_dials: list[int] = []
+
+    async def count_dial(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        private_proxy_dials.append(1)
+        writer.close()
+
+    pport = free_port()
+    private_proxy = await asyncio.start_server(count_dial, "127.0.0.3", pport)
     r = redis.Redis(port=stack.redis.port)
     # An aggregation an older api let in: the processor cannot use its proxy.
     r.hset("aggr:socks", mapping={"ID": "socks", "Limit": "2",
@@ -246,6 +317,18 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
     def credentials_kept() -> None:
         seen = other.headers["same"]
         assert seen["Authorization"] == "Bearer job-secret" and seen["Cookie"] == "session=1"
+
+    def dropped(case: str, scheme: str = "http") -> Callable[[], None]:
+        def check() -> None:
+            seen = other.headers[case]
+            assert seen["X-Keep"] == "1" and seen["X-Seen-Scheme"] == scheme, seen
+            assert not {"Authorization", "Cookie", "Proxy-Authorization"} & seen.keys(), seen
+        return check
+
+    def private_proxy_never_dialled() -> None:
+        assert not private_proxy_dials
+
+    dual = servers["dual"]
 
     cases = [
         Case("location-invalid-utf8", raw.url + "/bad-utf8", False,
@@ -273,10 +356,29 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
         Case("credentials-same-origin-redirect",
              f"{servers['other_url']}/to?u=/headers", True, "",
              {"request_headers": {**creds, "X-Case": "same"}}, credentials_kept),
+        # Only the host changes (127.0.0.1 -> 127.0.0.2, same scheme and port).
+        Case("credentials-cross-host-redirect",
+             f"{dual.url()}/to?u={dual.url(host='127.0.0.2')}/headers", True, "",
+             {"request_headers": {**creds, "X-Case": "host"}}, dropped("host")),
+        # Only the scheme changes (http -> https, same host and port).
+        Case("credentials-scheme-upgrade-redirect",
+             f"{dual.url()}/to?u={dual.url('https')}/headers", True, "",
+             {"request_headers": {**creds, "X-Case": "scheme"}}, dropped("scheme", "https")),
+        Case("proxy-at-private-address", stack.file_url + "/file/page.html", False,
+             "(127.0.0.3): private, loopback or link-local address",
+             {"aggr_proxy": f"http://127.0.0.3:{pport}"}, private_proxy_never_dialled),
+        # The announced length is over max_file_size: refused at the head, before a byte
+        # of the body is written; the bombs below are cut by the sink, on the decoded
+        # bytes, as they stream ("downloading file").
+        Case("announced-length-over-max-file-size", f"{stack.file_url}/big/{32 << 20}", False,
+             "Error while processing response, Content-Length 33554432 exceeds the maximum "
+             "file size of 16777216 bytes, retriable: false"),
         Case("gzip-bomb-2GiB", raw.url + "/gzip-bomb", False,
-             "file exceeds the maximum size of 16777216 bytes, retriable: false"),
+             "Error while downloading file, file exceeds the maximum size of 16777216 bytes, "
+             "retriable: false"),
         Case("brotli-bomb-256MiB", raw.url + "/brotli-bomb", False,
-             "file exceeds the maximum size of 16777216 bytes, retriable: false"),
+             "Error while downloading file, file exceeds the maximum size of 16777216 bytes, "
+             "retriable: false"),
         Case("lying-content-length", raw.url + "/short", False,
              "Error while downloading file, unexpected EOF, retriable: true"),
         Case("1xx-flood", raw.url + "/1xx-flood", False, "headers"),
@@ -295,17 +397,40 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
         Case("tls-untrusted-certificate", tls["untrusted"] + "/page", False,
              "TLS Error occured"),
     ]
-    await run_cases(stack, cases)
+    try:
+        await run_cases(stack, cases)
+    finally:
+        private_proxy.close()
+        await private_proxy.wait_closed()
 
 
 async def test_insecure_redirect_allowed_when_configured(
         stack: Stack, servers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """processor.allow_insecure_redirects and notifier.allow_insecure_redirects: an https
+    -> http hop is followed, without the job's credentials (the scheme changed)."""
     monkeypatch.setenv("SSL_CERT_FILE", str(servers["ca"]))
-    await stack.start(processor={"allow_insecure_redirects": True})
+    await stack.start(processor={"allow_insecure_redirects": True},
+                      notifier={"allow_insecure_redirects": True})
     stack.files.files["page.html"] = (HTML, "text/html")
-    await run_cases(stack, [Case(
-        "tls-redirect-https-to-http-allowed",
-        f"{servers['tls']['good']}/down?u={stack.file_url}/file/page.html", True)])
+    dual, other = servers["dual"], servers["other"]
+    creds = {"Authorization": "Bearer job-secret", "Cookie": "session=1", "X-Keep": "1"}
+
+    def credentials_dropped() -> None:
+        seen = other.headers["downgrade"]
+        assert seen["X-Seen-Scheme"] == "http" and seen["X-Keep"] == "1", seen
+        assert not {"Authorization", "Cookie"} & seen.keys(), seen
+
+    await run_cases(stack, [
+        Case("tls-redirect-https-to-http-allowed",
+             f"{servers['tls']['good']}/down?u={stack.file_url}/file/page.html", True),
+        # Only the scheme changes (https -> http, same host and port).
+        Case("tls-downgrade-drops-credentials", f"{dual.url('https')}/to?u={dual.url()}/headers",
+             True, "", {"request_headers": {**creds, "X-Case": "downgrade"}},
+             credentials_dropped),
+        # The callback itself is redirected https -> http (307 keeps the POST).
+        Case("callback-https-to-http-allowed", f"{stack.file_url}/file/page.html", True, "",
+             {"callback_url": f"{dual.url('https')}/to?code=307&u={stack.receiver.url}"}),
+    ])
 
 
 async def test_metadata_through_env_proxy(stack: Stack, monkeypatch: pytest.MonkeyPatch
@@ -338,10 +463,16 @@ async def test_metadata_through_env_proxy(stack: Stack, monkeypatch: pytest.Monk
 
 
 # ---------------------------------------------------------------------- callbacks
-async def test_hostile_callback_receivers(stack: Stack) -> None:
+async def test_hostile_callback_receivers(stack: Stack, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The notifier's guard (allowed: 127.0.0.1 only) on every hop: redirects followed as
-    Go's client.Post (307/308 repeat the POST, 301/302/303 become a GET), inward hops and
-    private receivers refused."""
+    Go's client.Post (307/308 repeat the POST, 301/302/303 become a GET), at most
+    max_redirects of them, https -> http refused, inward hops and private receivers
+    refused."""
+    cert, key = make_cert(tmp_path, "cb", "IP:127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    dual = DualSite(Seen().app(), cert, key, hosts=("127.0.0.1",))
+    await dual.start()
     got_get: list[str] = []
     private_hits: list[str] = []
 
@@ -358,8 +489,12 @@ async def test_hostile_callback_receivers(stack: Stack) -> None:
         private_hits.append(request.path)
         return web.Response(text="ok")
 
+    async def loop(_request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "/loop"})
+
     app = web.Application()
-    app.add_routes([web.route("*", "/hop/{code}", hop), web.get("/landing", landing)])
+    app.add_routes([web.route("*", "/hop/{code}", hop), web.get("/landing", landing),
+                    web.route("*", "/loop", loop)])
     redirector = Running(app)
     await redirector.start()
     papp = web.Application()
@@ -380,6 +515,10 @@ async def test_hostile_callback_receivers(stack: Stack) -> None:
             "redirect-307-keeps-post": (f"{base}/hop/307?u={cb}", "delivered"),
             "redirect-308-keeps-post": (f"{base}/hop/308?u={cb}", "delivered"),
             "redirect-303-becomes-get": (f"{base}/hop/303?u={base}/landing", "delivered"),
+            "redirect-301-becomes-get": (f"{base}/hop/301?u={base}/landing", "delivered"),
+            "endless-redirects": (f"{base}/loop", "stopped after 10 redirects"),
+            "redirect-https-to-http": (f"{dual.url('https')}/to?code=307&u={cb}",
+                                       "refusing redirect from https to http"),
             "redirect-inward-metadata": (f"{base}/hop/302?u=http://169.254.169.254/cb",
                                          "refusing to connect to 169.254.169.254"),
             "redirect-inward-private": (f"{base}/hop/307?u=http://127.0.0.2:{pport}/x",
@@ -417,11 +556,13 @@ async def test_hostile_callback_receivers(stack: Stack) -> None:
         delivered_posts = {ids["receiver-allowed"], ids["redirect-307-keeps-post"],
                            ids["redirect-308-keeps-post"]}
         assert delivered_posts <= stack.receiver.by_job.keys()
-        assert got_get == ["GET"]
+        assert got_get == ["GET", "GET"]
         assert private_hits == []
+        assert ids["redirect-https-to-http"] not in stack.receiver.by_job
     finally:
         await prunner.cleanup()
         await redirector.stop()
+        await dual.stop()
 
 
 # ------------------------------------------------------------- crashes and faults
@@ -658,7 +799,8 @@ def test_config_still_refuses_unknown_and_bad_keys(tmp_path: Path, change: dict[
 # ---------------------------------------------------------------------- Retry-After
 async def test_retry_after_holds_the_job_and_its_aggregation(stack: Stack) -> None:
     """A 503 (or 429) with Retry-After: 3: the job's retry, and the next job of the same
-    aggregation, wait at least that long (the test config's backoff is 0.2 s)."""
+    aggregation, wait at least that long (the test config's backoff is 0.2 s). A
+    Retry-After of a day is capped by processor.max_retry_after (5 s here)."""
     hits: dict[str, list[float]] = {}
 
     async def busy(request: web.Request) -> web.Response:
@@ -666,7 +808,8 @@ async def test_retry_after_holds_the_job_and_its_aggregation(stack: Stack) -> No
         hits.setdefault(key, []).append(asyncio.get_running_loop().time())
         if len(hits[key]) == 1 and key.startswith("busy"):
             status = 429 if key.endswith("429") else 503
-            return web.Response(status=status, headers={"Retry-After": "3"}, text="later")
+            wait = "86400" if key == "busy-day" else "3"
+            return web.Response(status=status, headers={"Retry-After": wait}, text="later")
         return web.Response(body=HTML, content_type="text/html")
 
     app = web.Application()
@@ -674,16 +817,19 @@ async def test_retry_after_holds_the_job_and_its_aggregation(stack: Stack) -> No
     server = Running(app)
     await server.start()
     try:
-        await stack.start()
+        await stack.start(processor={"max_retry_after": 5})
         first = await stack.post(f"{server.url}/r/busy503", aggr_id="ra", aggr_limit=1,
                                  max_retries=1)
         await async_wait_for(lambda: "busy503" in hits, 30, "the first attempt")
         second = await stack.post(f"{server.url}/r/next", aggr_id="ra", aggr_limit=1)
         other = await stack.post(f"{server.url}/r/busy429", aggr_id="rb", max_retries=1)
-        await stack.receiver.wait_for_jobs({first, second, other}, timeout=60)
+        capped = await stack.post(f"{server.url}/r/busy-day", aggr_id="rc", max_retries=1)
+        await stack.receiver.wait_for_jobs({first, second, other, capped}, timeout=60)
     finally:
         await server.stop()
     assert stack.receiver.one(first)["success"] and stack.receiver.one(other)["success"]
+    assert stack.receiver.one(capped)["success"]
+    assert 4.5 <= hits["busy-day"][1] - hits["busy-day"][0] < 20, hits
     t0 = hits["busy503"][0]
     assert hits["busy503"][1] - t0 >= 2.5, hits
     assert hits["next"][0] - t0 >= 2.5, hits
