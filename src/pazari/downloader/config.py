@@ -24,9 +24,32 @@ class RedisConfig:
     sentinel: list[str] = field(default_factory=list)
     master_name: str = ""
     db: int = 0
+    # Redis Cluster (issue 16), opt-in: seed nodes "host:port" and the number of shards the
+    # process-wide queues are split into (pazari.downloader.layout). Every component and
+    # `downloader migrate-layout` must use the same cluster_shards.
+    cluster: bool = False
+    cluster_nodes: list[str] = field(default_factory=list)
+    cluster_shards: int = 16
 
     def url(self) -> str:
         return f"redis://{self.addr}/{self.db}"
+
+    def validate(self) -> tuple[str, str] | None:
+        if not self.cluster:
+            return None
+        if not self.cluster_nodes:
+            return "cluster_nodes", "is required when cluster is true (seed \"host:port\" list)"
+        for i, addr in enumerate(self.cluster_nodes):
+            host, _, port = addr.rpartition(":")
+            if not host or not port.isdigit():
+                return f"cluster_nodes[{i}]", f"must be \"host:port\", not {addr!r}"
+        if self.sentinel or self.master_name:
+            return "cluster", "cannot be combined with sentinel"
+        if self.db != 0:
+            return "db", "must be 0 with Redis Cluster (it has only database 0)"
+        if not 1 <= self.cluster_shards <= 256:
+            return "cluster_shards", "must be between 1 and 256"
+        return None
 
 
 @dataclass

@@ -223,3 +223,223 @@ for _, id in ipairs(cjson.decode(ARGV[2])) do
 end
 return n
 """
+
+# ---------------------------------------------------------------------------------------
+# Cluster layout (issue 16; pazari.downloader.layout). The same steps as the scripts above,
+# for the keys of one shard: every key a script touches carries the shard's hash tag T, so
+# each call runs in one slot. T is read from KEYS[1], which is always a key of the shard;
+# the per-job keys are built from it (Redis Cluster serves undeclared keys of the declared
+# slot; declaring every job's keys would cost a KEYS entry per job and item). The
+# aggregation index (T .. 'Aggregations') gains an id with every ZADD to its queue.
+
+C_TAG = "local T = string.match(KEYS[1], '^{[^}]*}')\n"
+
+# ENQUEUE. KEYS: aggr, job, jobs, index. ARGV: now, aggr_id, n_aggr_pairs, aggr pairs...,
+# job pairs...
+C_ENQUEUE = """
+local n = tonumber(ARGV[3])
+local created = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + n))
+  created = 1
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4 + n, #ARGV))
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4 + n + 1])
+redis.call('SADD', KEYS[4], ARGV[2])
+return created
+"""
+
+# ENQUEUE_MANY for the items of one shard. KEYS: index. ARGV: json, now.
+C_ENQUEUE_MANY = C_TAG + """
+local items = cjson.decode(ARGV[1])
+local out = {}
+for i, it in ipairs(items) do
+  local jkey = T .. 'job:' .. it[1]
+  if redis.call('EXISTS', jkey) == 1 then
+    local h = redis.call('HMGET', jkey, 'URL', 'AggrID', 'Extra')
+    if h[1] == it[5] and h[2] == it[2] and h[3] == it[6] then out[i] = 0 else out[i] = -1 end
+  else
+    local akey = T .. 'aggr:' .. it[2]
+    out[i] = 0
+    if redis.call('EXISTS', akey) == 0 then
+      redis.call('HSET', akey, unpack(it[3]))
+      out[i] = 1
+    end
+    redis.call('HSET', jkey, unpack(it[4]))
+    redis.call('ZADD', T .. 'jobs:' .. it[2], ARGV[2], it[1])
+    redis.call('SADD', KEYS[1], it[2])
+  end
+end
+return out
+"""
+
+# The aggregations of one shard with queued jobs; ids whose queue is empty leave the index
+# (safe at any time: a later ZADD to the queue adds the id back in the same script).
+# KEYS: index.
+C_AGGREGATIONS = C_TAG + """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', T .. 'jobs:' .. id) == 1 then
+    out[#out + 1] = id
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+# POP_DOWNLOADS_MANY for the aggregations of one shard. KEYS: inflight. ARGV: now, json.
+C_POP_DOWNLOADS_MANY = C_TAG + """
+local now = tonumber(ARGV[1])
+local reqs = cjson.decode(ARGV[2])
+local out = {}
+for r, req in ipairs(reqs) do
+  local qkey = T .. 'jobs:' .. req[1]
+  local top = redis.call('ZRANGE', qkey, 0, tonumber(req[2]) - 1, 'WITHSCORES')
+  local res
+  if #top == 0 then
+    res = {'EMPTY'}
+  elseif tonumber(top[2]) > now then
+    res = {'RETRYLATER'}
+  else
+    res = {'OK'}
+    for i = 1, #top, 2 do
+      local id = top[i]
+      if tonumber(top[i + 1]) > now then break end
+      redis.call('ZREM', qkey, id)
+      local key = T .. 'job:' .. id
+      local hid = redis.call('HGET', key, 'ID')
+      if hid and hid ~= '' then
+        redis.call('ZADD', KEYS[1], req[3], id)
+        redis.call('HSET', key, 'DownloadState', 'InProgress', 'DownloadMeta', '',
+                   'ResponseCode', '0')
+        redis.call('HINCRBY', key, 'DownloadCount', 1)
+        res[#res + 1] = redis.call('HGETALL', key)
+      end
+    end
+  end
+  out[r] = res
+end
+return out
+"""
+
+# FINISH_DOWNLOADS for one shard; item [job_id, pairs, target key or '', score, aggr_id or
+# '' (set when the target is the aggregation's queue)]. KEYS: inflight, index. ARGV: json.
+C_FINISH_DOWNLOADS = C_TAG + """
+local items = cjson.decode(ARGV[1])
+for _, it in ipairs(items) do
+  local id = it[1]
+  redis.call('ZREM', KEYS[1], id)
+  local key = T .. 'job:' .. id
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, unpack(it[2]))
+    if it[3] ~= '' then redis.call('ZADD', it[3], it[4], id) end
+    if it[5] ~= '' then redis.call('SADD', KEYS[2], it[5]) end
+  end
+end
+return #items
+"""
+
+# RECLAIM_DOWNLOADS for one shard. KEYS: inflight, index. ARGV: now, limit.
+C_RECLAIM_DOWNLOADS = C_TAG + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local key = T .. 'job:' .. id
+  local aggr = redis.call('HGET', key, 'AggrID')
+  if aggr then
+    redis.call('HSET', key, 'DownloadState', 'Pending')
+    redis.call('HINCRBY', key, 'ReclaimCount', 1)
+    redis.call('ZADD', T .. 'jobs:' .. aggr, ARGV[1], id)
+    redis.call('SADD', KEYS[2], aggr)
+  end
+end
+return #ids
+"""
+
+# RENEW_AGGRS for the aggregations of one shard. KEYS: index (for the tag and the slot).
+# ARGV: expires_at, json.
+C_RENEW_AGGRS = C_TAG + """
+local n = 0
+for _, id in ipairs(cjson.decode(ARGV[2])) do
+  local key = T .. 'aggr:' .. id
+  local exp = redis.call('HGET', key, 'ExpiresAt')
+  if exp and exp ~= '' then
+    redis.call('HSET', key, 'ExpiresAt', ARGV[1])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# POP_CALLBACKS for one shard. KEYS: CallbackQueue, inflight. ARGV: now, lease_until, n.
+C_POP_CALLBACKS = C_TAG + """
+local now = tonumber(ARGV[1])
+local top = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
+if #top == 0 then return redis.error_reply('EMPTY') end
+if tonumber(top[2]) > now then return redis.error_reply('RETRYLATER') end
+local out = {}
+for i = 1, #top, 2 do
+  local id = top[i]
+  if tonumber(top[i + 1]) > now then break end
+  redis.call('ZREM', KEYS[1], id)
+  local key = T .. 'job:' .. id
+  local hid = redis.call('HGET', key, 'ID')
+  if hid and hid ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    redis.call('HSET', key, 'CallbackState', 'InProgress', 'CallbackMeta', '')
+    redis.call('HINCRBY', key, 'CallbackCount', 1)
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
+"""
+
+# RECLAIM_CALLBACKS for one shard. KEYS: inflight, CallbackQueue. ARGV: now, limit.
+C_RECLAIM_CALLBACKS = C_TAG + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local key = T .. 'job:' .. id
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'CallbackState', 'Pending')
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+  end
+end
+return #ids
+"""
+
+# CALLBACKS_DELIVERED for one shard. KEYS: inflight, JobDeletionQueue. ARGV: json.
+C_CALLBACKS_DELIVERED = C_TAG + """
+local items = cjson.decode(ARGV[1])
+for _, it in ipairs(items) do
+  redis.call('DEL', T .. 'job:' .. it[1])
+  redis.call('ZREM', KEYS[1], it[1])
+  redis.call('ZADD', KEYS[2], it[2], it[1])
+end
+return #items
+"""
+
+# The single layout's MULTIs, as scripts (a cluster client has no MULTI across its nodes;
+# one slot is enough, but a script is one call either way).
+# queue_callback. KEYS: job, CallbackQueue. ARGV: score, id, job pairs...
+C_QUEUE_CALLBACK = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, #ARGV))
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+
+# callback_outcome. KEYS: job, inflight, CallbackQueue. ARGV: retry score or '', id,
+# job pairs...
+C_CALLBACK_OUTCOME = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, #ARGV))
+redis.call('ZREM', KEYS[2], ARGV[2])
+if ARGV[1] ~= '' then redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+# drop_deleted. KEYS: JobDeletionQueue, job. ARGV: id.
+C_DROP_DELETED = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('DEL', KEYS[2])
+"""

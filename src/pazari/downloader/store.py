@@ -30,8 +30,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, MasterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pazari.downloader import scripts
@@ -101,6 +102,10 @@ def _raise_pop_error(exc: ResponseError) -> None:
 
 
 OUTCOME_RETRIES = 12
+#: Errors a failover answers with until a replica has taken over: connection loss, and on
+#: Redis Cluster CLUSTERDOWN / TRYAGAIN / MASTERDOWN (issue 16).
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError,
+             MasterDownError)
 
 
 async def _retrying(op: Callable[[], Awaitable[Any]]) -> Any:
@@ -111,7 +116,7 @@ async def _retrying(op: Callable[[], Awaitable[Any]]) -> Any:
     for attempt in range(OUTCOME_RETRIES):
         try:
             return await op()
-        except (RedisConnectionError, RedisTimeoutError):
+        except TRANSIENT:
             if attempt == OUTCOME_RETRIES - 1:
                 raise
             await asyncio.sleep(delay)
@@ -120,7 +125,18 @@ async def _retrying(op: Callable[[], Awaitable[Any]]) -> Any:
 
 
 class Store:
-    """The downloader's Redis operations."""
+    """The downloader's Redis operations, single-Redis layout (the original's).
+
+    ``Store(client)`` with a Redis Cluster client gives a
+    :class:`~pazari.downloader.clusterstore.ClusterStore` (the cluster layout, issue 16),
+    chosen here once, so the single layout's methods carry no per-call branch."""
+
+    def __new__(cls, client: aioredis.Redis) -> Store:
+        if cls is Store and isinstance(client, RedisCluster):
+            from pazari.downloader.clusterstore import ClusterStore
+
+            return super().__new__(ClusterStore)
+        return super().__new__(cls)
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.r = client

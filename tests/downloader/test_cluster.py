@@ -1,0 +1,140 @@
+"""The downloader on Redis Cluster (issue 16): the cluster key layout, and the real
+subcommands on a 3-master, 3-replica cluster through a manual failover and a master's crash."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from pazari.downloader.clusterstore import ClusterStore
+from pazari.downloader.job import Aggregation, Job
+from pazari.downloader.layout import ClusterLayout, shard_tags
+from pazari.downloader.redisconn import connect_cluster
+from pazari.downloader.store import Empty, Store
+from tests.support.redisha import Cluster, redis_cluster
+
+__all__ = ["redis_cluster"]
+
+
+@pytest.mark.parametrize("shards", [1, 3, 16, 256])
+def test_shard_tags_spread_over_the_slot_space(shards: int) -> None:
+    """Shard k's tag hashes into the k-th 1/S of the slots, so shards spread evenly over any
+    cluster's masters; the tags are the same in every process."""
+    tags = shard_tags(shards)
+    assert tags == shard_tags(shards) and len(set(tags)) == shards
+    for k, tag in enumerate(tags):
+        assert tag.startswith("{dl:") and tag.endswith("}")
+        assert k * 16384 // shards <= key_slot(tag.encode()) < (k + 1) * 16384 // shards
+
+
+def test_a_jobs_keys_share_its_aggregations_slot() -> None:
+    """Every key a script touches for a job is in its aggregation's shard, braces in the
+    aggregation id included (only the leading tag counts)."""
+    lay = ClusterLayout(16)
+    for aggr in ("a", "shop-7", "{x}", "}{", "ünï"):
+        k = lay.shard(aggr)
+        slots = {key_slot(key.encode()) for key in (
+            lay.job(k, "J0000000000000"), lay.aggr(k, aggr), lay.jobs(k, aggr),
+            lay.callback_queue(k), lay.deletion_queue(k), lay.downloads_inflight(k),
+            lay.callbacks_inflight(k), lay.index(k))}
+        assert slots == {key_slot(lay.tags[k].encode())}, aggr
+
+
+@pytest.fixture
+async def cluster_store(redis_cluster: Cluster) -> AsyncIterator[Store]:
+    client = connect_cluster(redis_cluster.seeds, "test", shards=4)
+    store = Store(client)
+    yield store
+    await store.drain()
+    await client.aclose()
+
+
+@pytest.mark.slow
+async def test_cluster_store_moves_a_job_through_its_life(cluster_store: Store,
+                                                          redis_cluster: Cluster) -> None:
+    """``Store(cluster client)`` is a ClusterStore; a job goes enqueue → pop → outcome →
+    callback pop → delivered on the sharded keys, over shards on every master."""
+    store = cluster_store
+    assert isinstance(store, ClusterStore)
+    lay = store.layout
+    aggrs = [f"aggr-{i}" for i in range(12)]
+    assert len({lay.shard(a) for a in aggrs}) == 4
+    jobs = [Job(id=f"J{i:013d}", url=f"http://x/{i}", aggr_id=aggrs[i % len(aggrs)],
+                callback_url="http://x/cb") for i in range(48)]
+    created = [await store.enqueue_new(j, Aggregation(j.aggr_id, 2)) for j in jobs]
+    assert created.count(1) == len(aggrs) and created.count(0) == len(jobs) - len(aggrs)
+    assert await store.enqueue_new(Job(id=jobs[0].id, url="http://other", aggr_id="aggr-0",
+                                       callback_url="http://x/cb"),
+                                   Aggregation("aggr-0", 2)) == -1
+    assert sorted(await store.aggregation_ids()) == sorted(aggrs)
+    sizes = dict(await store.aggregation_sizes())
+    assert sizes == {f"jobs:{a}": 4 for a in aggrs}
+
+    # Every key lives in one of the 4 shards' slots, spread over the masters.
+    masters = redis_cluster.masters_now()
+    keys: set[str] = set()
+    per_master = []
+    for m in masters:
+        r = redis.Redis(port=m.port)
+        try:
+            per_master.append({k.decode() for k in r.scan_iter(count=1000)})
+            keys |= per_master[-1]
+        finally:
+            r.close()
+    assert keys and all(k.startswith(tuple(lay.tags)) for k in keys), keys
+    assert {lay.tags.index(k[:k.index("}") + 1]) for k in keys} == set(range(4))
+    assert sum(bool(n) for n in per_master) >= 2
+
+    popped = []
+    for a in aggrs:
+        await store.lease_aggregation(a, 30, 4)
+        popped += await store.pop_downloads(a, 10, 30)
+    assert sorted(j.id for j in popped) == sorted(j.id for j in jobs)
+    await store.renew_inflight("DownloadsInFlight", [j.id for j in popped], 30)
+    for j in popped:
+        j.download_state = "Success"
+        await store.finish_download(j, requeue_at=None, callback=True, deletion_at=None)
+    for a in aggrs:
+        await store.release_aggregation(a)
+    assert await store.aggregation_ids() == []
+
+    got: list[Job] = []
+    while len(got) < len(jobs):
+        got += await store.pop_callbacks(7, 30)
+    assert sorted(j.id for j in got) == sorted(j.id for j in jobs)
+    assert all(j.callback_state == "InProgress" and j.callback_count == 1 for j in got)
+    with pytest.raises(Empty):
+        await store.pop_callbacks(5, 30)
+    for j in got:
+        await store.callback_delivered(j.id, time.time() - 1)
+    await store.drain()
+    assert await store.get_job(jobs[0].id) is None
+    deleted = set()
+    for _ in jobs:
+        job_id = await store.pop_deletion()
+        await store.drop_deleted(job_id)
+        deleted.add(job_id)
+    assert deleted == {j.id for j in jobs}
+
+
+@pytest.mark.slow
+async def test_cluster_retry_and_reclaim_find_the_job(cluster_store: Store) -> None:
+    """Lookups by id alone (the api's /retry) find the job's shard; an expired in-flight
+    lease is reclaimed back to its aggregation's queue, and the index shows it again."""
+    store = cluster_store
+    job = Job(id="R000000000000a", url="http://x/1", aggr_id="zz", callback_url="http://x/cb")
+    await store.enqueue_new(job, Aggregation("zz", 1))
+    found = await store.get_job(job.id)
+    assert found is not None and found.aggr_id == "zz"
+    await store.lease_aggregation("zz", 30, 4)
+    [popped] = await store.pop_downloads("zz", 1, -5)  # a lease already expired
+    assert await store.aggregation_ids() == []
+    assert await store.reclaim_downloads() == 1
+    assert await store.aggregation_ids() == ["zz"]
+    again = await store.get_job(job.id)
+    assert again is not None and again.download_state == "Pending"
+    assert again.reclaim_count == 1 and popped.download_count == 1
