@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.scratchd.conftest import SCRATCHD, Http, read_file_sink, tenant
 from tests.support.ports import free_port, wait_for
 
@@ -123,11 +125,24 @@ def test_dead_worker_is_restarted(daemon_factory: Callable[..., Any], tmp_path: 
     assert numbers == list(range(60))
 
 
+# (workers before, workers after, what the first run leaves in the spool, what must go)
+ORPHANS = [
+    ("3_to_2", 3, 2, ["worker-0", "worker-1", "worker-2"], ["worker-2"]),
+    # The root spool of a single-process run is drained by worker 0 of a --workers run.
+    ("1_to_2", 1, 2, ["00000000000000000000.seg"], ["00000000000000000000.seg"]),
+    # A single process drains every worker-<i> spool of a --workers run.
+    ("2_to_1", 2, 1, ["worker-0", "worker-1"], ["worker-0", "worker-1"]),
+]
+
+
+@pytest.mark.parametrize(("name", "before", "after", "left", "gone"), ORPHANS,
+                         ids=[case[0] for case in ORPHANS])
 def test_spool_of_a_worker_no_longer_running_is_drained(
-    daemon_factory: Callable[..., Any], redis_server: Any, tmp_path: Path
+    daemon_factory: Callable[..., Any], redis_server: Any, tmp_path: Path, name: str,
+    before: int, after: int, left: list[str], gone: list[str],
 ) -> None:
-    """Three workers spool while their sink is down; restarted with two, worker 0 delivers
-    worker 2's spool and removes it."""
+    """``before`` processes spool while their sink is down; restarted as ``after``, the
+    spools nobody owns any more are delivered and removed."""
     import redis
 
     key = f"orphan:{uuid.uuid4().hex[:8]}"
@@ -142,17 +157,22 @@ def test_spool_of_a_worker_no_longer_running_is_drained(
         path.write_text(json.dumps(config))
         return path
 
-    port, metrics = free_port(), free_ports_in_a_row(3)
+    port, metrics = free_port(), free_ports_in_a_row(max(before, after))
     down = _workers(daemon_factory, write_config(f"redis://127.0.0.1:{free_port()}/0"), port,
-                    metrics, 3)
+                    metrics, before)
     _load(port, 0, 90, 1)
     down.stop(within=30)
-    assert sorted(p.name for p in spool.iterdir()) == ["worker-0", "worker-1", "worker-2"]
-    assert sum(p.stat().st_size for p in (spool / "worker-2").glob("*.seg")) > 0
-    up = _workers(daemon_factory, write_config(redis_server.url), port, metrics, 2)
+    assert sorted(p.name for p in spool.iterdir()) == left
+    for orphan in gone:  # each holds events of its own (the kernel spread the connections)
+        path = spool / orphan
+        assert sum(p.stat().st_size for p in ([path] if path.is_file() else path.glob("*.seg"))
+                   ) > 0, orphan
+    up = _workers(daemon_factory, write_config(redis_server.url), port, metrics, after)
     client = redis.Redis.from_url(redis_server.url)
     wait_for(lambda: client.llen(key) >= 90, 30, "all 90 events delivered")
-    wait_for(lambda: not (spool / "worker-2").exists(), 10, "worker-2's spool removed")
+    wait_for(lambda: not any((spool / orphan).exists() for orphan in gone), 10,
+             f"{gone} removed")
     numbers = sorted(int(json.loads(e)["params"]["n"]) for e in client.lrange(key, 0, -1))
     assert sorted(set(numbers)) == list(range(90))
     assert up.running
+    up.stop(within=30)

@@ -12,6 +12,7 @@ starts a new file and nothing written meanwhile is lost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -46,14 +47,31 @@ def encode(record: Record, error: str, at: int) -> bytes:
 
 def append(spool_dir: Path, sink: str, records: Sequence[Record], error: str) -> None:
     """Append ``records`` durably (blocking: run it in a thread)."""
+    append_parts(spool_dir, sink, [(records, error)])
+
+
+def append_parts(spool_dir: Path, sink: str,
+                 parts: Sequence[tuple[Sequence[Record], str]]) -> None:
+    """Append each part's records with its error, durably and all or nothing (blocking:
+    run it in a thread)."""
     at = time.time_ns() // 1_000_000
-    data = b"".join(encode(r, error, at) for r in records)
-    fd = os.open(path_for(spool_dir, sink), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+    data = b"".join(encode(r, error, at) for records, error in parts for r in records)
+    fd = os.open(path_for(spool_dir, sink), os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                  0o640)
     try:
+        start = os.fstat(fd).st_size
+        if start and os.pread(fd, 1, start - 1) != b"\n":
+            data = b"\n" + data  # a torn line left behind: never glue ours to it
         view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            # A short write on a full disk leaves part of a line; cut it off, or the next
+            # append would be glued to it and its first record lost (issue 12).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
         os.fsync(fd)
     finally:
         os.close(fd)

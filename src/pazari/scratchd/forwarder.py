@@ -152,6 +152,7 @@ class Forwarder:
             except Exception as exc:
                 log.debug("sink %s: down (%s), not the records", self.name, exc)
                 return False
+        aside: list[tuple[list[Record], str]] = []
         for part in rejected:
             for _ in range(max(config.max_attempts - 1, 0)):
                 await asyncio.sleep(config.retry_initial)
@@ -166,18 +167,23 @@ class Forwarder:
                 self._delivered(part)
                 break
             else:
-                try:
-                    await asyncio.to_thread(deadletter.append, self.spool.dir, self.name,
-                                            part, error)
-                except OSError as exc:
-                    # Not set aside (a full disk): the cursor must not pass them; the next
-                    # round tries again, the spool keeps them meanwhile.
-                    log.error("sink %s: cannot write dead letters: %s", self.name, exc)
-                    return False
+                aside.append((part, error))
+        if aside:
+            # One append for the whole chunk, all or nothing: a part written before a
+            # failed one would be set aside again by the next round.
+            try:
+                await asyncio.to_thread(deadletter.append_parts, self.spool.dir, self.name,
+                                        aside)
+            except OSError as exc:
+                # Not set aside (a full disk): the cursor must not pass them; the next
+                # round tries again, the spool keeps them meanwhile.
+                log.error("sink %s: cannot write dead letters: %s", self.name, exc)
+                return False
+            for part, why in aside:
                 self.stats.dead_letters += len(part)
                 log.error("sink %s: %d event(s) of tenant %s rejected %d times, set aside in "
                           "%s: %s", self.name, len(part), part[0].tenant, config.max_attempts,
-                          deadletter.path_for(self.spool.dir, self.name).name, error)
+                          deadletter.path_for(self.spool.dir, self.name).name, why)
         return True
 
     async def drain(self, deadline: float) -> bool:

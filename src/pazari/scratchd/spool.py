@@ -206,6 +206,21 @@ class Spool:
         assert self._commit is not None
         return self._commit
 
+    def framing_buffer(self) -> bytearray:
+        """The pending buffer, for a caller that frames one whole record into it in place
+        (``pazari.event.frame_query``, the pixel path: issue 17), then calls :meth:`framed`
+        at once. Raises SpoolFull."""
+        self._check_room()
+        return self._pending
+
+    def framed(self) -> asyncio.Future[None]:
+        """One record was framed into the pending buffer: the future of its commit."""
+        self._pending_events += 1
+        if not self._wake.is_set():
+            self._wake.set()
+        assert self._commit is not None
+        return self._commit
+
     def append_many(self, tenant: bytes, key: bytes,
                     events: list[bytes]) -> asyncio.Future[None]:
         """Queue the records of one batch (same tenant and key) in one go: all or none.
@@ -534,8 +549,16 @@ class Spool:
             fd = self._read_fds.pop(base, None)
             if fd is not None:
                 os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 (self.dir / _segment_name(base)).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                # EPERM (an append-only segment), EIO...: the file stays on disk, but
+                # consumed data must never stop the cursors from being persisted. A restart
+                # tries to remove it again.
+                log.warning("spool: cannot remove the consumed segment %s: %s",
+                            _segment_name(base), exc)
 
     @staticmethod
     def _valid_length(path: Path) -> int:
