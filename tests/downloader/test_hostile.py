@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import http.client
 import json
 import logging
 import os
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,6 +405,118 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
     finally:
         private_proxy.close()
         await private_proxy.wait_closed()
+
+
+class PacedBomb:
+    """A 2 GiB-decoded gzip body (2,048 members of 1 MiB of zeros), sent 16 members every
+    50 ms: at most 320 MiB/s decoded, so a cut at 512 MiB takes at least 1.6 s whatever the
+    machine's speed. Records when the request came and when the client hung up."""
+
+    MEMBERS_PER_TICK = 16
+
+    def __init__(self) -> None:
+        self.member = gzip.compress(b"\0" * (1 << 20), 9)
+        self.port = free_port()
+        self.asked = asyncio.Event()
+        self.closed_at: float | None = None
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            self.asked.set()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: "
+                         b"application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                         % (len(self.member) * 2048))
+            tick = self.member * self.MEMBERS_PER_TICK
+            for _ in range(2048 // self.MEMBERS_PER_TICK):
+                writer.write(tick)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            await reader.read()  # until the client hangs up
+        self.closed_at = loop.time()
+        writer.close()
+
+
+async def test_gzip_bomb_cut_while_another_aggregation_completes(stack: Stack) -> None:
+    """issue 11: a 2 GiB-decoded gzip bomb cut by max_file_size (512 MiB) fails with its
+    callback, and a job of another aggregation, posted once the bomb's download has begun,
+    is downloaded and called back while the bomb is still streaming: decoding and writing
+    run in bounded slices, never holding the loop for the whole body.
+
+    The loop-lag probe is a thread that GETs the processor's /debug/vars (served on the
+    processor's loop) every 5 ms over one keep-alive connection: its worst latency is
+    printed, not gated, because it is wall time and the 2 cores are shared with other test
+    runs (the transport's CPU-time gate of 50 ms is
+    tests/downloader/test_curl.py::test_decoding_bomb_is_cut_without_stalling_the_loop)."""
+    bomb = PacedBomb()
+    await bomb.start()
+    latencies: list[float] = []
+    stop_probe = threading.Event()
+
+    def probe(port: int, into: list[float], until: threading.Event) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            while not until.wait(0.005):
+                started = time.monotonic()
+                conn.request("GET", "/debug/vars")
+                conn.getresponse().read()
+                into.append(time.monotonic() - started)
+        finally:
+            conn.close()
+
+    try:
+        await stack.start(processor={"max_file_size": 512 << 20})
+        stack.files.files["p.html"] = (HTML, "text/html")
+        # The same probe for 1 s before the bomb: what the machine's load alone costs.
+        idle: list[float] = []
+        idle_over = threading.Event()
+        baseline = threading.Thread(target=probe, name="loop-lag-baseline",
+                                    args=(stack.metrics_ports["processor"], idle, idle_over))
+        baseline.start()
+        await asyncio.sleep(1)
+        idle_over.set()
+        await asyncio.to_thread(baseline.join)
+        bomb_id = await stack.post(f"http://127.0.0.1:{bomb.port}/bomb", aggr_id="bomb",
+                                   max_retries=0)
+        await asyncio.wait_for(bomb.asked.wait(), 30)
+        prober = threading.Thread(target=probe, name="loop-lag-probe",
+                                  args=(stack.metrics_ports["processor"], latencies,
+                                        stop_probe))
+        prober.start()
+        try:
+            other_id = await stack.post(f"{stack.file_url}/file/p.html?a=other",
+                                        aggr_id="other")
+            await stack.receiver.wait_for_jobs({other_id}, timeout=30)
+            # The other aggregation's job is done; the bomb is still being downloaded.
+            still_streaming = bomb.closed_at is None
+            await stack.receiver.wait_for_jobs({bomb_id}, timeout=60)
+        finally:
+            stop_probe.set()
+            await asyncio.to_thread(prober.join)
+    finally:
+        await bomb.stop()
+    assert stack.receiver.one(other_id)["success"]
+    got = stack.receiver.one(bomb_id)
+    assert not got["success"]
+    assert got["error"] == ("Error while downloading file, file exceeds the maximum size of "
+                            "536870912 bytes, retriable: false, internal: false")
+    assert still_streaming, "the bomb's download ended before the other job was called back"
+    for name, got_ms in (("idle", idle), ("during the bomb", latencies)):
+        got_ms.sort()
+        print(f"processor /debug/vars latency {name}: {len(got_ms)} probes, "
+              f"worst {got_ms[-1] * 1000:.1f} ms, "
+              f"p99 {got_ms[int(len(got_ms) * 0.99)] * 1000:.1f} ms, "
+              f"median {got_ms[len(got_ms) // 2] * 1000:.1f} ms")
 
 
 async def test_insecure_redirect_allowed_when_configured(
