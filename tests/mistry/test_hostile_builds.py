@@ -4,8 +4,9 @@ Each case is a build (round 1 of a group) that leaves something hostile in ``/da
 followed by ``GET /artifacts`` of that build, the ``mistry`` client's extraction, the next
 build of the group (round 2, an incremental clone of round 1) and the janitor
 (``mistryd delete-build`` of round 1). Every case asserts that no host file outside the
-build dir changed (a victim dir, the projects dir, a bystander build) and that every
-request answers within 10 s.
+build dir changed (a victim dir beside build_path, the projects dir, and the whole of
+build_path but the case's own build dirs and group link: the bystander build, every other
+case's builds) and that every request answers within 10 s.
 
 Things busybox cannot make inside a container (unix sockets, a hardlink across the bind
 mount, a link in place of ``data`` itself, which is a mount point there) are put into the
@@ -18,6 +19,7 @@ import hashlib
 import http.client as http_client
 import io
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -32,7 +34,7 @@ import pytest
 
 from tests.mistry.conftest import MISTRYD, Mistry, http, mistryd_argv, write_config
 from tests.support.daemon import Daemon
-from tests.support.ports import free_port
+from tests.support.ports import free_port, port_is_open, wait_for
 from tests.support.services import DockerEngine
 
 BROKEN = -1  # a transfer broken off after the status line, never a clean end
@@ -104,6 +106,18 @@ def inject_data_link(ready: Path) -> None:
     os.symlink(victim, ready / "data")
 
 
+def inject_data_rel_link(ready: Path) -> None:
+    # From BP/<p>/ready/<id>/ up to the dir holding builds/ and victim/.
+    os.rename(ready / "data", ready / "data.old")
+    os.symlink("../../../../victim", ready / "data")
+    assert (ready / "data" / "keep.txt").is_file()  # the link works, were it followed
+
+
+def inject_data_dangling_link(ready: Path) -> None:
+    os.rename(ready / "data", ready / "data.old")
+    os.symlink("/nonexistent/data", ready / "data")
+
+
 CASES = [
     Case("params_abs_symlink_to_host_dir", "rm -rf params; ln -s {victim} params"),
     Case("params_rel_symlink_to_host_dir", f"rm -rf params; ln -s {UP}/victim params"),
@@ -124,6 +138,27 @@ CASES = [
         client_says="symlink",
     ),
     Case(
+        "artifacts_dangling_symlink",
+        "rm -rf artifacts; ln -s /nonexistent/x artifacts",
+        served=(403,),
+        client_ok=False,
+        client_says="symlink",
+    ),
+    Case(
+        "artifacts_replaced_by_file",
+        "rm -rf artifacts; echo x > artifacts",
+        served=(403,),
+        client_ok=False,
+        client_says="data/artifacts is not a directory",
+    ),
+    Case(
+        "artifacts_replaced_by_fifo",
+        "rm -rf artifacts; mkfifo artifacts",
+        served=(403,),
+        client_ok=False,
+        client_says="data/artifacts is not a directory",
+    ),
+    Case(
         "artifacts_symlink_to_other_build",
         "rm -rf artifacts; ln -s {bystander}/data/artifacts artifacts",
         served=(403,),
@@ -132,11 +167,28 @@ CASES = [
     ),
     Case("cache_abs_symlink_to_host_dir", "rm -rf cache; ln -s {victim} cache"),
     Case("cache_symlink_to_own_project", "rm -rf cache; ln -s {projects} cache"),
+    Case("cache_rel_symlink_to_host_dir", f"rm -rf cache; ln -s {UP}/victim cache"),
     Case("cache_dangling_symlink", f"rm -rf cache; ln -s {UP}/nope cache"),
     Case(
         "data_replaced_by_symlink",
         "echo x > artifacts/x",
         inject=inject_data_link,
+        served=(403,),
+        client_ok=False,
+        client_says="symlink",
+    ),
+    Case(
+        "data_rel_symlink_to_host_dir",
+        "echo x > artifacts/x",
+        inject=inject_data_rel_link,
+        served=(403,),
+        client_ok=False,
+        client_says="symlink",
+    ),
+    Case(
+        "data_dangling_symlink",
+        "echo x > artifacts/x",
+        inject=inject_data_dangling_link,
         served=(403,),
         client_ok=False,
         client_says="symlink",
@@ -192,18 +244,27 @@ CASES = [
 ]
 
 
-def snapshot(*roots: Path) -> dict[str, Any]:
-    """Every entry under ``roots``, links not followed: type, mode, size, mtime, content
-    digest or link target (not ctime or nlink: a hardlink made to a file is no change)."""
+HASHED = 1 << 20  # files up to this size are hashed; larger ones compared by size and mtime
+
+
+def snapshot(*roots: Path, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Every entry under ``roots`` but the subtrees in ``skip``, links not followed: type,
+    mode, size, mtime, content digest of a small file or link target (not ctime or nlink:
+    a hardlink made to a file is no change)."""
     out: dict[str, Any] = {}
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in skip]
             for name in dirnames + filenames:
                 path = os.path.join(dirpath, name)
+                if path in skip:
+                    continue
                 st = os.lstat(path)
                 entry: tuple[Any, ...] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode))
                 if stat.S_ISREG(st.st_mode):
-                    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                    digest = ""
+                    if st.st_size <= HASHED:
+                        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
                     entry += (st.st_size, st.st_mtime_ns, digest)
                 elif stat.S_ISLNK(st.st_mode):
                     entry += (os.readlink(path),)
@@ -219,8 +280,13 @@ class Hostile:
     victim: Path
     bystander: Path
 
-    def guarded(self) -> dict[str, Any]:
-        return snapshot(self.victim, self.mistry.projects, self.bystander)
+    def guarded(self, case: str, *own: Path) -> dict[str, Any]:
+        """The host files a case must not change: the victim dir, the projects dir and all
+        of build_path (the bystander, the builds of every other case) but the case's own
+        build dirs ``own`` and its group link, which mistryd moves from round 1 to 2."""
+        group_link = self.mistry.builds / PROJECT / "groups" / case
+        skip = frozenset(str(p) for p in (*own, group_link))
+        return snapshot(self.victim, self.mistry.projects, self.mistry.builds, skip=skip)
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +313,7 @@ def hostile(
                  "bystander": bystander}  # fmt: skip
         arms = "".join(f"  {c.name})\n{c.hostile.format(**paths)}\n  ;;\n" for c in CASES)
         m.project(PROJECT, SCRIPT.format(cases=arms))
+        build(m, PROJECT, 2)  # lays out build_path/hostile before the first case's snapshot
         yield Hostile(m, victim, bystander)
 
 
@@ -278,14 +345,14 @@ def _param(case: Case) -> Any:
 def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_path: Path) -> None:
     m = hostile.mistry
     project = PROJECT
-    before = hostile.guarded()
+    before = hostile.guarded(case.name)
 
     first = build(m, project, 1, case.name)
     jid1 = first["URL"].rsplit("/", 1)[-1]
     ready1 = m.builds / project / "ready" / jid1
     if case.inject is not None:
         case.inject(ready1)
-    assert hostile.guarded() == before
+    assert hostile.guarded(case.name, ready1) == before
 
     # GET /artifacts: a complete tar of the build's own files, or a refusal.
     status, body, took = get_artifacts(m, project, jid1)
@@ -324,19 +391,20 @@ def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_
             if path.is_symlink():
                 assert not os.path.isabs(os.readlink(path)), path
                 assert path.resolve().is_relative_to(target.resolve()), path
-    assert hostile.guarded() == before
+    assert hostile.guarded(case.name, ready1) == before
 
     # The next build of the group starts from a clone of round 1 and must get real dirs.
     second = build(m, project, 2, case.name)
     assert second["Incremental"] is True
-    data2 = m.builds / project / "ready" / second["URL"].rsplit("/", 1)[-1] / "data"
+    ready2 = m.builds / project / "ready" / second["URL"].rsplit("/", 1)[-1]
+    data2 = ready2 / "data"
     for sub in ("cache", "artifacts", "params"):
         assert stat.S_ISDIR((data2 / sub).lstat().st_mode), sub
     assert (data2 / "params" / "round").read_text() == "2"
     assert (data2 / "artifacts" / "ok").read_text() == "ok\n"
     status, body, took = get_artifacts(m, project, second["URL"].rsplit("/", 1)[-1])
     assert status == 200 and took < ANSWER
-    assert hostile.guarded() == before
+    assert hostile.guarded(case.name, ready1, ready2) == before
 
     # The janitor: round 1 is no longer a link target and goes, links removed as links.
     began = time.monotonic()
@@ -347,7 +415,7 @@ def test_hostile_build_stays_in_its_build_dir(hostile: Hostile, case: Case, tmp_
     assert deleted.returncode == 0, deleted.stderr
     assert time.monotonic() - began < ANSWER
     assert not os.path.lexists(ready1)
-    assert hostile.guarded() == before
+    assert hostile.guarded(case.name, ready1, ready2) == before
 
 
 def test_clients_leaving_mid_download_free_their_writers(hostile: Hostile) -> None:
@@ -365,3 +433,115 @@ def test_clients_leaving_mid_download_free_their_writers(hostile: Hostile) -> No
     assert status == 200 and took < ANSWER
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         assert tar.getmember("big").size == 8 * 1024 * 1024
+
+
+# The rsync transport (issue 10: artifacts come from the build's own files only): the
+# daemon module set up as the README says, its pre-xfer exec refusing all but a build's
+# real artifacts dir.
+RSYNCD = """\
+pid file = {work}/rsyncd.pid
+[mistry]
+  path = {builds}
+  read only = yes
+  use chroot = yes
+  uid = root
+  gid = root
+  refuse options = copy-links copy-unsafe-links copy-dirlinks keep-dirlinks
+  pre-xfer exec = {mistryd} rsync-check
+"""
+RSYNC_SCRIPT = """\
+case "$(cat params/case)" in
+  artifacts_symlink_to_etc) rm -rf artifacts; ln -s /etc artifacts ;;
+  artifacts_replaced_by_file) rm -rf artifacts; echo x > artifacts ;;
+  artifacts_symlink_to_other_build) rm -rf artifacts; ln -s {bystander}/data/artifacts artifacts ;;
+  links_inside_artifacts)
+    ln -s /etc artifacts/etc; ln -s /etc/passwd artifacts/passwd
+    ln -s ../{up}/victim/keep.txt artifacts/up; mkdir artifacts/d; ln -s ../x artifacts/d/x
+    echo x > artifacts/x; cp /bin/busybox artifacts/suid; chmod 6755 artifacts/suid
+    mkfifo artifacts/fifo ;;
+esac
+"""
+
+
+@pytest.fixture(scope="module")
+def rsyncd(hostile: Hostile, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    if shutil.which("rsync") is None:
+        pytest.fail("rsync is needed: apt-get install -y rsync")
+    work = tmp_path_factory.mktemp("rsyncd")
+    conf = work / "rsyncd.conf"
+    conf.write_text(RSYNCD.format(work=work, builds=hostile.mistry.builds, mistryd=MISTRYD))
+    port = free_port()
+    argv = ["rsync", "--daemon", "--no-detach", f"--config={conf}", f"--port={port}",
+            "--address=127.0.0.1", f"--log-file={work}/log"]  # fmt: skip
+    with Daemon(argv, ready="none", name="rsyncd") as proc:
+        wait_for(lambda: port_is_open("127.0.0.1", port), 20, "rsyncd", alive=lambda: proc.running)
+        yield port
+
+
+@pytest.mark.parametrize(
+    ("case", "refused"),
+    [
+        pytest.param(case, refused, id=case)
+        for case, refused in [
+            ("artifacts_symlink_to_etc", "data/artifacts is a symlink"),
+            ("artifacts_replaced_by_file", "data/artifacts is not a directory"),
+            ("artifacts_symlink_to_other_build", "data/artifacts is a symlink"),
+            ("links_inside_artifacts", ""),
+        ]
+    ],
+)
+def test_rsync_transport_serves_only_the_builds_own_files(
+    hostile: Hostile, rsyncd: int, case: str, refused: str, tmp_path: Path
+) -> None:
+    m = hostile.mistry
+    if not (m.projects / "rsynced").exists():
+        m.project("rsynced", RSYNC_SCRIPT.format(bystander=hostile.bystander, up=UP))
+        (m.builds / "rsynced").mkdir()  # so that build_path itself stays as it was
+    before = hostile.guarded(case, m.builds / "rsynced")  # the attacker's own builds
+    target = tmp_path / "target"
+    began = time.monotonic()
+    done = m.client(
+        "--project", "rsynced", "--target", str(target), "--transport", "rsync",
+        "--transport-port", str(rsyncd), "--transport-user", "", params=["--case", case],
+        timeout=BUILD,
+    )  # fmt: skip
+    assert time.monotonic() - began < BUILD
+    if refused:
+        assert done.returncode == 1, done.stdout
+        assert refused in done.stderr, done.stderr
+        assert list(target.iterdir()) == []
+    else:
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in target.iterdir()) == ["d", "suid", "x"]
+        assert (target / "d" / "x").readlink() == Path("../x")  # a link within stays
+        assert not (target / "suid").stat().st_mode & (stat.S_ISUID | stat.S_ISGID)
+    for path in target.rglob("*"):
+        assert not path.is_symlink() or path.resolve().is_relative_to(target.resolve()), path
+        assert not path.is_file() or b"root:x:0:0" not in path.read_bytes(), path
+    assert hostile.guarded(case, m.builds / "rsynced") == before
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "refused"),
+    [
+        ("", [], "refusing '/': only <project>/ready/<id>/data/artifacts/"),  # the top
+        ("bystander/", [], "only <project>/ready/<id>/data/artifacts/ is served"),
+        ("bystander/ready/{bystander}/data/cache/", [], "only <project>/ready/<id>/data/"),
+        ("bystander/ready/{bystander}/data/artifacts/", ["-L"], "copy-links"),
+        ("bystander/ready/{bystander}/data/artifacts/", [], ""),
+    ],
+    ids=["module_listing", "project_dir", "cache_of_a_build", "copy_links", "artifacts"],
+)
+def test_rsync_module_refuses_all_but_artifacts(
+    hostile: Hostile, rsyncd: int, source: str, extra: list[str], refused: str, tmp_path: Path
+) -> None:
+    src = source.format(bystander=hostile.bystander.name)
+    argv = ["rsync", "-rtl", *extra, f"rsync://127.0.0.1:{rsyncd}/mistry/{src}"]
+    done = subprocess.run([*argv, f"{tmp_path}/"], capture_output=True, text=True, timeout=30)
+    if refused:
+        assert done.returncode != 0
+        assert refused in done.stdout + done.stderr, done.stdout + done.stderr
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "mine").read_text() == "mine\n"

@@ -1,16 +1,19 @@
 """``mistryd --addr 0.0.0.0:8462 --config config.json --filesystem plain|btrfs`` and the
-subcommands ``rebuild`` and ``delete-build`` (spec §4, issue #122)."""
+subcommands ``rebuild``, ``delete-build`` (spec §4, issue #122) and ``rsync-check`` (the
+rsync daemon module's ``pre-xfer exec``, issue 10)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
 from pazari import __version__
 from pazari.mistry import MISTRY_COMPAT_VERSION
 from pazari.mistry.admin import delete_builds, rebuild
+from pazari.mistry.artifacts import check_rsync_request
 from pazari.mistry.config import load_mistry_config
 from pazari.mistry.filesystem import ADAPTERS, FilesystemError
 from pazari.mistry.service import MistryService
@@ -47,11 +50,22 @@ def parser() -> argparse.ArgumentParser:
     db = sub.add_parser("delete-build", help="delete ready builds (never a link target)")
     db.add_argument("-p", "--project", required=True, help="the project")
     db.add_argument("ids", nargs="+", help="job ids to delete")
+    sub.add_parser(
+        "rsync-check",
+        help="pre-xfer exec of the rsync module: refuse all but a build's real artifacts dir",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "rsync-check":
+        # rsync shows a failing pre-xfer exec's stdout to the client; no config is needed
+        # (the module's path is build_path).
+        why = check_rsync_request(os.environ)
+        if why:
+            print(why)
+        return 1 if why else 0
     setup_logging(args.log_format, args.log_level)
     config = load_mistry_config(args.config)
     if not config.projects_path or not config.build_path:

@@ -22,9 +22,11 @@ import concurrent.futures
 import os
 import stat
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from pazari.mistry.names import InvalidName, check_job_id, check_project
 from pazari.mistry.safefs import O_DIR, UnsafeBuildDir, open_dir
 
 CHUNK = 256 * 1024
@@ -45,21 +47,70 @@ def open_artifacts(build_dir: Path) -> int | None:
     except UnsafeBuildDir as exc:
         raise ArtifactsError(str(exc)) from None
     try:
-        try:
-            data = open_dir("data", top)
-        except UnsafeBuildDir as exc:
-            raise ArtifactsError(f"refusing to serve: data/ {_what(top, 'data', exc)}") from None
-        try:
-            if _missing("artifacts", data):
-                return None
-            return open_dir("artifacts", data)
-        except UnsafeBuildDir as exc:
-            what = _what(data, "artifacts", exc)
-            raise ArtifactsError(f"refusing to serve: data/artifacts {what}") from None
-        finally:
-            os.close(data)
+        return _open_artifacts_in(top)
     finally:
         os.close(top)
+
+
+def _open_artifacts_in(top: int) -> int | None:
+    try:
+        data = open_dir("data", top)
+    except UnsafeBuildDir as exc:
+        raise ArtifactsError(f"refusing to serve: data/ {_what(top, 'data', exc)}") from None
+    try:
+        if _missing("artifacts", data):
+            return None
+        return open_dir("artifacts", data)
+    except UnsafeBuildDir as exc:
+        what = _what(data, "artifacts", exc)
+        raise ArtifactsError(f"refusing to serve: data/artifacts {what}") from None
+    finally:
+        os.close(data)
+
+
+def check_rsync_request(env: Mapping[str, str]) -> str:
+    """Why an rsync daemon must refuse a transfer from its ``mistry`` module, or "" (issue
+    10: artifacts come from the build's own files only, whatever the transport). Run as the
+    module's ``pre-xfer exec`` (``mistryd rsync-check``), which rsync starts before the
+    transfer with ``RSYNC_MODULE_PATH`` (build_path) and the server's argv as
+    ``RSYNC_ARG0``... (options, ".", then the requested paths).
+
+    The one path the client asks for is ``<p>/ready/<id>/data/artifacts/``: anything else
+    (another dir of a build, the module's top, several paths) is refused, and so is an
+    artifacts dir that is not a real directory (a build's link to ``/etc`` or to another
+    build). Every component is opened by dir fd with ``O_NOFOLLOW``."""
+    args: list[str] = []
+    while f"RSYNC_ARG{len(args)}" in env:
+        args.append(env[f"RSYNC_ARG{len(args)}"])
+    if "." not in args:
+        return "refusing: not a transfer request"
+    paths = args[args.index(".") + 1 :]
+    if len(paths) != 1:
+        return "refusing: ask for one build's artifacts, <project>/ready/<id>/data/artifacts/"
+    parts = paths[0].strip("/").split("/")
+    if len(parts) != 5 or parts[1:2] != ["ready"] or parts[3:] != ["data", "artifacts"]:
+        return f"refusing {paths[0]!r}: only <project>/ready/<id>/data/artifacts/ is served"
+    try:
+        check_project(parts[0])
+        check_job_id(parts[2])
+    except InvalidName as exc:
+        return f"refusing: {exc}"
+    fds: list[int] = []
+    try:
+        fds.append(open_dir(env.get("RSYNC_MODULE_PATH", "")))
+        for name in parts[:3]:
+            fds.append(open_dir(name, fds[-1]))
+        artifacts = _open_artifacts_in(fds[-1])
+        if artifacts is not None:
+            os.close(artifacts)
+    except UnsafeBuildDir as exc:
+        return f"refusing: {exc.strerror}"
+    except ArtifactsError as exc:
+        return str(exc)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return ""
 
 
 def _missing(name: str, dir_fd: int) -> bool:

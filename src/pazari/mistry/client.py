@@ -239,7 +239,11 @@ def fetch(
         # rather than a search for the project name inside Path (spec §8).
         src = f"{project}/ready/{job_id}/data/artifacts/"
         port = f":{args.transport_port}" if args.transport_port else ""
-        argv = ["rsync", "-rtlp"] + (["--delete"] if args.clear_target else [])
+        # Issue 10, whatever the server sends: --safe-links drops links that are absolute
+        # or leave the target, --chmod drops setuid/setgid bits; devices and fifos are not
+        # copied without -D. (The server side: mistryd rsync-check, see README.)
+        argv = ["rsync", "-rtlp", "--safe-links", "--chmod=ug-s"]
+        argv += ["--delete"] if args.clear_target else []
         argv += [f"rsync://{user}{args.host}{port}/mistry/{src}", f"{target}/"]
     else:
         if args.clear_target:
