@@ -23,21 +23,29 @@ SPAN = 'echo "$P start" >> /probe/spans\nsleep 3\necho "$P end" >> /probe/spans\
 def test_container_limits_and_wall_timeout(mistry_factory: MistryFactory) -> None:
     m = mistry_factory(
         {
+            "default_limits": {"memory_bytes": 48 * 1024 * 1024, "pids": 32},
             "project_limits": {
                 "limited": {"memory_bytes": 64 * 1024 * 1024, "cpus": 0.5, "pids": 64},
                 "slow": {"timeout_seconds": 2},
-            }
+            },
         }
     )
     m.project("limited", REPORT)
+    m.project("defaulted", REPORT)
     m.project("slow", "sleep 60\n")
-    resp = m.post({"project": "limited"})
-    assert resp.status == 201, resp.text
-    artifacts = m.builds / "limited" / "ready" / resp.json()["URL"].rsplit("/", 1)[-1]
-    artifacts = artifacts / "data" / "artifacts"
-    assert (artifacts / "memory").read_text().strip() == str(64 * 1024 * 1024)
-    assert (artifacts / "pids").read_text().strip() == "64"
-    assert (artifacts / "cpu").read_text().split()[0] == "50000"  # 0.5 of a 100000 period
+    # A project's own limits replace the default ones; the others get the default.
+    for project, memory, pids, cpu in [
+        ("limited", 64 * 1024 * 1024, "64", "50000"),  # 0.5 of a 100000 period
+        ("defaulted", 48 * 1024 * 1024, "32", None),
+    ]:
+        resp = m.post({"project": project})
+        assert resp.status == 201, resp.text
+        artifacts = m.builds / project / "ready" / resp.json()["URL"].rsplit("/", 1)[-1]
+        artifacts = artifacts / "data" / "artifacts"
+        assert (artifacts / "memory").read_text().strip() == str(memory)
+        assert (artifacts / "pids").read_text().strip() == pids
+        quota = (artifacts / "cpu").read_text().split()[0]
+        assert quota == cpu if cpu else quota in ("max", "-1"), quota  # unlimited: v2, v1
     began = time.monotonic()
     slow = m.post({"project": "slow"}, timeout=60)
     assert time.monotonic() - began < 30
