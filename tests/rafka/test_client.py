@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import itertools
 import re
 import signal
 import subprocess
@@ -47,8 +49,16 @@ class Blocking:
         attr = getattr(self._target, name)
         if name in ("consuming", "consuming_batch"):
             return lambda *a, **kw: self._sync_cm(attr(*a, **kw))
-        if asyncio.iscoroutinefunction(attr):
-            return lambda *a, **kw: self._loop.run_until_complete(attr(*a, **kw))
+        if callable(attr):
+            # Coroutine functions, and consume(), which returns an awaitable that is also
+            # an async context manager.
+            def call(*a: Any, **kw: Any) -> Any:
+                result = attr(*a, **kw)
+                if inspect.isawaitable(result):
+                    return self._loop.run_until_complete(result)
+                return result
+
+            return call
         return attr
 
     @contextlib.contextmanager
@@ -231,6 +241,92 @@ def test_block_form_acks_only_if_body_returned(
     second.close()
     third = make_consumer(rafka, kafka_topic, group)
     assert first(third).value == b"b"
+
+
+async def test_asyncio_consume_is_a_context_manager_too(
+    rafka: Rafka, kafka_topic: str, group: str
+) -> None:
+    """Issue 14's spelling, ``async with consumer.consume(timeout) as msg``: acked only if
+    the body did not raise; ``await consumer.consume(timeout)`` still acks on receipt."""
+    produce(sync_producer, rafka, kafka_topic, ["a", "b", "c"])
+
+    def make() -> async_client.Consumer:
+        return async_client.Consumer(kafka_topic, group, host=rafka.host, port=rafka.port)
+
+    async def body_of_next(consumer: async_client.Consumer,
+                           body: Callable[[Message], None]) -> Message:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            async with consumer.consume(1) as msg:
+                if msg is not None:
+                    body(msg)
+                    return msg
+        raise AssertionError("no message")
+
+    def boom(msg: Message) -> None:
+        raise Boom(msg.value)
+
+    consumer = make()
+    with pytest.raises(Boom, match="a"):
+        await body_of_next(consumer, boom)
+    await consumer.close()
+    consumer = make()
+    seen: list[Message] = []
+    assert (await body_of_next(consumer, seen.append)).value == b"a"  # given again
+    assert [m.value for m in seen] == [b"a"]
+    assert (await consumer.consume(5)).value == b"b"  # type: ignore[union-attr]
+    with pytest.raises(TypeError):
+        async with consumer.consume(1, seen.append):
+            pass
+    await consumer.close()
+    consumer = make()
+    msg = None
+    deadline = time.monotonic() + 60
+    while msg is None and time.monotonic() < deadline:
+        msg = await consumer.consume(1)
+    assert msg is not None and msg.value == b"c"  # a and b were acked
+    await consumer.close()
+
+
+def test_two_topics_and_an_explicit_id(
+    rafka: Rafka, flavour: tuple[Make, Make], kafka_topic: str, group: str
+) -> None:
+    make_producer, make_consumer = flavour
+    other = f"{kafka_topic}-2"
+    produce(make_producer, rafka, kafka_topic, ["one"])
+    produce(make_producer, rafka, other, ["two"])
+    consumer = make_consumer(rafka, [kafka_topic, other], group, id="worker-7")
+    assert consumer.id == f"{group}:worker-7"
+    msgs = [first(consumer), first(consumer)]
+    assert sorted((m.topic, m.value) for m in msgs) == [(kafka_topic, b"one"), (other, b"two")]
+    # The server knows the connection by that name, its consumer subscribed to both.
+    listing = rafka.redis().execute_command("CLIENT", "LIST").decode()
+    (line,) = [ln for ln in listing.splitlines() if f" name={group}:worker-7 " in ln]
+    assert f"group={group}" in line and f"topics={kafka_topic},{other}" in line
+
+
+def test_allowed_librdkafka_key_reaches_the_consumer(
+    rafka: Rafka, flavour: tuple[Make, Make], kafka_topic: str, group: str
+) -> None:
+    """``auto.offset.reset`` is on rafka's client allowlist (issue 12): ``latest`` makes a
+    new group skip what was produced before it joined (the server's own is earliest)."""
+    make_producer, make_consumer = flavour
+    produce(make_producer, rafka, kafka_topic, ["old"])
+    latest = make_consumer(rafka, kafka_topic, group,
+                           librdkafka={"auto.offset.reset": "latest"})
+    producer = make_producer(rafka)
+    got = None
+    deadline = time.monotonic() + 60
+    for i in itertools.count():  # until it is assigned, what is produced may be skipped
+        assert time.monotonic() < deadline, "no message"
+        assert producer.produce(kafka_topic, f"new{i}", key="k") == 1
+        assert producer.flush(10_000) == 0
+        got = latest.consume(1)
+        if got is not None:
+            break
+    assert got is not None and got.value.startswith(b"new")
+    # The control: another new group without the key starts at the earliest.
+    assert first(make_consumer(rafka, kafka_topic, f"{group}-earliest")).value == b"old"
 
 
 def test_plain_consume_acks_on_receipt_and_manual_commit(

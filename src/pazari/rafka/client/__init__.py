@@ -10,6 +10,9 @@
     consumer = Consumer("greetings", group="myapp")
     with consumer.consuming(timeout=5) as msg:   # acked only if the body did not raise
         ...
+
+In the asyncio flavour ``consume`` itself is that context manager too
+(``async with consumer.consume(5) as msg:``), besides ``await consumer.consume(5)``.
 """
 
 from pazari.rafka.client._core import (

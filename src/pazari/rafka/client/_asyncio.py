@@ -9,7 +9,7 @@ import contextlib
 import functools
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -202,13 +202,20 @@ class Consumer:
 
     # -- the public API ------------------------------------------------------------------
 
-    async def consume(self, timeout: float = 5, callback: Callback[Message] | None = None,
-                      ) -> Message | None:
-        """The next message, or None after ``timeout`` seconds (0 waits forever).
+    def consume(self, timeout: float = 5, callback: Callback[Message] | None = None,
+                ) -> Consumption:
+        """``await consumer.consume(5)``: the next message, or None after ``timeout``
+        seconds (0 waits forever). With ``callback``, it runs first and the message is
+        acked only if it returned (rafka-rb's block form); without one, auto_commit acks it
+        on receipt.
 
-        With ``callback``, it runs first and the message is acked only if it returned
-        (rafka-rb's block form); without one, auto_commit acks it on receipt.
+        ``async with consumer.consume(5) as msg:`` is the block form too: the message (or
+        None) is acked only if the body did not raise (as ``consuming``).
         """
+        return Consumption(self, timeout, callback)
+
+    async def _consume(self, timeout: float, callback: Callback[Message] | None,
+                       ) -> Message | None:
         msg = await self._consume_one(timeout)
         if msg is None:
             return None
@@ -304,6 +311,39 @@ class Consumer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.close()
+
+
+class Consumption:
+    """What ``Consumer.consume`` returns: awaitable (the message, acked on receipt with
+    auto_commit) and an async context manager (acked when the body returns), as aiohttp's
+    ``session.get()`` is both. Issue 14 asks for ``consume(timeout)`` as a context manager:
+    only the asyncio flavour can offer it, because only here is the receive deferred until
+    the caller says which form it uses; a blocking ``consume`` must return the message
+    (or None, which cannot be a context manager) at once, so its block form is
+    ``consuming(timeout)``."""
+
+    __slots__ = ("_callback", "_consumer", "_msg", "_timeout")
+
+    def __init__(self, consumer: Consumer, timeout: float,
+                 callback: Callback[Message] | None) -> None:
+        self._consumer = consumer
+        self._timeout = timeout
+        self._callback = callback
+        self._msg: Message | None = None
+
+    def __await__(self) -> Generator[Any, None, Message | None]:
+        return self._consumer._consume(self._timeout, self._callback).__await__()
+
+    async def __aenter__(self) -> Message | None:
+        if self._callback is not None:
+            raise TypeError("consume() with a callback is not a context manager")
+        self._msg = await self._consumer._consume_one(self._timeout)
+        return self._msg
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if exc_type is None and self._msg is not None and self._consumer.auto_commit:
+            await self._consumer.commit(self._msg)
 
 
 async def _run(callback: Callback[T], arg: T) -> None:

@@ -200,7 +200,10 @@ class Consumer:
         """The next message, or None after ``timeout`` seconds (0 waits forever).
 
         With ``callback``, it runs first and the message is acked only if it returned
-        (rafka-rb's block form); without one, auto_commit acks it on receipt.
+        (rafka-rb's block form); without one, auto_commit acks it on receipt. The other
+        block form is ``with consumer.consuming(timeout) as msg:``: this method returns
+        the message (or None, which cannot be a context manager) at once, so it cannot be
+        one itself; the asyncio flavour's ``consume`` is (``async with``).
         """
         msg = self._consume_one(timeout)
         if msg is None:
