@@ -680,6 +680,45 @@ async def test_hostile_callback_receivers(stack: Stack, tmp_path: Path,
         await dual.stop()
 
 
+async def test_callback_metadata_through_env_proxy(stack: Stack,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY for the notifier: the proxy (allowed) is dialled, so the callback's own
+    target is checked before the request goes out. 169.254.169.254 is refused and never
+    asked of the proxy; an allowed target goes through the proxy."""
+    port = free_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    proxied: list[str] = []
+
+    async def as_proxy(request: web.Request) -> web.Response:
+        proxied.append(f"{request.method} {request.headers['Host']}{request.path}")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.add_routes([web.route("*", "/{tail:.*}", as_proxy)])
+    proxy = Running(app, port)
+    await proxy.start()
+    try:
+        await stack.start(notifier={"allow_private_networks": False, "max_attempts": 1,
+                                    "allowed_networks": ["127.0.0.1/32", "127.0.0.2/32"]})
+        stack.files.files["p.html"] = (HTML, "text/html")
+        url = f"{stack.file_url}/file/p.html"
+        metadata = await stack.post(url, aggr_id="envcb", callback_url=METADATA)
+        allowed = await stack.post(url, aggr_id="envcb", callback_url="http://127.0.0.2:1/cb")
+        r = redis.Redis(port=stack.redis.port, decode_responses=True)
+        try:
+            await async_wait_for(
+                lambda: r.hget(f"job:{metadata}", "CallbackState") == "Failed"
+                and not r.exists(f"job:{allowed}"), 60, "both callbacks to settle")
+            meta = r.hget(f"job:{metadata}", "CallbackMeta") or ""
+        finally:
+            r.close()
+    finally:
+        await proxy.stop()
+    assert "refusing to connect to 169.254.169.254" in meta, meta
+    assert proxied == ["POST 127.0.0.2:1/cb"]
+
+
 # ------------------------------------------------------------- crashes and faults
 @pytest.mark.slow
 async def test_job_seen_again_after_crashes_fails(stack: Stack) -> None:
