@@ -46,6 +46,8 @@ def _extensions() -> list[Extension]:
                 [str(rel)],
                 include_dirs=[str(pyx.parent)],
                 define_macros=macros,
+                # event frames the pixel's spool records with zlib's crc32 (issue 17).
+                libraries=["z"] if pyx.parent.name == "event" else [],
                 extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
             )
         )

@@ -79,7 +79,10 @@ cdef inline void _put_fffd(_Buf* out) noexcept:
 cdef Py_ssize_t _clean(_Buf* out, const unsigned char* p, Py_ssize_t n) except -1:
     # Worst case every input byte becomes one U+FFFD (3 bytes).
     _reserve(out, 3 * n)
-    cdef Py_ssize_t start = out.size
+    # Locals, not out.data[out.size]: the compiler keeps them in registers (the buffer may
+    # alias the struct as far as it knows); this loop is most of an event's encoding.
+    cdef unsigned char* d = out.data + out.size
+    cdef unsigned char* start = d
     cdef Py_ssize_t i = 0
     cdef Py_ssize_t need, k
     cdef unsigned char c, c1, lo, hi
@@ -87,10 +90,13 @@ cdef Py_ssize_t _clean(_Buf* out, const unsigned char* p, Py_ssize_t n) except -
         c = p[i]
         if c < 0x80:
             if c < 0x20 or c == 0x7F:
-                _put_fffd(out)
+                d[0] = 0xEF
+                d[1] = 0xBF
+                d[2] = 0xBD
+                d += 3
             else:
-                out.data[out.size] = c
-                out.size += 1
+                d[0] = c
+                d += 1
             i += 1
             continue
         # Unicode §3.9 Table 3-7: the well-formed byte sequences, by lead byte.
@@ -115,7 +121,10 @@ cdef Py_ssize_t _clean(_Buf* out, const unsigned char* p, Py_ssize_t n) except -
             need = 3
             hi = 0x8F
         else:
-            _put_fffd(out)
+            d[0] = 0xEF
+            d[1] = 0xBF
+            d[2] = 0xBD
+            d += 3
             i += 1
             continue
         # The maximal ill-formed subpart (lead + the valid continuations before the first
@@ -131,17 +140,18 @@ cdef Py_ssize_t _clean(_Buf* out, const unsigned char* p, Py_ssize_t n) except -
             elif c1 < 0x80 or c1 > 0xBF:
                 break
             k += 1
-        if k <= need:
-            _put_fffd(out)
-            i += k
+        if k <= need or (c == 0xC2 and p[i + 1] <= 0x9F):  # or a C1 control, U+0080–U+009F
+            d[0] = 0xEF
+            d[1] = 0xBF
+            d[2] = 0xBD
+            d += 3
+            i += k if k <= need else need + 1
             continue
-        if c == 0xC2 and p[i + 1] <= 0x9F:
-            _put_fffd(out)  # C1 control, U+0080–U+009F
-        else:
-            memcpy(out.data + out.size, p + i, need + 1)
-            out.size += need + 1
+        memcpy(d, p + i, need + 1)
+        d += need + 1
         i += need + 1
-    return out.size - start
+    out.size += d - start
+    return d - start
 
 
 cdef inline int _hex(unsigned char c) noexcept:
@@ -157,6 +167,7 @@ cdef inline int _hex(unsigned char c) noexcept:
 cdef int _percent_decode(_Buf* tmp, const unsigned char* p, Py_ssize_t n) except -1:
     tmp.size = 0
     _reserve(tmp, n)
+    cdef unsigned char* d = tmp.data
     cdef Py_ssize_t i = 0
     cdef unsigned char c
     cdef int h, l
@@ -170,23 +181,27 @@ cdef int _percent_decode(_Buf* tmp, const unsigned char* p, Py_ssize_t n) except
             if h >= 0 and l >= 0:
                 c = <unsigned char>(h * 16 + l)
                 i += 2
-        tmp.data[tmp.size] = c
-        tmp.size += 1
+        d[0] = c
+        d += 1
         i += 1
+    tmp.size = d - tmp.data
     return 0
 
 
 cdef int _escape(_Buf* out, const unsigned char* p, Py_ssize_t n) except -1:
     _reserve(out, 2 * n)
+    cdef unsigned char* d = out.data + out.size
+    cdef unsigned char* start = d
     cdef Py_ssize_t i
     cdef unsigned char c
     for i in range(n):
         c = p[i]
         if c == 0x22 or c == 0x5C:
-            out.data[out.size] = 0x5C
-            out.size += 1
-        out.data[out.size] = c
-        out.size += 1
+            d[0] = 0x5C
+            d += 1
+        d[0] = c
+        d += 1
+    out.size += d - start
     return 0
 
 
@@ -416,6 +431,11 @@ cdef class _Work:
         return _put_int(&self.out, v)
 
     cdef bytes finish(self, int64_t received_at, bint bot):
+        self.finish_into_out(received_at, bot)
+        return PyBytes_FromStringAndSize(<char*>self.out.data, self.out.size)
+
+    cdef int finish_into_out(self, int64_t received_at, bint bot) except -1:
+        """The event into ``out`` (what ``finish`` returns as bytes)."""
         cdef _Buf* out = &self.out
         cdef Py_ssize_t j
         cdef _Span* s
@@ -461,7 +481,7 @@ cdef class _Work:
         _put(out, b"}}", 2)
         if out.size > MAX_EVENT:
             raise EventError(f"event too large ({out.size} bytes, limit {MAX_EVENT})")
-        return PyBytes_FromStringAndSize(<char*>out.data, out.size)
+        return 0
 
     cdef int heads(self, str id, str tenant, str type, str visitor_id, object url,
                    object ip, object user_agent) except -1:
@@ -495,6 +515,68 @@ def encode_fields(dict fields not None, str id not None, str tenant not None,
     _work.heads(id, tenant, type, visitor_id, url, ip, user_agent)
     _work.field_pairs(fields)
     return _work.finish(received_at, bot)
+
+
+# -- the pixel's spool record (issue 17) -----------------------------------------------------
+#
+# The pixel path encoded an event to bytes, then the spool checksummed it (three crc32 calls),
+# packed a header and appended four pieces: five crossings of the Python boundary and two
+# copies per event. Here the event goes from the encoder's buffer straight into the spool's
+# pending buffer, framed. The layout is scratchd/spool.py's record:
+# [u32 length][u32 crc32][u16 tenant length][u16 key length][tenant][key][event], little
+# endian, length = 8 + the three parts, crc32 over the three parts.
+
+cdef extern from "zlib.h" nogil:
+    unsigned long c_crc32 "crc32"(unsigned long crc, const unsigned char* buf, unsigned int n)
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+
+
+cdef inline void _le32(unsigned char* p, uint32_t v) noexcept:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+    p[2] = (v >> 16) & 0xFF
+    p[3] = (v >> 24) & 0xFF
+
+
+def frame_query(bytearray pending not None, bytes tenant_raw not None, bytes key not None,
+                Py_ssize_t limit, bytes query not None, str id not None, str tenant not None,
+                str type not None, int64_t received_at, str visitor_id not None,
+                object url, object ip, object user_agent, bint bot):
+    """``encode_query``, appended to ``pending`` as one spool record (scratchd/spool.py's
+    layout) keyed by ``tenant_raw`` and ``key``. Returns the event's length; an event longer
+    than ``limit`` is not appended. Raises EventError, leaving ``pending`` as it was."""
+    cdef Py_ssize_t tlen = PyBytes_GET_SIZE(tenant_raw)
+    cdef Py_ssize_t klen = PyBytes_GET_SIZE(key)
+    cdef Py_ssize_t n, at
+    cdef unsigned char* p
+    cdef const unsigned char* ev
+    cdef unsigned long crc
+    if tlen > 0xFFFF or klen > 0xFFFF:
+        raise ValueError("tenant and key are at most 65535 bytes")
+    _work.heads(id, tenant, type, visitor_id, url, ip, user_agent)
+    _work.query_pairs(<const unsigned char*>PyBytes_AS_STRING(query), PyBytes_GET_SIZE(query))
+    _work.finish_into_out(received_at, bot)
+    n = _work.out.size
+    if n > limit:
+        return n
+    at = PyByteArray_GET_SIZE(pending)
+    PyByteArray_Resize(pending, at + 12 + tlen + klen + n)
+    p = <unsigned char*>PyByteArray_AS_STRING(pending) + at
+    ev = _work.out.data
+    crc = c_crc32(0, <const unsigned char*>PyBytes_AS_STRING(tenant_raw), <unsigned int>tlen)
+    crc = c_crc32(crc, <const unsigned char*>PyBytes_AS_STRING(key), <unsigned int>klen)
+    crc = c_crc32(crc, ev, <unsigned int>n)
+    _le32(p, <uint32_t>(8 + tlen + klen + n))
+    _le32(p + 4, <uint32_t>crc)
+    p[8] = tlen & 0xFF
+    p[9] = tlen >> 8
+    p[10] = klen & 0xFF
+    p[11] = klen >> 8
+    memcpy(p + 12, PyBytes_AS_STRING(tenant_raw), tlen)
+    memcpy(p + 12 + tlen, PyBytes_AS_STRING(key), klen)
+    memcpy(p + 12 + tlen + klen, ev, n)
+    return n
 
 
 # -- event ids ---------------------------------------------------------------------------------

@@ -88,3 +88,26 @@ def test_random_bytes_agree(query: bytes, head: tuple[Any, ...]) -> None:
     assert _outcome(COMPILED.encode_query, query, *head) == _outcome(
         _encoder_py.encode_query, query, *head
     )
+
+
+def _framed(fn: Any, pending: bytes, tenant: bytes, key: bytes, limit: int, query: bytes,
+            head: tuple[Any, ...]) -> tuple[str, bytes | str | int, bytes]:
+    buf = bytearray(pending)
+    try:
+        size = fn(buf, tenant, key, limit, query, *head)
+    except EventError as exc:
+        return "error", str(exc), bytes(buf)
+    return "ok", size, bytes(buf)
+
+
+@SETTINGS
+@given(query=queries, head=heads, pending=st.binary(max_size=20),
+       tenant=st.binary(max_size=12), key=st.binary(max_size=40),
+       limit=st.integers(0, 40_000))
+def test_frame_query_twins_agree(query: bytes, head: tuple[Any, ...], pending: bytes,
+                                 tenant: bytes, key: bytes, limit: int) -> None:
+    """The spool record of the pixel path (issue 17): same bytes appended (after whatever
+    ``pending`` held), same length returned, nothing appended past ``limit`` or on an error."""
+    assert _framed(COMPILED.frame_query, pending, tenant, key, limit, query, head) == _framed(
+        _encoder_py.frame_query, pending, tenant, key, limit, query, head
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -147,3 +148,31 @@ def test_header_value_too_long(encoder: ModuleType) -> None:
 def test_unencodable_body_value(encoder: ModuleType) -> None:
     with pytest.raises(EventError, match="not encodable"):
         encoder.encode_fields({"big": 1 << 70}, *HEAD)
+
+
+def test_frame_query_records_read_back_from_the_spool(encoder: ModuleType,
+                                                      tmp_path: Path) -> None:
+    """frame_query writes scratchd's spool record layout (issue 17): the spool's own start-up
+    check (checksums) keeps every record, and reading gives back tenant, key and the event
+    ``encode_query`` makes; a too large event is left out, its length returned."""
+    from pazari.scratchd.config import SpoolConfig
+    from pazari.scratchd.spool import Spool
+
+    pending = bytearray()
+    queries = [b"a=1", b"url=%2Fx&b=%FF", b""]
+    for i, query in enumerate(queries):
+        assert encoder.frame_query(pending, b"shop", b"vis%d" % i, 32768, query,
+                                   *HEAD) == len(encoder.encode_query(query, *HEAD))
+    before = bytes(pending)
+    assert encoder.frame_query(pending, b"shop", b"v", 10, b"a=1", *HEAD) > 10
+    assert pending == before
+    (tmp_path / f"{0:020d}.seg").write_bytes(pending)
+    spool = Spool(SpoolConfig(dir=str(tmp_path)))
+    spool.open(["file"])
+    try:
+        assert spool.end == len(pending)
+        assert [(r.tenant, r.key, r.event) for r in spool.read(0)] == [
+            ("shop", b"vis%d" % i, encoder.encode_query(q, *HEAD)) for i, q in enumerate(queries)
+        ]
+    finally:
+        spool.close()

@@ -25,6 +25,7 @@ def served(scratchd: Callable[..., Any], tmp_path: Path) -> tuple[Any, Any, Path
             tenant("dnt", ["dnt.test"], ["file"], dnt="drop"),
             tenant("anon", ["anon.test"], ["file"], dnt="anonymize", anonymize_ip=False),
             tenant("none", ["sampled.test"], ["file"], sampling=0.0),
+            tenant("small", ["small.test"], ["file"], max_event_bytes=700),
             tenant("slow", ["slow.test"], ["file"], rate_limit={"per_ip_rate": 0.01,
                                                                "per_ip_burst": 2}),
         ],
@@ -65,6 +66,7 @@ REFUSED_PIXELS = [
     ("dnt drop", "/track?x=1", "dnt.test", {"DNT": "1"}, ("dropped", "dnt")),
     ("gpc drop", "/track?x=1", "dnt.test", {"Sec-GPC": "1"}, ("dropped", "dnt")),
     ("sampled out", "/track?x=1", "sampled.test", {}, ("dropped", "sampled")),
+    ("too large", "/track?x=" + "y" * 1000, "small.test", {}, ("rejected", "too_large")),
 ]
 
 
@@ -76,7 +78,8 @@ def test_pixel_always_answers_and_counts(served: tuple[Any, Any, Path], target: 
     _, http, out = served
     reply = http.request("GET", target, host=host, headers=headers)
     assert reply.status == 200 and reply.body == GIF
-    tenant_id = {"a.test": "a", "dnt.test": "dnt", "sampled.test": "none"}[host]
+    tenant_id = {"a.test": "a", "dnt.test": "dnt", "sampled.test": "none",
+                 "small.test": "small"}[host]
     assert _vars(http)["tenants"][tenant_id][counter[0]][counter[1]] == 1
     assert read_file_sink(out) == []
 

@@ -25,6 +25,23 @@ def encode_fields(
     bot: bool,
 ) -> bytes: ...
 
+def frame_query(
+    pending: bytearray,
+    tenant_raw: bytes,
+    key: bytes,
+    limit: int,
+    query: bytes,
+    id: str,
+    tenant: str,
+    type: str,
+    received_at: int,
+    visitor_id: str,
+    url: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    bot: bool,
+) -> int: ...
+
 class Uuid7:
     def new(self, now_ms: int | None = None) -> str: ...
 

@@ -32,6 +32,7 @@ import errno
 import os
 import struct
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -199,6 +200,43 @@ def encode_fields(
 
 
 # -- event ids -------------------------------------------------------------------------------------
+
+_RECORD_HEAD = struct.Struct("<IIHH")
+
+
+def frame_query(
+    pending: bytearray,
+    tenant_raw: bytes,
+    key: bytes,
+    limit: int,
+    query: bytes,
+    id: str,
+    tenant: str,
+    type: str,
+    received_at: int,
+    visitor_id: str,
+    url: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    bot: bool,
+) -> int:
+    """``encode_query``, appended to ``pending`` as one spool record (scratchd/spool.py's
+    layout: ``[u32 length][u32 crc32][u16 tenant length][u16 key length][tenant][key][event]``,
+    little endian, crc32 over the three parts) keyed by ``tenant_raw`` and ``key``. Returns
+    the event's length; an event longer than ``limit`` is not appended. Raises EventError,
+    leaving ``pending`` as it was."""
+    if len(tenant_raw) > 0xFFFF or len(key) > 0xFFFF:
+        raise ValueError("tenant and key are at most 65535 bytes")
+    event = encode_query(query, id, tenant, type, received_at, visitor_id, url, ip, user_agent,
+                         bot)
+    if len(event) > limit:
+        return len(event)
+    crc = zlib.crc32(event, zlib.crc32(key, zlib.crc32(tenant_raw)))
+    pending += _RECORD_HEAD.pack(8 + len(tenant_raw) + len(key) + len(event), crc,
+                                 len(tenant_raw), len(key))
+    pending += tenant_raw + key + event
+    return len(event)
+
 
 _ID_BLOCK = 8192  # random bytes per os.urandom call, kept as hex text
 # The variant nibble (RFC 9562 §4.1: 0b10xx) from one random hex digit's two low bits.

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pazari.event import EventError, encode_fields, encode_query, new_id
+from pazari.event import EventError, encode_fields, encode_query, frame_query, new_id
 from pazari.scratchd.dedup import RecentIds
 from pazari.scratchd.privacy import (
     ProxyTrust,
@@ -52,7 +52,7 @@ class Client:
     """Who sent a request, as the tenant's settings want it recorded."""
 
     __slots__ = ("anonymous", "bot", "ip", "secure", "set_cookie", "url", "user_agent",
-                 "visitor_id")
+                 "visitor_id", "visitor_key")
 
     def __init__(self, headers: Mapping[str, str], remote: str | None, secure: bool,
                  tenant: Tenant, proxies: ProxyTrust) -> None:
@@ -79,6 +79,7 @@ class Client:
             # Anonymous: no address, no cookie, a visitor id that lives for one event.
             self.ip = None
             self.visitor_id = new_id()
+            self.visitor_key = self.visitor_id.encode()
             return
         self.ip = None if not ip else anonymize_ip(ip) if config.anonymize_ip else clean_ip(ip)
         visitor = cookie_value(headers.get("Cookie"), tenant.cookie_name)
@@ -87,6 +88,7 @@ class Client:
             self.set_cookie = tenant.visitor_cookie(visitor, self.secure)
         assert visitor is not None
         self.visitor_id = visitor
+        self.visitor_key = visitor.encode()  # the spool's record key (spec: key = visitor id)
 
 
 def _forwarded_for(headers: Mapping[str, str]) -> str | None:
@@ -228,10 +230,39 @@ class Intake:
         counters.spooled += len(events)
         return len(events), rejected, commit
 
+    def spool_query(self, tenant: Tenant, client: Client, kind: str,
+                    query: bytes) -> asyncio.Future[None]:
+        """``encode`` and ``spool_event`` of a query-string event in one step (the pixel path,
+        issue 17): the encoder frames the record straight into the spool's pending buffer
+        (``frame_query``), one call across the Cython boundary per event. Same outcomes and
+        counters: Refused(400) for an invalid or too large event, Refused(503) past the
+        quota."""
+        spool = self.spool
+        try:
+            pending = spool.framing_buffer()
+        except SpoolFull:
+            # Encode first, as encode + spool_event do: an invalid event is a 400 even then.
+            return self.spool_event(tenant, client, self.encode(tenant, client, kind, query,
+                                                                None))
+        limit = tenant.config.max_event_bytes
+        try:
+            size = frame_query(pending, tenant.id_bytes, client.visitor_key, limit, query,
+                               new_id(), tenant.id, kind, self.clock(), client.visitor_id,
+                               client.url, client.ip, client.user_agent, client.bot)
+        except EventError as exc:
+            self.stats.tenants[tenant.id].rejected["invalid"] += 1
+            raise Refused(400, str(exc), "invalid") from None
+        counters = self.stats.tenants[tenant.id]
+        if size > limit:
+            counters.rejected["too_large"] += 1
+            raise Refused(400, f"event too large ({size} bytes, limit {limit})", "too_large")
+        counters.spooled += 1
+        return spool.framed()
+
     def spool_event(self, tenant: Tenant, client: Client, event: bytes) -> asyncio.Future[None]:
         """Append to the spool; raises Refused(503) past the quota (counted as a drop)."""
         try:
-            commit = self.spool.append(tenant.id_bytes, client.visitor_id.encode(), event)
+            commit = self.spool.append(tenant.id_bytes, client.visitor_key, event)
         except SpoolFull as exc:
             counter = _spool_counter(exc)
             self.stats.tenants[tenant.id].dropped[counter] += 1

@@ -310,8 +310,7 @@ class PixelProtocol(FastPathProtocol):
                 if client.set_cookie is None and not client.anonymous:
                     self._known = (tenant, headers, client)
             set_cookie = client.set_cookie
-            event = intake.encode(tenant, client, "pageview", query, None)
-            commit = intake.spool_event(tenant, client, event)
+            commit = intake.spool_query(tenant, client, "pageview", query)
             if not tenant.spooled_ack:
                 commit = None
         except (Refused, Dropped):
