@@ -312,6 +312,9 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
     def proxy_was_used() -> None:
         assert "127.0.0.1/via-proxy" in files.proxied, files.proxied
 
+    def upper_case_proxy_was_used() -> None:
+        assert "127.0.0.1/via-upper-case" in files.proxied, files.proxied
+
     def credentials_dropped() -> None:
         seen = other.headers["cross"]
         assert seen["X-Keep"] == "1"
@@ -351,6 +354,10 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
              {"aggr_proxy": stack.file_url}, proxy_was_used),
         Case("unusable-proxy-at-run-time", stack.file_url + "/file/page.html", False,
              'unsupported proxy scheme "socks5"', {"aggr_id": "socks"}),
+        # The api takes HTTP:// (201); the processor downloads through it too.
+        Case("upper-case-proxy-scheme-at-run-time", "http://127.0.0.1:1/via-upper-case", True,
+             "", {"aggr_proxy": stack.file_url.replace("http://", "HTTP://")},
+             upper_case_proxy_was_used),
         Case("endless-redirects", stack.file_url + "/loop/0", False,
              "stopped after 10 redirects, retriable: true"),
         Case("credentials-cross-origin-redirect",
@@ -741,6 +748,32 @@ async def test_job_seen_again_after_crashes_fails(stack: Stack) -> None:
     got = stack.receiver.one(job_id)
     assert not got["success"]
     assert "processor crashed while handling this job, retriable: false" in got["error"]
+
+
+async def test_unexpected_exception_fails_the_job_with_a_callback(stack: Stack) -> None:
+    """The same through the real processor and notifier: a job an older client wrote with a
+    request header whose value is a number (the api refuses it: 400) makes the transport's
+    header check raise TypeError; the job still ends with a callback naming the error."""
+    from pazari.downloader.redisconn import connect
+    from pazari.downloader.store import Store
+
+    await stack.start(components=("processor", "notifier"))
+    stack.files.files["p.html"] = (HTML, "text/html")
+    client = connect(stack.redis.url, "test")
+    try:
+        job = Job(id="NumberHeader01", url=f"{stack.file_url}/file/p.html", aggr_id="num",
+                  callback_url=stack.receiver.url, callback_type="http",
+                  callback_dst=stack.receiver.url, max_retries=3,
+                  request_headers={"X-Number": 5})  # type: ignore[dict-item]
+        await Store(client).enqueue(job, Aggregation("num", 1))
+    finally:
+        await client.aclose()
+    await stack.receiver.wait_for_jobs({job.id}, timeout=60)
+    got = stack.receiver.one(job.id)
+    assert not got["success"]
+    assert got["error"] == ("Error while handling job, TypeError: argument of type 'int' is "
+                            "not iterable, retriable: false, internal: false")
+    assert len(stack.receiver.by_job[job.id]) == 1
 
 
 async def test_unexpected_exception_fails_the_job(stack: Stack) -> None:
