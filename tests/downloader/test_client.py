@@ -10,6 +10,7 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,9 @@ from pazari.downloader.client import (
     download_body,
     verify_callback,
 )
+from tests.support.daemon import DaemonFactory
 from tests.support.ports import async_wait_for, free_port
+from tests.support.services import RedisFactory
 
 from .servers import HTML, Running
 from .stack import Stack
@@ -168,6 +171,33 @@ async def test_api_error_carries_its_message(
     assert info.value.status == 400
     assert message in info.value.message
     assert not info.value.message.endswith("\n")
+
+
+async def test_api_5xx_carries_its_message(
+    daemon_factory: DaemonFactory, redis_factory: RedisFactory, tmp_path: Path,
+    api_client: Any,
+) -> None:
+    """A real 5xx: the API's (private) Redis is out of memory (maxmemory, noeviction), so
+    it cannot queue the job and answers 500 with its error text, which the client raises
+    as ResponseError. (A Redis that is down gives the same 500, but only after the API's
+    reconnect retries, ~8 s.)"""
+    from .stack import Stack
+
+    stack = Stack(daemon_factory, redis_factory(), tmp_path)
+    try:
+        await stack.start(components=("api",))
+        download, _ = api_client(stack.api_url)
+        assert stack.redis.command("CONFIG", "SET", "maxmemory", "1").startswith(b"+OK")
+        with pytest.raises(ResponseError) as info:
+            await download(f"{stack.file_url}/file/x", aggr_id="a",
+                           callback_url=stack.receiver.url)
+        assert info.value.status == 500
+        assert info.value.message.startswith("Error queueing "), info.value.message
+        assert "command not allowed when used memory > 'maxmemory'" in info.value.message
+        assert str(info.value).startswith("downloader API answered 500: Error queueing")
+        assert stack.daemons["api"].running
+    finally:
+        await stack.stop()
 
 
 async def test_retry_requeues_failed_callback(stack: Stack, api_client: Any) -> None:
