@@ -4,6 +4,7 @@ subcommands on a 3-master, 3-replica cluster through a manual failover and a mas
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -204,3 +205,31 @@ async def test_cluster_failover_loses_no_job(redis_cluster: Cluster,
         client.close()
     report("cluster failover", result)
     check(result)
+
+
+@pytest.mark.parametrize(("redis_section", "where", "message"), [
+    ({"cluster": True}, "$.redis.cluster_nodes", "is required"),
+    ({"cluster": True, "cluster_nodes": ["7000"]}, "$.redis.cluster_nodes[0]", "host:port"),
+    ({"cluster": True, "cluster_nodes": ["h:1"], "sentinel": ["h:2"], "master_name": "m"},
+     "$.redis.cluster", "sentinel"),
+    ({"cluster": True, "cluster_nodes": ["h:1"], "db": 2}, "$.redis.db", "database 0"),
+    ({"cluster": True, "cluster_nodes": ["h:1"], "cluster_shards": 0},
+     "$.redis.cluster_shards", "between 1 and 256"),
+])
+def test_cluster_config_mistakes_are_config_errors(tmp_path: Path, redis_section: Any,
+                                                   where: str, message: str) -> None:
+    from pazari.downloader.config import load
+    from pazari.runtime.config import ConfigError
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"redis": redis_section}))
+    with pytest.raises(ConfigError) as err:
+        load(str(path))
+    assert where in str(err.value) and message in str(err.value)
+
+
+def test_cluster_config_loads() -> None:
+    from pazari.downloader.config import RedisConfig
+
+    cfg = RedisConfig(cluster=True, cluster_nodes=["127.0.0.1:7000", "127.0.0.1:7001"])
+    assert cfg.validate() is None and cfg.cluster_shards == 16

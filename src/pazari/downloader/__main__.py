@@ -1,5 +1,6 @@
-"""``downloader api|processor|notifier [-c config.json]``, ``downloader version`` and
-``downloader purge-assets [--purge]`` (spec §5 CLI, §6)."""
+"""``downloader api|processor|notifier [-c config.json]``, ``downloader version``,
+``downloader purge-assets [--purge]`` (spec §5 CLI, §6) and ``downloader migrate-layout``
+(issue 16)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ commands:
   processor      run the download processor
   notifier       run the callback notifier
   purge-assets   delete files fetched successfully, from nginx access-log lines on stdin
+  migrate-layout move a single-Redis dataset into the Redis Cluster layout (one-way)
   version        print the version
 """
 
@@ -40,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pazari.downloader.purge import main as purge_main
 
         return purge_main(rest)
+    if command == "migrate-layout":
+        from pazari.downloader.migrate import main as migrate_main
+
+        return migrate_main(rest, _load)
     builders: dict[str, Callable[[Sequence[str]], int]] = {
         "api": _api, "processor": _processor, "notifier": _notifier,
     }
