@@ -186,3 +186,31 @@ def test_keep_alive_requests_identify_each_client_anew(port: int, tmp_path: Path
     assert len(set(minted)) == 4 and not set(minted) & {vid + "1", vid + "2"}
     assert [c is not None for c in cookies] == [False, False, False, True, True, True, True,
                                                 False, False]
+
+
+LEAN_REQUEST_LINES = [
+    ("fragment", b"GET /track?n=frag#x HTTP/1.1", 200, "frag"),
+    ("two spaces before the version", b"GET /track?n=spaces  HTTP/1.1", 200, "spaces"),
+    ("control byte in the target", b"GET /track?n=\x01 HTTP/1.1", 400, None),
+    ("bad version", b"GET /track?n=v HTTP/1.10", 400, None),
+]
+
+
+@pytest.mark.parametrize(("line", "status", "n"), [c[1:] for c in LEAN_REQUEST_LINES],
+                         ids=[c[0] for c in LEAN_REQUEST_LINES])
+def test_repeated_header_lines_still_check_each_request_line(port: int, tmp_path: Path,
+                                                             line: bytes, status: int,
+                                                             n: str | None) -> None:
+    """Issue 17: while a connection's header lines repeat, its heads skip the header
+    callbacks, not llhttp's checks or the target's parse: each request line is read anew."""
+    lines = b"\r\nHost: a.test\r\nUser-Agent: UA\r\nCookie: _sv=visitor-0001\r\n\r\n"
+    conn = Conn(port)
+    conn.send(b"GET /track?n=first HTTP/1.1" + lines)
+    assert conn.response()[0] == 200
+    conn.send(line + lines)
+    assert conn.response()[0] == status
+    conn.close()
+    out = tmp_path / "events"
+    expected = ["first"] if n is None else ["first", n]
+    wait_for(lambda: len(read_file_sink(out)) == len(expected), 20, "the pixels in the sink")
+    assert [e["params"]["n"] for e in read_file_sink(out)] == expected

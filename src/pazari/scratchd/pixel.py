@@ -133,12 +133,31 @@ class PixelServer(FastPathServer):
         return self.head_ok + extra + b"\r\n\r\n" + GIF
 
 
+class _LeanHead:
+    """The second parser of a connection, for heads whose header lines are those of the
+    client it knows: llhttp checks the head and says where the message ends and whether
+    the connection stays open; there are no URL or header callbacks (PixelProtocol._known).
+    """
+
+    __slots__ = ("done", "keep_alive", "parser")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.done = False
+        self.keep_alive = True
+
+    def on_message_complete(self) -> None:
+        # llhttp clears its flags once the message is complete: ask now.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.done = True
+
+
 class PixelProtocol(FastPathProtocol):
     """One connection on the fast path (see the module docstring)."""
 
     __slots__ = (
         "_buf", "_close_after", "_done", "_foreign", "_groups", "_headers", "_keep_alive",
-        "_known", "_parser", "_throttled", "_url", "_waiting", "head_since", "remote",
+        "_known", "_lean", "_parser", "_throttled", "_url", "_waiting", "head_since", "remote",
     )
     server: PixelServer
 
@@ -157,11 +176,13 @@ class PixelProtocol(FastPathProtocol):
         self._waiting = 0  # responses in _groups
         self._throttled = False  # reading paused until the waiting responses are out
         self._close_after = False
-        # (tenant, headers, client) of the last request whose client is a pure function of
-        # its headers and peer (issue 17: identifying the client was Client.__init__,
+        # (tenant, header lines, client) of the last request whose client is a pure function
+        # of its header lines and peer (issue 17: identifying the client was Client.__init__,
         # cookie_value, valid_id and is_bot per request; keep-alive requests of one browser
-        # repeat the same headers).
-        self._known: tuple[Tenant, dict[str, str], Client] | None = None
+        # repeat the same header lines byte for byte). While they repeat, the head goes to
+        # a second parser without header callbacks (_LeanHead): llhttp still checks it.
+        self._known: tuple[Tenant, bytes, Client] | None = None
+        self._lean: _LeanHead | None = None
         # When the head now being read began (the connection's start for its first one);
         # 0.0 between requests, where the keep-alive timeout applies instead.
         self.head_since = server.now
@@ -252,9 +273,7 @@ class PixelProtocol(FastPathProtocol):
                 self._hand_over(buf[pos:])
                 return
             try:
-                # HTTP/1.0 from the request line's end (get_http_version formats a string).
-                http10 = buf.startswith(b"1.0", buf.find(b"\r\n", pos) - 3)
-                self._answer(memoryview(buf)[pos:stop], http10, out)
+                self._answer(buf, pos, stop, out)
             except Foreign:
                 self._flush(out)
                 self._hand_over(buf[pos:])
@@ -279,42 +298,78 @@ class PixelProtocol(FastPathProtocol):
             self.head_since = server.now  # the first bytes of a new head
         self._buf = rest
 
-    def _answer(self, head: memoryview, http10: bool, out: list[bytes]) -> None:
-        """Parse one whole request head and answer it (into ``out`` or a commit group)."""
+    def _answer(self, buf: bytes, pos: int, stop: int, out: list[bytes]) -> None:
+        """Parse the request head ``buf[pos:stop]`` and answer it (into ``out`` or a commit
+        group)."""
+        line_end = buf.find(b"\r\n", pos)
+        # HTTP/1.0 from the request line's end (get_http_version formats a string).
+        http10 = buf.startswith(b"1.0", line_end - 3)
+        lines = buf[line_end:stop]
+        known = self._known
+        server = self.server
+        intake = server.intake
+        commit: asyncio.Future[None] | None = None
+        set_cookie: str | None = None
+        if known is not None and known[1] == lines:
+            # The header lines of the client we know: llhttp checks the head, no callbacks
+            # but the end of the message. llhttp allows several spaces before the version:
+            # then the target is not the slice, and the full parse below takes it.
+            lean = self._lean
+            assert lean is not None
+            url = buf[pos + 4:line_end - 9]
+            if url[-1:] != b" ":
+                lean.done = False
+                try:
+                    lean.parser.feed_data(memoryview(buf)[pos:stop])
+                except httptools.HttpParserError:
+                    raise Foreign() from None
+                if not lean.done:
+                    raise Foreign()
+                self._keep_alive = lean.keep_alive
+                try:
+                    client = intake.readmit(known[0], known[2])
+                    commit = self._spool(known[0], client, url)
+                except (Refused, Dropped):
+                    pass  # counted by the intake; browsers never read pixel errors
+                self._respond(None, http10, commit, out)
+                return
         self._url = b""
         self._headers = {}
         self._done = self._foreign = False
         parser = self._parser
         try:
-            parser.feed_data(head)
+            parser.feed_data(memoryview(buf)[pos:stop])
         except httptools.HttpParserError:
             raise Foreign() from None
         if self._foreign or not self._done:
             raise Foreign()
-        server = self.server
         headers = self._headers
         tenant = server.router.lookup(headers.get("Host"))
         if tenant is None or tenant.config.allow_tenant_param:
             raise Foreign()  # 404 and the tenant parameter: aiohttp answers
-        intake = server.intake
-        url = self._url
-        query = url[7:].partition(b"#")[0] if url[6:7] == b"?" else b""
-        commit: asyncio.Future[None] | None = None
-        set_cookie: str | None = None
         try:
-            known = self._known
-            if known is not None and known[0] is tenant and known[1] == headers:
-                client = intake.readmit(tenant, known[2])
-            else:
-                client = intake.client_of(headers, self.remote, False, tenant)
-                if client.set_cookie is None and not client.anonymous:
-                    self._known = (tenant, headers, client)
+            client = intake.client_of(headers, self.remote, False, tenant)
+            if client.set_cookie is None and not client.anonymous:
+                self._known = (tenant, lines, client)
+                if self._lean is None:
+                    self._lean = _LeanHead()
             set_cookie = client.set_cookie
-            commit = intake.spool_query(tenant, client, "pageview", query)
-            if not tenant.spooled_ack:
-                commit = None
+            commit = self._spool(tenant, client, self._url)
         except (Refused, Dropped):
             pass  # counted by the intake; browsers never read pixel errors: the GIF anyway
+        self._respond(set_cookie, http10, commit, out)
+
+    def _spool(self, tenant: Tenant, client: Client, url: bytes) -> asyncio.Future[None] | None:
+        """Spool the event of ``url``; the commit to wait for under ``ack: "spooled"``."""
+        query = url[7:].partition(b"#")[0] if url[6:7] == b"?" else b""
+        commit = self.server.intake.spool_query(tenant, client, "pageview", query)
+        return commit if tenant.spooled_ack else None
+
+    def _respond(self, set_cookie: str | None, http10: bool,
+                 commit: asyncio.Future[None] | None, out: list[bytes]) -> None:
+        """Queue the GIF answer: into ``out`` when nothing before it waits, else behind the
+        commit it waits for."""
+        server = self.server
         keep_alive = self._keep_alive
         if not keep_alive:
             self._close_after = True
