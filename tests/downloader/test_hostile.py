@@ -415,11 +415,13 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
 
 
 class PacedBomb:
-    """A 2 GiB-decoded gzip body (2,048 members of 1 MiB of zeros), sent 16 members every
-    50 ms: at most 320 MiB/s decoded, so a cut at 512 MiB takes at least 1.6 s whatever the
-    machine's speed. Records when the request came and when the client hung up."""
+    """A 2 GiB-decoded gzip body (2,048 members of 1 MiB of zeros), sent 64 members (64 KiB
+    that decode to 64 MiB) every 400 ms: at most 160 MiB/s decoded, so a cut at 256 MiB
+    takes at least 1.6 s whatever the machine's speed, and each burst is enough to hold a
+    loop for a long time if it were decoded in one go. Records when the request came and
+    when the client hung up."""
 
-    MEMBERS_PER_TICK = 16
+    MEMBERS_PER_TICK = 64
 
     def __init__(self) -> None:
         self.member = gzip.compress(b"\0" * (1 << 20), 9)
@@ -448,82 +450,102 @@ class PacedBomb:
             for _ in range(2048 // self.MEMBERS_PER_TICK):
                 writer.write(tick)
                 await writer.drain()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.4)
             await reader.read()  # until the client hangs up
         self.closed_at = loop.time()
         writer.close()
 
 
+def loop_thread_cpu(pid: int) -> float:
+    """Seconds of CPU a process's main thread (its event loop's) has run
+    (/proc/<pid>/task/<pid>/schedstat, in ns)."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+@dataclass
+class LagProbe:
+    """A thread that GETs a daemon's /debug/vars (served on its event loop) every 5 ms over
+    one keep-alive connection. For each request: the wall time to the answer, and the CPU
+    time the daemon's loop thread ran meanwhile, which bounds the longest callback that
+    held the answer up (every callback run in that span is in it, the answer's own
+    handling too) without counting the time the OS gave other processes."""
+
+    port: int
+    pid: int
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            while not self.stop.wait(0.005):
+                started, cpu = time.monotonic(), loop_thread_cpu(self.pid)
+                conn.request("GET", "/debug/vars")
+                conn.getresponse().read()
+                self.cpu.append(loop_thread_cpu(self.pid) - cpu)
+                self.wall.append(time.monotonic() - started)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> LagProbe:
+        self.thread = threading.Thread(target=self._run, name="loop-lag-probe")
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join()
+
+    def summary(self) -> str:
+        wall, cpu = sorted(self.wall), sorted(self.cpu)
+        return (f"{len(wall)} probes; loop-thread CPU worst {cpu[-1] * 1000:.1f} ms, "
+                f"median {cpu[len(cpu) // 2] * 1000:.1f} ms; wall worst "
+                f"{wall[-1] * 1000:.1f} ms, median {wall[len(wall) // 2] * 1000:.1f} ms")
+
+
 async def test_gzip_bomb_cut_while_another_aggregation_completes(stack: Stack) -> None:
-    """issue 11: a 2 GiB-decoded gzip bomb cut by max_file_size (512 MiB) fails with its
+    """issue 11: a 2 GiB-decoded gzip bomb cut by max_file_size (256 MiB) fails with its
     callback, and a job of another aggregation, posted once the bomb's download has begun,
     is downloaded and called back while the bomb is still streaming: decoding and writing
     run in bounded slices, never holding the loop for the whole body.
 
-    The loop-lag probe is a thread that GETs the processor's /debug/vars (served on the
-    processor's loop) every 5 ms over one keep-alive connection: its worst latency is
-    printed, not gated, because it is wall time and the 2 cores are shared with other test
-    runs (the transport's CPU-time gate of 50 ms is
-    tests/downloader/test_curl.py::test_decoding_bomb_is_cut_without_stalling_the_loop)."""
+    The loop-lag probe (LagProbe) runs for 1 s before the bomb (the machine's load alone)
+    and during it; both are printed. The gate is the issue's 50 ms on the loop thread's CPU
+    time: the wall time also counts the OS running other processes on the 2 shared cores
+    (hundreds of ms under a loaded make test), so it is reported, not gated."""
     bomb = PacedBomb()
     await bomb.start()
-    latencies: list[float] = []
-    stop_probe = threading.Event()
-
-    def probe(port: int, into: list[float], until: threading.Event) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            while not until.wait(0.005):
-                started = time.monotonic()
-                conn.request("GET", "/debug/vars")
-                conn.getresponse().read()
-                into.append(time.monotonic() - started)
-        finally:
-            conn.close()
-
     try:
-        await stack.start(processor={"max_file_size": 512 << 20})
+        await stack.start(processor={"max_file_size": 256 << 20})
         stack.files.files["p.html"] = (HTML, "text/html")
-        # The same probe for 1 s before the bomb: what the machine's load alone costs.
-        idle: list[float] = []
-        idle_over = threading.Event()
-        baseline = threading.Thread(target=probe, name="loop-lag-baseline",
-                                    args=(stack.metrics_ports["processor"], idle, idle_over))
-        baseline.start()
-        await asyncio.sleep(1)
-        idle_over.set()
-        await asyncio.to_thread(baseline.join)
+        port, pid = stack.metrics_ports["processor"], stack.daemons["processor"].pid
+        with LagProbe(port, pid) as idle:
+            await asyncio.sleep(1)
         bomb_id = await stack.post(f"http://127.0.0.1:{bomb.port}/bomb", aggr_id="bomb",
                                    max_retries=0)
         await asyncio.wait_for(bomb.asked.wait(), 30)
-        prober = threading.Thread(target=probe, name="loop-lag-probe",
-                                  args=(stack.metrics_ports["processor"], latencies,
-                                        stop_probe))
-        prober.start()
-        try:
+        with LagProbe(port, pid) as during:
             other_id = await stack.post(f"{stack.file_url}/file/p.html?a=other",
                                         aggr_id="other")
             await stack.receiver.wait_for_jobs({other_id}, timeout=30)
             # The other aggregation's job is done; the bomb is still being downloaded.
             still_streaming = bomb.closed_at is None
             await stack.receiver.wait_for_jobs({bomb_id}, timeout=60)
-        finally:
-            stop_probe.set()
-            await asyncio.to_thread(prober.join)
     finally:
         await bomb.stop()
     assert stack.receiver.one(other_id)["success"]
     got = stack.receiver.one(bomb_id)
     assert not got["success"]
     assert got["error"] == ("Error while downloading file, file exceeds the maximum size of "
-                            "536870912 bytes, retriable: false, internal: false")
+                            "268435456 bytes, retriable: false, internal: false")
     assert still_streaming, "the bomb's download ended before the other job was called back"
-    for name, got_ms in (("idle", idle), ("during the bomb", latencies)):
-        got_ms.sort()
-        print(f"processor /debug/vars latency {name}: {len(got_ms)} probes, "
-              f"worst {got_ms[-1] * 1000:.1f} ms, "
-              f"p99 {got_ms[int(len(got_ms) * 0.99)] * 1000:.1f} ms, "
-              f"median {got_ms[len(got_ms) // 2] * 1000:.1f} ms")
+    print(f"processor loop, idle: {idle.summary()}")
+    print(f"processor loop, during the bomb: {during.summary()}")
+    assert max(during.cpu) <= 0.05, f"the processor's loop stalled: {during.summary()}"
 
 
 async def test_insecure_redirect_allowed_when_configured(
