@@ -10,7 +10,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_Check
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
@@ -76,6 +76,46 @@ cdef inline void _put_fffd(_Buf* out) noexcept:
     out.size += 3
 
 
+# Eight bytes at a time (SWAR, "Bit Twiddling Hacks": haszero/hasless). The common text of
+# an event (ASCII, nothing to decode or escape) is copied a word at a time: each mask below
+# flags the bytes that need the byte loop, and its lowest flag is exact (a borrow only
+# carries upward, past the first flagged byte), so the bytes below it are copied as they are.
+cdef extern from *:
+    """
+    #define PAZARI_EVENT_ONES 0x0101010101010101ULL
+    #define PAZARI_EVENT_HIGHS 0x8080808080808080ULL
+    #define pazari_event_ctz(w) __builtin_ctzll(w)
+    """
+    const uint64_t _ONES "PAZARI_EVENT_ONES"
+    const uint64_t _HIGHS "PAZARI_EVENT_HIGHS"
+    int _ctz "pazari_event_ctz"(uint64_t w) noexcept
+
+
+cdef inline uint64_t _load8(const unsigned char* p) noexcept:
+    cdef uint64_t w
+    memcpy(&w, p, 8)
+    return w
+
+
+cdef inline uint64_t _zeros(uint64_t w) noexcept:
+    """High bit of each zero byte (exact up to the first one)."""
+    return (w - _ONES) & ~w & _HIGHS
+
+
+cdef inline uint64_t _equal(uint64_t w, unsigned char b) noexcept:
+    return _zeros(w ^ (_ONES * b))
+
+
+cdef inline uint64_t _not_plain(uint64_t w) noexcept:
+    """Bytes >= 0x80, < 0x20 (hasless) or 0x7F: what _clean looks at one by one."""
+    return (w & _HIGHS) | ((w - _ONES * 0x20) & ~w & _HIGHS) | _equal(w, 0x7F)
+
+
+cdef inline Py_ssize_t _plain_run(uint64_t flags) noexcept:
+    """How many bytes of the word come before its first flagged byte (8: none flagged)."""
+    return 8 if flags == 0 else _ctz(flags) >> 3
+
+
 cdef Py_ssize_t _clean(_Buf* out, const unsigned char* p, Py_ssize_t n) except -1:
     # Worst case every input byte becomes one U+FFFD (3 bytes).
     _reserve(out, 3 * n)
@@ -87,6 +127,15 @@ cdef Py_ssize_t _clean(_Buf* out, const unsigned char* p, Py_ssize_t n) except -
     cdef Py_ssize_t need, k
     cdef unsigned char c, c1, lo, hi
     while i < n:
+        if i + 8 <= n:
+            # Eight bytes copied, the plain ones before the first other byte kept: the
+            # reservation above leaves room for them.
+            memcpy(d, p + i, 8)
+            k = _plain_run(_not_plain(_load8(p + i)))
+            d += k
+            i += k
+            if k == 8:
+                continue
         c = p[i]
         if c < 0x80:
             if c < 0x20 or c == 0x7F:
@@ -171,7 +220,17 @@ cdef int _percent_decode(_Buf* tmp, const unsigned char* p, Py_ssize_t n) except
     cdef Py_ssize_t i = 0
     cdef unsigned char c
     cdef int h, l
+    cdef Py_ssize_t k
+    cdef uint64_t w
     while i < n:
+        if i + 8 <= n:
+            w = _load8(p + i)
+            memcpy(d, p + i, 8)
+            k = _plain_run(_equal(w, 0x2B) | _equal(w, 0x25))  # up to a '+' or a '%'
+            d += k
+            i += k
+            if k == 8:
+                continue
         c = p[i]
         if c == 0x2B:  # '+'
             c = 0x20
@@ -192,15 +251,25 @@ cdef int _escape(_Buf* out, const unsigned char* p, Py_ssize_t n) except -1:
     _reserve(out, 2 * n)
     cdef unsigned char* d = out.data + out.size
     cdef unsigned char* start = d
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i = 0, k
     cdef unsigned char c
-    for i in range(n):
+    cdef uint64_t w
+    while i < n:
+        if i + 8 <= n:
+            w = _load8(p + i)
+            memcpy(d, p + i, 8)
+            k = _plain_run(_equal(w, 0x22) | _equal(w, 0x5C))  # up to a '"' or a '\\'
+            d += k
+            i += k
+            if k == 8:
+                continue
         c = p[i]
         if c == 0x22 or c == 0x5C:
             d[0] = 0x5C
             d += 1
         d[0] = c
         d += 1
+        i += 1
     out.size += d - start
     return 0
 
