@@ -230,3 +230,155 @@ def test_block_loop_blocks_the_loop(daemon_factory: Callable[..., Any]) -> None:
         assert _get(f"http://127.0.0.1:{http_port}/")[1] == b"hello"
         slowest = max(slowest, time.monotonic() - sent)
     assert slowest >= 1.5
+
+
+# -- every daemon: its own hot function in a profile, its own long-lived tasks in a dump ----
+
+
+class RespLoad:
+    """RPUSHX in pipelined rounds of 50 against rafka, from a thread, until stopped."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.count = 0
+        self._stop = threading.Event()
+        self._port, self._topic = port, topic
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import redis
+
+        client = redis.Redis(port=self._port, socket_timeout=10)
+        try:
+            while not self._stop.is_set():
+                pipe = client.pipeline(transaction=False)
+                for i in range(50):
+                    pipe.rpushx(f"topics:{self._topic}", f"v{i}")
+                pipe.execute()
+                self.count += 50
+        finally:
+            client.close()
+
+    def __enter__(self) -> RespLoad:
+        self._thread.start()
+        wait_for(lambda: self.count > 0, 30, "the load's first replies")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def _rafka(request: pytest.FixtureRequest, factory: Callable[..., Any], tmp: Path
+           ) -> tuple[str, Any]:  # fmt: skip
+    from tests.rafka.conftest import RAFKA_BIN, rafka_config
+
+    broker = request.getfixturevalue("kafka_broker")
+    config = tmp / "rafka.json"
+    config.write_bytes(orjson.dumps(rafka_config(broker.bootstrap)))
+    port, metrics_port = free_port(), free_port()
+    factory([RAFKA_BIN, "--host", "127.0.0.1", "--port", str(port), "--config", str(config),
+             "--metrics-addr", f"127.0.0.1:{metrics_port}"], timeout=60.0)  # fmt: skip
+    return f"http://127.0.0.1:{metrics_port}", RespLoad(port, "pprof-" + tmp.name[-12:])
+
+
+def _downloader_api(request: pytest.FixtureRequest, factory: Callable[..., Any], tmp: Path
+                    ) -> tuple[str, Any]:  # fmt: skip
+    from tests.downloader.conftest import DOWNLOADER_BIN, make_config, write_config
+
+    config = write_config(tmp, make_config(tmp, request.getfixturevalue("redis_server")))
+    port, metrics_port = free_port(), free_port()
+    factory([DOWNLOADER_BIN, "api", "-c", str(config), "--host", "127.0.0.1", "-p", str(port),
+             "--metrics-addr", f"127.0.0.1:{metrics_port}"])  # fmt: skip
+    job = orjson.dumps({"url": "http://127.0.0.1:9/x.png", "aggr_id": "pprof",
+                        "aggr_limit": 1000, "callback_url": "http://127.0.0.1:9/cb"})
+    load = Load(port, "POST", "/download", {"Content-Type": "application/json"}, job)
+    return f"http://127.0.0.1:{metrics_port}", load
+
+
+def _mistryd(request: pytest.FixtureRequest, factory: Callable[..., Any], tmp: Path
+             ) -> tuple[str, Any]:  # fmt: skip
+    from pazari.mistry.buildinfo import BuildInfo
+    from pazari.mistry.store import Layout, write_build_info
+    from tests.mistry.conftest import MISTRYD
+
+    # 100 finished jobs: the home page renders each of them per request (its own code, where
+    # an empty /index/ would spend its time in aiohttp).
+    layout = Layout(tmp / "builds")
+    layout.bootstrap("hello", "")
+    now = time.time_ns()
+    for i in range(100):
+        jid = f"{i:064x}"
+        ready = layout.ready("hello", jid)
+        (ready / "data").mkdir(parents=True)
+        write_build_info(ready, BuildInfo(
+            params={"i": str(i)}, exit_code=0, duration_ns=10**9, started_at_ns=now - i,
+            path=str(layout.artifacts("hello", jid)), url=f"job/hello/{jid}"))  # fmt: skip
+    (tmp / "projects").mkdir()
+    config = tmp / "mistry.json"
+    # No engine behind the socket: the pages answer without one.
+    config.write_bytes(orjson.dumps({
+        "projects_path": str(tmp / "projects"), "build_path": str(tmp / "builds"),
+        "docker_host": f"unix://{tmp}/no-engine.sock"}))  # fmt: skip
+    port, metrics_port = free_port(), free_port()
+    factory([MISTRYD, "--config", str(config), "--addr", f"127.0.0.1:{port}",
+             "--metrics-addr", f"127.0.0.1:{metrics_port}"], timeout=60.0)  # fmt: skip
+    return f"http://127.0.0.1:{metrics_port}", Load(port, "GET", "/", {})
+
+
+def _downloader_processor(request: pytest.FixtureRequest, factory: Callable[..., Any],
+                          tmp: Path) -> tuple[str, Any]:  # fmt: skip
+    from tests.downloader.conftest import DOWNLOADER_BIN, make_config, write_config
+
+    config = write_config(tmp, make_config(tmp, request.getfixturevalue("redis_server")))
+    metrics_port = free_port()
+    factory([DOWNLOADER_BIN, "processor", "-c", str(config),
+             "--metrics-addr", f"127.0.0.1:{metrics_port}"])  # fmt: skip
+    return f"http://127.0.0.1:{metrics_port}", None
+
+
+#: daemon -> (how to start it and load it; the function of its own, and its file, that a
+#: profile under that load must name; the long-lived tasks a dump must list by name).
+#: rafka and the downloader's api have no long-lived task of their own: they serve from
+#: protocol callbacks, timers (rafka's producer poll) and short-lived batch tasks, so their
+#: dump shows the runtime's sd-watchdog; the processor's load (downloads) is the end-to-end
+#: tests' business, its dump is checked here.
+DAEMONS: dict[str, tuple[Callable[..., tuple[str, Any]], tuple[str, str] | None, set[str]]] = {
+    "rafka": (_rafka, ("Connection._rpushx_run", "pazari/rafka/connection.py"),
+              {"sd-watchdog"}),
+    "downloader-api": (_downloader_api, ("Api.submit", "pazari/downloader/api.py"),
+                       {"sd-watchdog"}),
+    "downloader-processor": (_downloader_processor, None,
+                             {"sd-watchdog", "processor-scan-loop", "processor-renew-loop",
+                              "processor-renew-aggregations", "processor-reaper",
+                              "processor-disk-checker", "processor-report-loop"}),
+    "mistryd": (_mistryd, ("render_index", "pazari/mistry/web.py"),
+                {"sd-watchdog", "mistry-hosted", "mistry-worker-0", "mistry-worker-1"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(DAEMONS))
+def test_each_daemon_profile_and_tasks(name: str, request: pytest.FixtureRequest,
+                                       daemon_factory: Callable[..., Any],
+                                       tmp_path: Path) -> None:  # fmt: skip
+    """Issue 13: a profile under load names the daemon's own hot function, and a task dump
+    lists its long-lived tasks by name, for every daemon (the demo and scratchd above)."""
+    start, hot, long_lived = DAEMONS[name]
+
+    def factory(argv: list[str], **kw: Any) -> Any:
+        # A watchdog interval makes the runtime start its long-lived sd-watchdog task.
+        return daemon_factory(argv, env={**os.environ, "WATCHDOG_USEC": "30000000"}, **kw)
+
+    metrics, load = start(request, factory, tmp_path)
+    status, body, _ = _get(metrics + "/debug/pprof/tasks?format=json")
+    assert status == 200
+    names = {task["name"] for task in orjson.loads(body)["tasks"]}
+    assert long_lived <= names, names
+    if hot is None:
+        return
+    function, source = hot
+    with load:
+        status, body, _ = _get(f"{metrics}/debug/pprof/profile?seconds=1&format=text")
+    assert load.count > 0
+    assert status == 200, body[:300]
+    text = body.decode()
+    assert any(function in row and source in row for row in text.splitlines()), text

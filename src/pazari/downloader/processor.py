@@ -387,10 +387,12 @@ class ProcessorService(Service):
                            cfg.allowed_networks, cfg.max_file_size)
         self.proc = Processor(self.config, st.Store(client), http, storage, self.stats)
         self.healthy.set()
-        self.tasks = [asyncio.create_task(c) for c in (
-            self._scan_loop(), self._renew_loop(), self._renew_aggregations(), self._reaper(),
-            self._disk_checker(),
-            report_loop(self.stats, self.proc.store, cfg.stats_interval))]
+        # Named: /debug/pprof/tasks and the race checker list tasks by name (issue 13).
+        self.tasks = [asyncio.create_task(c, name=f"processor-{n}") for n, c in (
+            ("scan-loop", self._scan_loop()), ("renew-loop", self._renew_loop()),
+            ("renew-aggregations", self._renew_aggregations()), ("reaper", self._reaper()),
+            ("disk-checker", self._disk_checker()),
+            ("report-loop", report_loop(self.stats, self.proc.store, cfg.stats_interval)))]
 
     async def stop(self) -> None:
         for t in self.tasks:
