@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -197,10 +198,32 @@ pazari('productClick', {{product_id: 'p9', shop_code: 'SA-0001-0002'}});
     wait_for(lambda: _outbox(page) == [], 10, "an empty outbox")
 
 
+# Without fetch keepalive (Firefox before 133) the way out is sendBeacon.
+NO_KEEPALIVE = "delete Request.prototype.keepalive;"
+# Notes each keepalive fetch (F) and beacon (B) in the page origin's localStorage, which
+# outlives the page (Playwright does not report the requests of a closing page).
+RECORD_SENDS = """
+const note = k => localStorage.setItem('__sent', (localStorage.getItem('__sent') || '') + k);
+const realFetch = window.fetch;
+window.fetch = function (u, o) {
+  if (o && o.keepalive) note('F');
+  return realFetch.apply(this, arguments);
+};
+const realBeacon = Navigator.prototype.sendBeacon;
+Navigator.prototype.sendBeacon = function () {
+  note('B');
+  return realBeacon.apply(this, arguments);
+};
+"""
+
+
+@pytest.mark.parametrize("transport", ["fetch_keepalive", "send_beacon"])
 def test_closed_right_after_track_delivers_by_beacon(
-    scratchd: Callable[..., Any], launch: Launch, pages: Pages, tmp_path: Path
+    scratchd: Callable[..., Any], launch: Launch, pages: Pages, tmp_path: Path,
+    transport: str,
 ) -> None:
-    """A flush interval of ten minutes: only the pagehide beacon can deliver in time."""
+    """A flush interval of ten minutes: only the send on pagehide can deliver in time
+    (fetch with keepalive, or sendBeacon where fetch has no keepalive)."""
     out = tmp_path / "events"
     _, http = scratchd(_config(out))
     collector = f"http://127.0.0.1:{http.port}"
@@ -209,6 +232,9 @@ pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 600000,
                  batchSize: 1000}});
 """)
     ctx = launch()
+    if transport == "send_beacon":
+        ctx.add_init_script(NO_KEEPALIVE)
+    ctx.add_init_script(RECORD_SENDS)
     page = ctx.new_page()
     page.goto(url)
     page.wait_for_function(LOADED)
@@ -217,6 +243,11 @@ pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 600000,
     page.close(run_before_unload=True)
     events = _events(out, 1, "the beaconed event")
     assert [(e["type"], e["params"]["step"]) for e in events] == [("checkout", "3")]
+    pages.files["/blank"] = (b"<!doctype html><title>no tracker</title>", "text/html")
+    later = ctx.new_page()
+    later.goto(pages.origin + "/blank")
+    sent = later.evaluate("localStorage.getItem('__sent')")
+    assert set(sent) == {"F" if transport == "fetch_keepalive" else "B"}, sent
 
 
 # The script has loaded: the queue stub's array is replaced by the live queue.
@@ -226,8 +257,6 @@ LOADED = "window.pazari && window.pazari.q && !Array.isArray(window.pazari.q)"
 def pump(page: Any, predicate: Callable[[], Any], timeout: float, what: str) -> None:
     """Wait for ``predicate`` while Playwright dispatches the page's events (its route
     handlers run only inside Playwright calls)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -303,6 +332,84 @@ pazari('page');
     assert len(events) == 6 and events[-1]["type"] == "last"
 
 
+def test_many_events_at_pagehide_go_out_under_64k_and_all_arrive(
+    scratchd: Callable[..., Any], launch: Launch, pages: Pages, tmp_path: Path
+) -> None:
+    """~240 KB of events when the page closes: what leaves on pagehide fits the 64 KiB a
+    page may have in flight with keepalive (chromium refuses a second 60 KB beacon while
+    the first is in flight: measured, sendBeacon answers false); the next page sends the
+    rest in payloads under 64 KiB. scratchd records each event once."""
+    out = tmp_path / "events"
+    _, http = scratchd(_config(out))
+    collector = f"http://127.0.0.1:{http.port}"
+    init = f"""pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 600000,
+                 batchSize: 100000}});"""
+    ctx = launch()
+    sizes: list[int] = []
+    ctx.on("request", lambda req: sizes.append(len(req.post_data_buffer or b""))
+           if "/batch" in req.url else None)
+    page = ctx.new_page()
+    page.goto(pages.page("/many", f"{collector}/t.js", init))
+    page.wait_for_function(LOADED)
+    page.evaluate("for (let i = 0; i < 240; i++) pazari('track', 'big', {n: i, "
+                  "pad: 'x'.repeat(900)})")
+    outbox = _outbox(page)
+    assert len(outbox) == 240 and sizes == []
+    page.close(run_before_unload=True)
+    first = _events(out, 1, "what left on pagehide")
+    # One payload: the NDJSON of these events (JSON.stringify of the outbox's objects) is
+    # within 60,000 bytes, and one more event would not have fit.
+    lines = [len(json.dumps(e, separators=(",", ":")).encode()) + 1 for e in outbox]
+    assert 0 < len(first) < 240
+    assert sum(lines[:len(first)]) <= 60000 < sum(lines[:len(first) + 1])
+    assert {e["params"]["event_id"] for e in first} == \
+        {e["event_id"] for e in outbox[:len(first)]}
+    # The next page of the site sends what is left (and, within RESEND, the events sent on
+    # the way out, which scratchd drops as duplicates).
+    again = ctx.new_page()
+    again.goto(pages.page("/many2", f"{collector}/t.js", init))
+    events = _events(out, 240, "all 240 events")
+    pump(again, lambda: _outbox(again) == [], 20, "the outbox to empty")
+    assert sorted(int(e["params"]["n"]) for e in read_file_sink(out)) == list(range(240))
+    assert len(sizes) >= 4 and max(sizes) <= 60000, sizes
+    assert len({e["params"]["event_id"] for e in events}) == 240
+
+
+def test_outbox_is_bounded_and_retried_when_online(
+    scratchd: Callable[..., Any], launch: Launch, pages: Pages, tmp_path: Path
+) -> None:
+    """The collector is down: 600 events leave the 500 newest in the outbox. The page's
+    clock is paused, so no backoff timer can fire: the send after the collector is back
+    is the one the `online` event starts."""
+    out = tmp_path / "events"
+    port = free_port()
+    collector = f"http://127.0.0.1:{port}"
+    daemon, http = scratchd(_config(out), port=port, start=False)
+    pages.files["/t.js"] = (script_bytes(), "application/javascript")
+    url = pages.page("/bounded", "/t.js", f"""
+pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 600000,
+                 batchSize: 100000}});""")
+    ctx = launch()
+    ctx.add_init_script(COUNT_FAILURES)
+    ctx.clock.install()
+    ctx.clock.pause_at(int(time.time() * 1000) + 1000)
+    page = ctx.new_page()
+    page.goto(url)
+    page.wait_for_function(LOADED)
+    page.evaluate("for (let i = 0; i < 600; i++) pazari('track', 'n', {n: i})")
+    kept = _outbox(page)
+    assert [int(e["n"]) for e in kept] == list(range(100, 600))
+    page.evaluate("pazari('flush')")
+    page.wait_for_function("window.__failures >= 1")
+    daemon.start()
+    assert not out.exists() or read_file_sink(out) == []
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    pump(page, lambda: _outbox(page) == [], 30, "the outbox to empty")
+    events = _events(out, 500, "the 500 kept events")
+    assert sorted(int(e["params"]["n"]) for e in events) == list(range(100, 600))
+    assert http.request("GET", "/healthz").status == 200
+
+
 NO_FETCH_NO_BEACON = "delete window.fetch; Navigator.prototype.sendBeacon = undefined;"
 
 
@@ -326,11 +433,14 @@ pazari('track', 'legacy', {{color: 'red & blue', n: 1}});
     pump(page, lambda: _outbox(page) == [], 10, "the outbox to empty")
 
 
+GPC = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true});"
+# (DNT in the browser's settings, init script, call before init, extra init options)
 PRIVACY = {
-    "dnt": (True, "", ""),
-    "gpc": (False, "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', "
-                   "{get: () => true});", ""),
-    "opt_out": (False, "", "pazari('optOut');"),
+    "dnt": (True, "", "", ""),
+    "gpc": (False, GPC, "", ""),
+    "opt_out": (False, "", "pazari('optOut');", ""),
+    # respectDnt: false is about DNT only: GPC still says no.
+    "gpc_with_respect_dnt_false": (True, GPC, "", "respectDnt: false, "),
 }
 
 
@@ -338,13 +448,13 @@ PRIVACY = {
 def test_privacy_signal_sends_nothing(
     scratchd: Callable[..., Any], launch: Launch, pages: Pages, tmp_path: Path, signal: str
 ) -> None:
-    dnt, init_script, first_call = PRIVACY[signal]
+    dnt, init_script, first_call, options = PRIVACY[signal]
     out = tmp_path / "events"
     _, http = scratchd(_config(out))
     collector = f"http://127.0.0.1:{http.port}"
     url = pages.page("/private", f"{collector}/t.js", f"""
 {first_call}
-pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 0}});
+pazari('init', {{endpoint: '{collector}', tenant: 'web', {options}flushInterval: 0}});
 pazari('page');
 pazari('track', 'secret', {{n: 1}});
 pazari('identify', 'someone');
@@ -370,6 +480,54 @@ pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 0}});
 pazari('track', 'visible');
 """))
     assert [e["type"] for e in _events(out, 1, "the control")] == ["visible"]
+
+
+@pytest.mark.parametrize("options", ["respectDnt: false", "respectGpc: false"])
+def test_a_signal_the_site_chose_not_to_respect_is_ignored(
+    scratchd: Callable[..., Any], launch: Launch, pages: Pages, tmp_path: Path, options: str
+) -> None:
+    """Each signal has its own switch: DNT on and respectDnt: false sends; GPC on and
+    respectGpc: false sends."""
+    out = tmp_path / "events"
+    _, http = scratchd(_config(out))
+    collector = f"http://127.0.0.1:{http.port}"
+    ctx = launch(dnt=options.startswith("respectDnt"))
+    if options.startswith("respectGpc"):
+        ctx.add_init_script(GPC)
+    ctx.new_page().goto(pages.page("/site-choice", f"{collector}/t.js", f"""
+pazari('init', {{endpoint: '{collector}', tenant: 'web', {options}, flushInterval: 0}});
+pazari('track', 'counted');"""))
+    assert [e["type"] for e in _events(out, 1, "the event")] == ["counted"]
+
+
+def test_no_cookies_go_to_a_collector_on_another_origin(
+    scratchd: Callable[..., Any], launch: Launch, pages: Pages, tmp_path: Path
+) -> None:
+    """The browser holds a cookie for the collector's host (the pages are on another port:
+    another origin, the same site). The tracker's sends carry no credentials across
+    origins, so scratchd never sees it, and its Set-Cookie is not stored either."""
+    out = tmp_path / "events"
+    _, http = scratchd(_config(out))
+    collector = f"http://127.0.0.1:{http.port}"
+    visitor = "known-visitor-0001"
+    # The control: sent by hand, that cookie is the visitor id scratchd records.
+    assert http.request("POST", "/batch", b'{"type": "control"}',
+                        headers={"Cookie": f"_sv={visitor}"}).status == 200
+    assert _events(out, 1, "the control")[0]["visitor_id"] == visitor
+    ctx = launch()
+    ctx.add_cookies([{"name": "_sv", "value": visitor, "url": collector}])
+    page = ctx.new_page()
+    page.goto(pages.page("/cookies", f"{collector}/t.js", f"""
+pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 0}});
+pazari('track', 'while_alive');"""))
+    page.wait_for_function(LOADED)
+    pump(page, lambda: _outbox(page) == [], 20, "the outbox to empty")
+    page.evaluate("pazari('track', 'on_the_way_out')")
+    page.close(run_before_unload=True)
+    events = _events(out, 3, "the tracker's two events")[1:]
+    assert sorted(e["type"] for e in events) == ["on_the_way_out", "while_alive"]
+    assert all(e["visitor_id"] and e["visitor_id"] != visitor for e in events), events
+    assert [(c["name"], c["value"]) for c in ctx.cookies(collector)] == [("_sv", visitor)]
 
 
 def test_size_bound() -> None:

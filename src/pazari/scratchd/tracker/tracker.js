@@ -14,13 +14,20 @@
  *
  * Delivery: every event gets a random id (event_id) and is written to a bounded outbox in
  * localStorage before anything is sent; it leaves the outbox only when scratchd answered
- * 2xx. Sends are NDJSON batches to POST /batch: fetch with keepalive while the page
- * lives, sendBeacon on pagehide / visibilitychange, each payload under the 64 KiB both allow
- * in flight; the 1x1 pixel where neither exists. A failed send is retried with exponential
- * backoff, on `online` and on the next page. sendBeacon cannot say whether it arrived, so a
- * beaconed event stays in the outbox for RESEND ms and any send in that time repeats it;
- * scratchd drops the duplicates by event_id (its window, 10 min, is longer than RESEND). Nothing is stored or sent when Do-Not-Track,
- * Global Privacy Control or an opt-out says no. No cookies are set by this script.
+ * 2xx. Sends are NDJSON batches to POST /batch: fetch with keepalive, also on pagehide /
+ * visibilitychange; sendBeacon there only where fetch has no keepalive; the 1x1 pixel where
+ * neither exists. Every payload stays under the 64 KiB that a page may have in flight with
+ * keepalive and beacons together (so one goes out on pagehide, the rest on the next page).
+ * A failed send is retried with exponential backoff, on `online` and on the next page. A
+ * send on the way out may not be answered, so such an event stays in the outbox for RESEND
+ * ms and any send in that time repeats it; scratchd drops the duplicates by event_id (its
+ * window, 10 min, is longer than RESEND).
+ *
+ * Privacy: nothing is stored or sent when Do-Not-Track (init option respectDnt: false to
+ * ignore it), Global Privacy Control (respectGpc: false) or an opt-out says no. This script
+ * sets no cookies, and sends none to a collector on another origin (no third-party
+ * cookies): fetch uses its default credentials mode, same-origin. sendBeacon always sends
+ * cookies, hence fetch with keepalive first; sendBeacon is left for browsers without it.
  */
 (function (w, d, nav) {
   'use strict';
@@ -31,7 +38,8 @@
   var MAX_EVENT = 32000;         // scratchd refuses events over 32 KiB anyway
   var MAX_BACKOFF = 60000;
   var RESEND = 300000;           // a beaconed event is assumed delivered after this (ms)
-  var cfg = null, pending = [], mem = [], inflight = {}, sending = false;
+  var cfg = null, pending = [], mem = [], inflight = {}, sending = false, busy = 0;
+  var keepalive = w.fetch && w.Request && 'keepalive' in w.Request.prototype;
   var timer = 0, retryTimer = 0, backoff = 0, lastUrl = null;
   var ls = null;
   try { ls = w.localStorage; ls.setItem('pazari_t', '1'); ls.removeItem('pazari_t'); } catch (e) { ls = null; }
@@ -54,10 +62,9 @@
 
   // Checked before anything is stored or sent: DNT (navigator, window, old IE), GPC, opt-out.
   function refused() {
-    if (get(OPTOUT) == '1') return true;
-    if (cfg && cfg.respectDnt === false) return false;
-    var dnt = nav.doNotTrack || w.doNotTrack || nav.msDoNotTrack;
-    return dnt == '1' || dnt == 'yes' || nav.globalPrivacyControl === true;
+    var dnt = nav.doNotTrack || w.doNotTrack || nav.msDoNotTrack, o = cfg || {};
+    return get(OPTOUT) == '1' || o.respectDnt !== false && (dnt == '1' || dnt == 'yes') ||
+      o.respectGpc !== false && nav.globalPrivacyControl === true;
   }
 
   // The outbox: events not yet confirmed, in memory and mirrored to localStorage.
@@ -100,18 +107,18 @@
     return cfg.endpoint.replace(/\/+$/, '') + path + (cfg.tenant ? (path.indexOf('?') < 0 ? '?' : '&') + 'tenant=' + encodeURIComponent(cfg.tenant) : '');
   }
 
-  // Up to MAX_PAYLOAD bytes of NDJSON from the events not in flight (nor in skip).
-  function payload(skip) {
+  // Up to max bytes of NDJSON from the events not in flight (nor in skip).
+  function payload(skip, max) {
     var lines = [], ids = {}, bytes = 0, i, e, line, n;
     for (i = 0; i < mem.length; i++) {
       e = mem[i];
       if (inflight[e.event_id] || (skip && skip[e.event_id])) continue;
       line = JSON.stringify(e); n = size(line) + 1;
       if (n > MAX_EVENT) { ids[e.event_id] = 1; continue; }  // never deliverable: let it go
-      if (bytes + n > MAX_PAYLOAD) break;
+      if (bytes + n > max) break;
       lines.push(line); ids[e.event_id] = 1; bytes += n;
     }
-    return { body: lines.join('\n'), ids: ids, n: lines.length };
+    return { body: lines.join('\n'), ids: ids, n: lines.length, bytes: bytes };
   }
 
   function retryLater() {
@@ -124,7 +131,7 @@
     clearTimeout(timer); timer = 0;
     if (!cfg || sending || refused()) return;
     merge();
-    var p = payload(), k;
+    var p = payload(null, MAX_PAYLOAD), k;
     if (!p.n) { if (p.body === '' && mem.length) drop(p.ids); return; }
     for (k in p.ids) inflight[k] = 1;
     var done = function (ok, keep) {
@@ -135,17 +142,27 @@
     };
     sending = true;
     if (w.fetch) {
-      // text/plain keeps it a CORS "simple" request: no preflight.
-      w.fetch(url('/batch'), { method: 'POST', body: p.body, keepalive: true, credentials: 'include',
-        headers: { 'Content-Type': 'text/plain;charset=UTF-8' } }).then(function (r) {
-        // 4xx other than 429: scratchd refused these events, a resend cannot help.
-        done(r.ok, r.status >= 500 || r.status == 429 || r.status == 0);
-      }, function () { done(false, true); });
+      post(p, done);
     } else if (nav.sendBeacon) {
       done(nav.sendBeacon(url('/batch'), p.body), true);
     } else {
       pixel(p.body.split('\n'), done);
     }
+  }
+
+  // fetch with keepalive; busy counts the bytes in flight against the page's 64 KiB quota.
+  // Default credentials (same-origin): no cookies to a collector on another origin.
+  function post(p, done) {
+    busy += p.bytes;
+    var end = function (ok, keep) { busy -= p.bytes; done(ok, keep, p); };
+    // text/plain keeps it a CORS "simple" request: no preflight.
+    w.fetch(url('/batch'), { method: 'POST', body: p.body, keepalive: true,
+      headers: { 'Content-Type': 'text/plain;charset=UTF-8' } }).then(function (r) {
+      // 4xx other than 429: scratchd refused these events, a resend cannot help. Read to
+      // the end first: until then chromium counts the request against the quota.
+      var f = function () { end(r.ok, r.status >= 500 || r.status == 429 || r.status == 0); };
+      r.text().then(f, f);
+    }, function () { end(false, true); });
   }
 
   // The pixel fallback: one GET /track per event, its fields in the query string.
@@ -159,15 +176,22 @@
     })(JSON.parse(lines[i]));
   }
 
-  // The page is going away (or to the background): hand everything unsent to sendBeacon,
-  // and keep it in the outbox for RESEND (see above).
+  // The page is going away (or to the background): send what the keepalive quota takes,
+  // and keep it in the outbox for RESEND (see above); the rest waits for the next page.
   function unload() {
-    if (!cfg || refused() || !nav.sendBeacon) return;
+    if (!cfg || refused() || !(keepalive || nav.sendBeacon)) return;
     merge();
     var p, sent = {}, k, b = beaconed(), t = new Date().getTime();
     for (;;) {
-      p = payload(b);  // visibilitychange and pagehide both fire on close: beacon once
-      if (!p.n || !nav.sendBeacon(url('/batch'), p.body)) break;
+      p = payload(b, MAX_PAYLOAD - busy);  // visibilitychange and pagehide both fire: once
+      if (!p.n) break;
+      if (keepalive) post(p, function (ok, keep, q) {
+        // Still alive (only hidden): confirmed, or to be sent again by the next flush.
+        var m = beaconed(), i;
+        if (ok || !keep) drop(q.ids);
+        else { for (i in q.ids) delete m[i]; save(m); }
+      });
+      else if (!nav.sendBeacon(url('/batch'), p.body)) break;
       for (k in p.ids) { sent[k] = 1; inflight[k] = 1; if (!b[k]) b[k] = t; }
     }
     for (k in sent) delete inflight[k];
