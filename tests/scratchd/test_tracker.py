@@ -482,7 +482,8 @@ pazari('track', 'visible');
     assert [e["type"] for e in _events(out, 1, "the control")] == ["visible"]
 
 
-@pytest.mark.parametrize("options", ["respectDnt: false", "respectGpc: false"])
+@pytest.mark.parametrize("options", ["respectDnt: false", "respectGpc: false"],
+                         ids=["dnt_with_respect_dnt_false", "gpc_with_respect_gpc_false"])
 def test_a_signal_the_site_chose_not_to_respect_is_ignored(
     scratchd: Callable[..., Any], launch: Launch, pages: Pages, tmp_path: Path, options: str
 ) -> None:
