@@ -356,6 +356,20 @@ async def test_guard_refuses_where_libcurl_dials() -> None:
             await allowed.close()
 
 
+@pytest.mark.parametrize("proxy", ["http://127.0.0.3:9", "127.0.0.3:9"])
+async def test_guard_names_the_proxy_it_refuses(proxy: str) -> None:
+    """Through a proxy libcurl dials only the proxy: the refusal names the proxy's host,
+    not the target's (which nobody dialled)."""
+    refused = curl.Client(connect_timeout=2, read_timeout=2, allowed_networks=())
+    try:
+        with pytest.raises(ForbiddenAddress,
+                           match=r"refusing to connect to 127\.0\.0\.3 \(127\.0\.0\.3\)"):
+            resp = await refused.request("GET", "http://example.invalid/", proxy=proxy)
+            resp.release()
+    finally:
+        await refused.close()
+
+
 @pytest.mark.parametrize(("url", "error"), [
     ("ftp://127.0.0.1/x", 'unsupported protocol scheme "ftp"'),
     ("file:///etc/passwd", 'unsupported protocol scheme "file"'),

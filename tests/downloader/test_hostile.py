@@ -375,8 +375,8 @@ async def test_hostile_downloads(stack: Stack, servers: dict[str, Any],
              f"{dual.url()}/to?u={dual.url('https')}/headers", True, "",
              {"request_headers": {**creds, "X-Case": "scheme"}}, dropped("scheme", "https")),
         Case("proxy-at-private-address", stack.file_url + "/file/page.html", False,
-             "(127.0.0.3): private, loopback or link-local address",
-             {"aggr_proxy": f"http://127.0.0.3:{pport}"}, private_proxy_never_dialled),
+             "refusing to connect to 127.0.0.3 (127.0.0.3): private, loopback or link-local "
+             "address", {"aggr_proxy": f"http://127.0.0.3:{pport}"}, private_proxy_never_dialled),
         # The announced length is over max_file_size: refused at the head, before a byte
         # of the body is written; the bombs below are cut by the sink, on the decoded
         # bytes, as they stream ("downloading file").

@@ -352,6 +352,8 @@ class Client:
         self._fds: dict[int, int] = {}  # fd -> events we watch
         self._timer: asyncio.TimerHandle | None = None
         self._kicked = False
+        # What each transfer dials, for the SSRF guard's message: the proxy when there is
+        # one (libcurl dials only the proxy then), otherwise the URL's host.
         self._urls: dict[_Transfer, str] = {}
 
     # -- requests -----------------------------------------------------------------------
@@ -385,7 +387,7 @@ class Client:
         self._setup(easy, transfer, method, url, lines, body, proxy, remaining,
                     "user-agent" not in given)
         self._transfers[easy] = transfer
-        self._urls[transfer] = url
+        self._urls[transfer] = (proxy if "://" in proxy else f"http://{proxy}") if proxy else url
         self.multi.add_handle(easy)
         self._kick()
         try:
@@ -437,6 +439,7 @@ class Client:
             easy.setopt(pycurl.CUSTOMREQUEST, method)
 
     def current_host(self, transfer: _Transfer) -> str:
+        """The host ``transfer`` dials: its proxy's, or its URL's."""
         url = self._urls.get(transfer, "")
         try:
             return urlsplit(url).hostname or url
