@@ -144,3 +144,15 @@ async def test_migrate_layout_moves_a_dataset_that_the_cluster_then_finishes(
         await client.aclose()
         await files.stop()
         await receiver.stop()
+
+
+def test_migrate_layout_needs_a_cluster_target(tmp_path: Path) -> None:
+    """The target is the config's cluster: a config without ``redis.cluster`` is refused
+    before anything is read or written."""
+    path = tmp_path / "c.json"
+    path.write_text('{"redis": {"addr": "127.0.0.1:1"}}')
+    proc = subprocess.run([DOWNLOADER_BIN, "migrate-layout", "-c", str(path),
+                           "--from", "127.0.0.1:1", "--yes"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "redis.cluster must be true" in proc.stderr and proc.stdout == ""
