@@ -759,7 +759,7 @@ def test_dead_letters_that_cannot_be_written_stay_in_the_spool(
         # The sink holds every write while the test fills the disk: nothing is tried before.
         client.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
         try:
-            bad = ndjson(40, "bad-full")  # ~2.4 KB: more than the file's last block has left
+            bad = ndjson(40, "bad-full")  # 40 dead-letter lines, ~12 KB: more than one block
             assert _batch(http.port, "bad.test", bad) == 40
             assert _batch(http.port, "good.test", ndjson(20, "good")) == 20
             filler = fill(mnt)
