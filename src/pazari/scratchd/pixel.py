@@ -13,8 +13,9 @@ then serves it to the end: every endpoint, error answer and limit stays in one p
 
 Responses leave in request order (pipelining-safe) with one ``transport.write`` per batch:
 under ``ack: "spooled"`` a response waits for the spool's group-commit future of its cycle —
-one future shared by every request of that cycle, one done-callback per connection and cycle,
-no task and no future per request.
+one future shared by every request of that cycle, one done-callback per cycle that releases
+every connection waiting for it (``PixelServer.wait_commit``), no task and no future per
+request.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class PixelServer(FastPathServer):
         self.header_timeout = header_timeout
         self.aiohttp = fallback
         self.head_ok = self.response_ok = b""
+        # Connections with answers waiting for a spool commit, per commit: one done-callback
+        # per commit, not one per connection (issue 17: each was a loop Handle and a call).
+        self._waiters: dict[asyncio.Future[None], list[PixelProtocol]] = {}
         self.start_ticking()
 
     def refresh_date(self, date: str) -> None:
@@ -112,6 +116,24 @@ class PixelServer(FastPathServer):
     def __call__(self) -> PixelProtocol:
         return PixelProtocol(self)
 
+    def wait_commit(self, commit: asyncio.Future[None], conn: PixelProtocol) -> None:
+        """``conn`` has answers waiting for ``commit``: call its ``write_committed`` once done."""
+        waiters = self._waiters.get(commit)
+        if waiters is None:
+            waiters = self._waiters[commit] = []
+            commit.add_done_callback(self._release)
+        waiters.append(conn)
+
+    def _release(self, commit: asyncio.Future[None]) -> None:
+        if not commit.cancelled():
+            commit.exception()  # a failed fsync: the pixel answers anyway (the drop is counted)
+        for conn in self._waiters.pop(commit, ()):
+            try:
+                conn.write_committed()
+            except Exception as exc:  # one connection's failure must not strand the others
+                self.loop.call_exception_handler({"message": "pixel answer failed",
+                                                  "exception": exc, "protocol": conn})
+
     async def start(self, sock: Any) -> None:
         self._server = await self.loop.create_server(self, sock=sock, backlog=4096)
 
@@ -131,6 +153,11 @@ class PixelServer(FastPathServer):
         elif http10:
             extra += b"\r\nConnection: keep-alive"
         return self.head_ok + extra + b"\r\n\r\n" + GIF
+
+
+def _head(buf: bytes, pos: int, stop: int) -> bytes | memoryview:
+    """``buf[pos:stop]`` without a copy (most reads hold exactly one head: no view then)."""
+    return buf if pos == 0 and stop == len(buf) else memoryview(buf)[pos:stop]
 
 
 class _LeanHead:
@@ -257,13 +284,13 @@ class PixelProtocol(FastPathProtocol):
             return
         if self._close_after:
             return
-        scan_from = max(len(self._buf) - 3, 0)
+        scan_from = len(self._buf) - 3 if len(self._buf) > 3 else 0
         buf = self._buf + data if self._buf else data
         self._buf = b""
         pos = 0
         out: list[bytes] = []
         while True:
-            end = buf.find(_HEAD_END, max(pos, scan_from))
+            end = buf.find(_HEAD_END, pos if pos > scan_from else scan_from)
             if end < 0:
                 break
             stop = end + 4
@@ -320,7 +347,7 @@ class PixelProtocol(FastPathProtocol):
             if url[-1:] != b" ":
                 lean.done = False
                 try:
-                    lean.parser.feed_data(memoryview(buf)[pos:stop])
+                    lean.parser.feed_data(_head(buf, pos, stop))
                 except httptools.HttpParserError:
                     raise Foreign() from None
                 if not lean.done:
@@ -338,7 +365,7 @@ class PixelProtocol(FastPathProtocol):
         self._done = self._foreign = False
         parser = self._parser
         try:
-            parser.feed_data(memoryview(buf)[pos:stop])
+            parser.feed_data(_head(buf, pos, stop))
         except httptools.HttpParserError:
             raise Foreign() from None
         if self._foreign or not self._done:
@@ -383,17 +410,15 @@ class PixelProtocol(FastPathProtocol):
         else:
             assert commit is not None
             groups.append((commit, [response]))
-            commit.add_done_callback(self._committed)
+            server.wait_commit(commit, self)
         self._waiting += 1
         if self._waiting >= MAX_PENDING and not self._throttled:
             assert self.transport is not None
             self._throttled = True
             self.transport.pause_reading()
 
-    def _committed(self, commit: asyncio.Future[None]) -> None:
+    def write_committed(self) -> None:
         """A spool commit resolved: write every response whose commit is done, in order."""
-        if not commit.cancelled():
-            commit.exception()  # a failed fsync: the pixel answers anyway (the drop is counted)
         transport = self.transport
         groups = self._groups
         if transport is None or transport.is_closing():

@@ -21,6 +21,9 @@ class Tenant:
         self.cookie_name = config.cookie.name
         self.session_cookie = config.cookie.session_name
         self._sample_below = int(config.sampling * 10_000)
+        # No rate limit and no sampling: admitting a client needs no call (issue 17).
+        rate = config.rate_limit
+        self.admits_all = not rate.rate and not rate.per_ip_rate and config.sampling >= 1.0
         base = f"; Max-Age={config.cookie.max_age}; Path=/; SameSite=Lax"
         if config.cookie.domain:
             base += f"; Domain={config.cookie.domain}"
