@@ -263,11 +263,13 @@ def pump(page: Any, predicate: Callable[[], Any], timeout: float, what: str) -> 
         page.wait_for_timeout(50)
 
 
-# Counts the tracker's fetches that failed at the network level.
+# Counts the tracker's fetches (when called) and those that failed at the network level.
 COUNT_FAILURES = """
 window.__failures = 0;
+window.__calls = 0;
 const realFetch = window.fetch;
 window.fetch = function () {
+  window.__calls++;
   const p = realFetch.apply(this, arguments);
   p.catch(() => { window.__failures++; });
   return p;
@@ -415,6 +417,36 @@ pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 600000,
     events = _events(out, 500, "the 500 kept events")
     assert sorted(int(e["params"]["n"]) for e in events) == list(range(100, 600))
     assert http.request("GET", "/healthz").status == 200
+
+
+def test_failed_sends_back_off_exponentially_up_to_a_minute(
+    launch: Launch, pages: Pages
+) -> None:
+    """Nothing listens at the collector. With the page's clock paused, each retry is
+    placed exactly: the k-th comes between half and all of min(2^(k-1), 60) seconds after
+    the failure before it (jitter), never earlier; `online` retries at once."""
+    collector = f"http://127.0.0.1:{free_port()}"
+    pages.files["/t.js"] = (script_bytes(), "application/javascript")
+    url = pages.page("/backoff", "/t.js", f"""
+pazari('init', {{endpoint: '{collector}', tenant: 'web', flushInterval: 600000,
+                 batchSize: 100000}});""")
+    ctx = launch()
+    ctx.add_init_script(COUNT_FAILURES)
+    ctx.clock.install()
+    ctx.clock.pause_at(int(time.time() * 1000) + 1000)
+    page = ctx.new_page()
+    page.goto(url)
+    page.wait_for_function(LOADED)
+    page.evaluate("pazari('track', 'x'); pazari('flush')")
+    page.wait_for_function("window.__failures >= 1")
+    for k, seconds in enumerate([1, 2, 4, 8, 16, 32, 60, 60], start=1):
+        ctx.clock.run_for(seconds * 500 - 1)  # before the earliest retry: none
+        assert page.evaluate("[window.__calls, window.__failures]") == [k, k], (k, seconds)
+        ctx.clock.run_for(seconds * 500 + 1)  # the whole backoff: it came
+        page.wait_for_function(f"window.__failures >= {k + 1}")
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    page.wait_for_function("window.__failures >= 10")
+    assert [e["type"] for e in _outbox(page)] == ["x"]
 
 
 NO_FETCH_NO_BEACON = "delete window.fetch; Navigator.prototype.sendBeacon = undefined;"
