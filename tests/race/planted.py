@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -89,6 +91,25 @@ def _pending_task(service: PlantedService) -> None:
         asyncio.sleep(3600), name="planted-forgotten")
 
 
+def _starved(service: PlantedService) -> None:
+    """Not a defect: a 30 ms step of CPU work on a loop thread that a busy process starves
+    (same CPU, nice 10 against 0: about a tenth of it), so asyncio sees it take ~300 ms."""
+    service.planted.clear()
+    cpu = min(os.sched_getaffinity(0))
+    service.hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(service.hog.pid, {cpu})
+    os.sched_setaffinity(0, {cpu})  # Linux: this thread, the loop's
+    os.nice(10)  # Linux: this thread too
+
+    def work() -> None:
+        until = time.thread_time() + 0.03
+        while time.thread_time() < until:
+            pass
+        service.planted.set()
+
+    asyncio.get_running_loop().call_later(0.05, work)
+
+
 def _clean(service: PlantedService) -> None:
     service.forgotten = asyncio.get_running_loop().create_task(
         asyncio.sleep(3600), name="owned")
@@ -105,6 +126,7 @@ DEFECTS: dict[str, Callable[[PlantedService], None]] = {
     "thread-exception": _thread_exception,
     "pending-task": _pending_task,
     "clean": _clean,
+    "starved": _starved,
 }
 
 
@@ -116,6 +138,7 @@ class PlantedService(Service):
         self.defect = defect
         self.forgotten: asyncio.Task[None] | None = None
         self.planted = asyncio.Event()
+        self.hog: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
         self.planted.set()
@@ -123,6 +146,9 @@ class PlantedService(Service):
 
     async def stop(self) -> None:
         await self.planted.wait()
+        if self.hog is not None:
+            self.hog.kill()
+            self.hog.wait()
         if self.defect == "clean" and self.forgotten is not None:
             self.forgotten.cancel()  # an owner that notices its task's end
             await asyncio.gather(self.forgotten, return_exceptions=True)
