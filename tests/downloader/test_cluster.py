@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -153,13 +155,10 @@ async def test_cluster_failover_loses_no_job(redis_cluster: Cluster,
                                              daemon_factory: DaemonFactory,
                                              tmp_path: Path) -> None:
     """Issue 16: two processors and two notifiers on the cluster. While jobs are still being
-    posted, CLUSTER FAILOVER on one master's replica (a manual failover: the replica catches
-    up first, so nothing acknowledged is lost); once every job is acknowledged, kill -9 of
-    another master so its replica takes over (after the posts: Redis replication is
-    asynchronous, and a write acknowledged in the last instant before a crash may be lost
-    with the master, which for an enqueue would be a lost job; see docs/scaling.md). Every
-    job is called back, at most twice, duplicates with the same payload. Prints the counts
-    (pytest -s)."""
+    posted, CLUSTER FAILOVER on one master's replica, then kill -9 of another master so its
+    replica takes over (the api answers 201 only once a replica has the job:
+    test_cluster_enqueue_waits_for_a_replica). Every job is called back, at most twice,
+    duplicates with the same payload. Prints the counts (pytest -s)."""
     cluster = redis_cluster
 
     async def disrupt(run: Run) -> dict[str, Any]:
@@ -171,15 +170,16 @@ async def test_cluster_failover_loses_no_job(redis_cluster: Cluster,
         await async_wait_for(lambda: replica.role() == "master", 30,
                              "the replica to be promoted by CLUSTER FAILOVER")
         failover_during_posts = not run.posted.is_set()
-        await run.posted.wait()
         at_kill = (await run.stats())["distinct"]
+        kill_during_posts = not run.posted.is_set()
         successor = cluster.replica_of(second)
         second.kill()
         await async_wait_for(lambda: successor.role() == "master", 30,
                              "the killed master's replica to take over")
         assert at_kill < JOBS, "the run ended before the kill; it proves nothing"
         return {"called_back_at_failover": at_failover, "called_back_at_kill": at_kill,
-                "failover_during_posts": failover_during_posts}
+                "failover_during_posts": failover_during_posts,
+                "kill_during_posts": kill_during_posts}
 
     client = redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", n.port)
                                                for n in cluster.nodes])
@@ -233,3 +233,35 @@ def test_cluster_config_loads() -> None:
 
     cfg = RedisConfig(cluster=True, cluster_nodes=["127.0.0.1:7000", "127.0.0.1:7001"])
     assert cfg.validate() is None and cfg.cluster_shards == 16
+
+
+@pytest.mark.slow
+async def test_cluster_enqueue_waits_for_a_replica(cluster_store: Store,
+                                                   redis_cluster: Cluster) -> None:
+    """An enqueue is answered once a replica has it (WAIT 1 on the writing connection), so
+    a master's crash right after loses no acknowledged job: with the replica stopped the
+    enqueue waits the WAIT timeout, then still succeeds (a shard without a live replica
+    keeps working)."""
+    from pazari.downloader.clusterstore import WAIT_MS
+
+    store = cluster_store
+    assert isinstance(store, ClusterStore)
+    await store.enqueue_new(Job(id="W000000000000a", url="http://x/1", aggr_id="w",
+                                callback_url="http://x/cb"), Aggregation("w", 1))
+    port = store.cluster.get_node_from_key(store.layout.index(store.layout.shard("w"))).port
+    [master] = [n for n in redis_cluster.nodes if n.port == port]
+    replica = redis_cluster.replica_of(master)
+    assert replica.pid is not None
+    os.kill(replica.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        created = await store.enqueue_new(
+            Job(id="W000000000000b", url="http://x/2", aggr_id="w",
+                callback_url="http://x/cb"), Aggregation("w", 1))
+        waited = time.monotonic() - started
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    assert created == 0
+    assert waited >= WAIT_MS / 1000
+    job = await store.get_job("W000000000000b")
+    assert job is not None and job.aggr_id == "w"

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support.ports import free_port, wait_for
 from tests.support.services import START_TIMEOUT, RedisServer, require_binary
@@ -87,7 +88,20 @@ class Cluster:
                         "--cluster-replicas", "1", "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, timeout=60)
         self.wait_healthy()
+        # Clients learn the replicas from CLUSTER SLOTS: wait until every node lists one for
+        # every slot range (gossip spreads the replicas' roles a moment after the create).
+        wait_for(lambda: all(self._slots_have_replicas(n) for n in self.nodes),
+                 START_TIMEOUT, "every node to list a replica for every slot range")
         return self
+
+    @staticmethod
+    def _slots_have_replicas(node: ClusterNode) -> bool:
+        r = redis.Redis(port=node.port)
+        try:
+            ranges = r.execute_command("CLUSTER SLOTS")
+        finally:
+            r.close()
+        return bool(ranges) and all(len(rng) >= 4 for rng in ranges)
 
     def live(self) -> list[ClusterNode]:
         return [n for n in self.nodes if n.running]

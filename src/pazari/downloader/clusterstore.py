@@ -15,10 +15,11 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from pazari.downloader import scripts
@@ -48,6 +49,9 @@ from pazari.downloader.store import (
 )
 
 T = TypeVar("T")
+
+#: How long an enqueue waits for a replica to acknowledge it (WAIT 1), milliseconds.
+WAIT_MS = 200
 R = TypeVar("R")
 
 
@@ -56,6 +60,7 @@ class ClusterStore(Store):
 
     def __init__(self, client: aioredis.Redis) -> None:
         super().__init__(client)
+        self.cluster = cast(RedisCluster, client)
         self.layout = ClusterLayout(int(getattr(client, "shards", DEFAULT_SHARDS)))
         self._shard_of: dict[str, int] = {}
         self._cursor = 0  # the shard the next callback or deletion pop starts at
@@ -132,11 +137,36 @@ class ClusterStore(Store):
 
     async def _run_enqueues(self, items: list[list[Any]]) -> list[int | BaseException]:
         t = now()
+        await self.cluster.initialize()  # the slot map, for the WAIT's node
 
         async def run(k: int, its: list[list[Any]]) -> list[int | BaseException]:
-            reply = await self._c_enqueue_many(keys=[self.layout.index(k)],
-                                               args=[orjson.dumps(its), t])
-            return [int(x) for x in reply]
+            key, body = self.layout.index(k), orjson.dumps(its)
+
+            async def once() -> Any:
+                # WAIT on the connection that wrote (one pipeline to the slot's master):
+                # the api answers 201 once a replica has the jobs, so a master crashing
+                # right after loses no acknowledged job (replication is asynchronous).
+                # A slot with no live replica in the topology has nothing to wait for; a
+                # replica that does not answer costs WAIT_MS, and the enqueue goes on.
+                if self.cluster.get_node_from_key(key, replica=True) is None:
+                    return await self._c_enqueue_many(keys=[key], args=[body, t])
+                pipe = self.r.pipeline()
+                pipe.execute_command("EVAL", scripts.C_ENQUEUE_MANY, 1, key, body, t)
+                pipe.execute_command("WAIT", 1, WAIT_MS,
+                                     target_nodes=self.cluster.get_node_from_key(key))
+                return (await pipe.execute())[0]
+
+            for attempt in range(3):
+                try:
+                    return [int(x) for x in await _retrying(once)]
+                except ResponseError as exc:
+                    # The slot moved (a failover) between our slot map and the WAIT: the
+                    # jobs were written (EVAL followed the redirect); refresh and replay,
+                    # which ENQUEUE_MANY answers as our own write.
+                    if "WAIT cannot be used with replica" not in str(exc) or attempt == 2:
+                        raise
+                    await self.cluster.nodes_manager.initialize()
+            raise AssertionError("unreachable")
 
         return await self._per_shard(items, lambda it: self.layout.shard(it[1]), run)
 
