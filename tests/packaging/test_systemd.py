@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 #: unit → (its metrics listener, its WatchdogSec from the shipped unit)
 UNITS: dict[str, tuple[str, int]] = {
     "rafka.service": ("127.0.0.1:9380", 30),
-    "scratchd.service": ("127.0.0.1:9480", 0),
+    "scratchd.service": ("127.0.0.1:9480", 30),
     "downloader@api.service": ("127.0.0.1:9400", 30),
     "downloader@processor.service": ("127.0.0.1:9401", 30),
     "downloader@notifier.service": ("127.0.0.1:9402", 30),
@@ -362,3 +362,33 @@ def test_upgrade_restarts_gracefully_and_keeps_state(stack: Stack, tmp_path: Pat
     # Each was fetched twice: cut off in flight by the restart, then again by the new version.
     fetched = box.out("cat /root/files/slow-started.log").split()
     assert sorted(fetched) == sorted([f"up{i}" for i in range(3)] * 2), fetched
+
+
+def test_remove_stops_the_units_and_purge_removes_the_state(stack: Stack) -> None:
+    """Last in the module: ``apt-get remove`` stops every unit (prerm) and keeps the state
+    and the conffiles; ``apt-get purge`` then removes the state (postrm purge)."""
+    box = stack.box
+    state = ["/var/lib/pazari/scratchd/events", "/var/lib/pazari/downloader",
+             "/var/lib/pazari/mistry/data", "/var/spool/scratchd"]
+    kept = "find " + " ".join(state) + " -type f | wc -l"
+    files = int(box.out(kept))
+    assert files > 0  # the sink's events, the downloads, the spool's segments
+    pids = {unit: stack.show(unit, "MainPID")["MainPID"] for unit in UNITS}
+    assert all(pid != "0" for pid in pids.values()), pids
+    cursor = box.out("journalctl --show-cursor -n 0 -q | sed -n 's/^-- cursor: //p'")
+    box.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pazari", timeout=300)
+    for unit in UNITS:
+        assert stack.show(unit, "ActiveState")["ActiveState"] == "inactive", unit
+        assert box.sh(f"test -d /proc/{pids[unit]}", check=False).returncode == 1, unit
+        log = box.out(f"journalctl -u {unit} --after-cursor='{cursor}' -o cat --no-pager")
+        assert "msg=stopped" in log and "SIGKILL" not in log, log  # a graceful stop
+    assert int(box.out(kept)) == files
+    assert box.out("ls /etc/pazari/scratchd.json")  # conffiles stay until purge
+    assert box.out("dpkg-query -W -f '${db:Status-Abbrev}' pazari").strip() == "rc"
+
+    box.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q pazari", timeout=300)
+    assert box.sh("ls -d /var/lib/pazari /var/spool/scratchd /etc/pazari",
+                  check=False).stdout == ""
+    assert box.sh("dpkg -s pazari", check=False).returncode == 1  # dpkg forgot it
+    # The system users stay (Debian policy: files they own may remain elsewhere).
+    assert box.out("id -u scratchd").isdigit()

@@ -100,6 +100,24 @@ def _workers(daemon_factory: Callable[..., Any], config_path: Path, port: int, m
                           env={**os.environ})
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_watchdog_is_pinged(daemon_factory: Callable[..., Any], tmp_path: Path,
+                            workers: int) -> None:
+    """scratchd.service has WatchdogSec= (issue 13): one process pings from its event loop,
+    the --workers supervisor from its own loop; either way systemd hears WATCHDOG=1."""
+    config = {"tenants": [tenant("a", ["a.test"], ["file"])],
+              "sinks": {"file": {"type": "file", "path": str(tmp_path / "events")}},
+              "spool": {"dir": str(tmp_path / "spool")}}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    daemon = daemon_factory([SCRATCHD, "--config", str(tmp_path / "c.json"), "--listen",
+                             f"127.0.0.1:{free_port()}", "--workers", str(workers),
+                             "--log-level", "warning"],
+                            env={**os.environ, "WATCHDOG_USEC": "1000000"})
+    wait_for(lambda: sum(m.get("WATCHDOG") == "1" for m in daemon.notifications) >= 3, 10,
+             "three WATCHDOG=1 pings (every 0.5 s)")
+    daemon.stop(within=30)
+
+
 def test_dead_worker_is_restarted(daemon_factory: Callable[..., Any], tmp_path: Path) -> None:
     out = tmp_path / "events"
     config = {"tenants": [tenant("a", ["a.test"], ["file"])],

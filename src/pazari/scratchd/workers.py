@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from pazari.runtime.logs import get_logger
-from pazari.runtime.notify import sd_notify
+from pazari.runtime.notify import sd_notify, watchdog_interval
 
 log = get_logger("scratchd.workers")
 READY_TIMEOUT = 60.0
@@ -106,7 +106,14 @@ def supervise(argv: list[str], workers: int, port: int, spool_dir: str) -> int:
         else:
             log.error("only %d of %d workers became ready", len(ready), workers)
             forward(signal.SIGTERM, None)
+        # WatchdogSec= (scratchd.service): the workers' loops are not systemd's main process;
+        # the supervisor pings for its own loop, which restarts a worker that dies.
+        ping_every = watchdog_interval()
+        pinged = 0.0
         while len(ready) == workers and not stop:
+            if ping_every is not None and time.monotonic() - pinged >= ping_every:
+                sd_notify("WATCHDOG=1")
+                pinged = time.monotonic()
             time.sleep(0.2)
             for i, proc in enumerate(procs):
                 code = proc.poll()
