@@ -7,6 +7,7 @@ reconfigure the server start their own.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,6 +89,10 @@ _NEVER_ALLOWED = [
     "bootstrap.servers", "metadata.broker.list", "plugin.library.paths",
     "sasl.oauthbearer.oidc.client.id", "sasl.password", "ssl.key.location", "debug",
     "group.instance.id", "client.id",
+    # No librdkafka 2.16 key contains "oidc"; these are the OIDC/TLS trust keys outside
+    # sasl.* and ssl.* (and a plaintext downgrade).
+    "https.ca.location", "enable.ssl.certificate.verification",
+    "enable.sasl.oauthbearer.unsecure.jwt", "security.protocol",
 ]  # fmt: skip
 
 
@@ -97,6 +103,62 @@ def test_never_allowed_client_keys(start_rafka: StartRafka, kafka_topic: str) ->
         assert raw.call("BLPOP", f'topics:{kafka_topic}:{{"{key}":"x"}}', "1") == (
             f"-CONS Config key not allowed: {key}\r\n".encode()
         )
+
+
+def _consumer_line(client: redis.Redis, cid: str) -> str:
+    listing = client.execute_command("CLIENT", "LIST").decode()
+    (line,) = [row for row in listing.splitlines() if f"consumer={cid}" in row]
+    return line
+
+
+def test_allowlisted_client_keys_reach_librdkafka(
+    rafka: Rafka, kafka_broker: KafkaBroker, kafka_topic: str, group: str
+) -> None:
+    """auto.offset.reset, session.timeout.ms and max.poll.interval.ms from the BLPOP JSON are
+    accepted and used (issue 12's allowlist; rafka-rb's test_ruby.py covers
+    auto.offset.reset only where ruby is installed)."""
+    old = [f"old-{i}".encode() for i in range(4)]
+    # One message per produce request: tansu answers ListOffsets(latest) with the number of
+    # record batches in the partition, not the next offset, so "latest" after a batch of
+    # several records lands inside it (seen with plain confluent-kafka too, no rafka).
+    for value in old:
+        produce_messages(kafka_broker.bootstrap, kafka_topic, [value])
+    # Control: the server's config says earliest, so a plain consumer gets the old ones.
+    control = rafka.redis(single_connection_client=True)
+    control.client_setname(f"{group}-control:c")
+    deadline = time.monotonic() + 60
+    while (reply := control.execute_command("BLPOP", f"topics:{kafka_topic}", 1)) is None:
+        assert time.monotonic() < deadline, "the control consumer got nothing"
+    assert reply[7] in old
+    # "latest" from the client: the old messages are skipped once it has its partitions.
+    client = rafka.redis(single_connection_client=True)
+    client.client_setname(f"{group}:latest")
+    key = (f'topics:{kafka_topic}:{{"auto.offset.reset":"latest",'
+           f'"session.timeout.ms":6000,"max.poll.interval.ms":7000}}')
+    cid = f"{group}:latest|{kafka_topic}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert client.execute_command("BLPOP", key, 0.5) is None  # nothing old
+        if "assigned=-" not in (line := _consumer_line(client, cid)):
+            break
+        assert time.monotonic() < deadline, line
+    # Its offsets are reset when its fetchers start: new messages, one at a time, until the
+    # first arrives. Had "earliest" been in force, the old ones would come first.
+    for i in itertools.count():
+        assert time.monotonic() < deadline + 60, "no new message ever came"
+        produce_messages(kafka_broker.bootstrap, kafka_topic, [f"new-{i}"])
+        if (reply := client.execute_command("BLPOP", key, 0.5)) is not None:
+            break
+    assert reply[7].startswith(b"new-"), reply
+    # The consumer's config has both timeouts: its derived assignment timeout is
+    # min(max(3 x 6 s, 10 s), 7 s) (with the server's 2 s session it would be 7 s too).
+    assert rafka.debug_vars()["rafka"]["consumer_groups"][cid]["assignment_timeout"] == 7.0
+    # session.timeout.ms alone: 3 x 6 s (the server's 2 s would derive 10 s).
+    other = rafka.redis(single_connection_client=True)
+    other.client_setname(f"{group}-session:s")
+    other.execute_command("BLPOP", f'topics:{kafka_topic}:{{"session.timeout.ms":6000}}', 0.1)
+    doc = rafka.debug_vars()["rafka"]["consumer_groups"]
+    assert doc[f"{group}-session:s|{kafka_topic}"]["assignment_timeout"] == 18.0, doc
 
 
 def test_client_config_allow_widens(
@@ -377,6 +439,7 @@ def test_parked_pipeline_bounded_in_bytes(rafka: Rafka, kafka_topic: str, group:
     ping = encode("PING", b"p" * 65536)
     sent = _send_until_blocked(client, ping * 16, 1024 * _MB)
     grown = rss(rafka) - before
+    print(f"parked pipeline: read {sent / _MB:.1f} MB, RSS +{grown / _MB:.1f} MB")
     assert sent < 64 * _MB, f"the server read {sent} bytes behind a blocking command"
     assert grown < 48 * _MB, f"RSS grew {grown / _MB:.0f} MB"
     # Nothing was lost: the BLPOP answers, then every PING that went out.
@@ -404,6 +467,7 @@ def test_key_caches_keep_no_long_keys(
         assert raw.call("RPUSHX", b"topics:" + kafka_topic.encode() + b":" + key, "v") == b":1\r\n"
     assert raw.call("DUMP", "30000") == b":0\r\n"
     grown = rss(rafka) - before
+    print(f"key caches: RSS +{grown / _MB:.1f} MB")
     assert grown < 40 * _MB, f"RSS grew {grown / _MB:.0f} MB"
 
 
@@ -417,10 +481,13 @@ def test_client_output_buffer_limit(start_rafka: StartRafka, group: str) -> None
     raw.sock.settimeout(10)
     with contextlib.suppress(OSError):
         raw.send(encode("CLIENT", "GETNAME") * 4000)
-    assert rss(server) - before < 64 * _MB
+    grown = rss(server) - before
+    print(f"output limit: RSS +{grown / _MB:.1f} MB")
+    assert grown < 64 * _MB
     wait_for(lambda: "rafka_output_limit_disconnects_total 1.0" in server.metrics(), 30,
              "the client to be disconnected")  # fmt: skip
     received = len(raw.read_until_closed(timeout=30))
+    print(f"output limit: {received / _MB:.1f} MB received of 2 GB of replies")
     assert received < 16 * _MB
     # Other clients are fine.
     assert server.raw().call("PING") == b"+PONG\r\n"

@@ -116,12 +116,18 @@ CLIENT_CONFIG_ALLOWED: tuple[str, ...] = (
 )
 #: Never settable by a client, whatever the operator allows: identity, delivery semantics,
 #: where to connect, code loading and credentials. Aliases of these keys count too
-#: (librdkafka CONFIGURATION.md: `metadata.broker.list`, `auto.commit.enable`).
+#: (librdkafka CONFIGURATION.md: `metadata.broker.list`, `auto.commit.enable`). No
+#: librdkafka 2.16 key contains "oidc" (`*oidc*` guards later ones); the OIDC and TLS trust
+#: keys outside `sasl.*`/`ssl.*` are `https.ca.*` (the OIDC token endpoint's CA),
+#: `enable.ssl.certificate.verification` and `enable.sasl.oauthbearer.unsecure.jwt`, and
+#: `security.protocol` would downgrade to plaintext: never a client's either. So is
+#: `internal.termination.signal` (librdkafka would send that signal to its own threads).
 CLIENT_CONFIG_NEVER: tuple[str, ...] = (
     "group.id", "group.instance.id", "client.id", "enable.auto.offset.store",
-    "enable.auto.commit", "auto.commit.enable", "offset.store.method", "bootstrap.servers",
+    "enable.auto.commit", "auto.commit.enable", "offset.store.*", "bootstrap.servers",
     "metadata.broker.list", "plugin.*", "*.oidc.*", "*oidc*", "ssl.*", "ssl_*", "sasl.*",
-    "debug", "interceptor.*",
+    "https.*", "enable.ssl.*", "enable.sasl.*", "security.protocol",
+    "internal.termination.signal", "debug", "interceptor.*",
 )
 
 
