@@ -115,6 +115,7 @@ class PlainIteration:
     pause: float
     complete: float | None
     missing: int
+    group: str = ""
 
 
 def _plain_consumer(bootstrap: str, group: str, topic: str) -> Any:
@@ -137,21 +138,38 @@ def _plain_consumer(bootstrap: str, group: str, topic: str) -> Any:
 
 
 def run_plain(bootstrap: str, iterations: int, give_up: float, rng: random.Random,
-              members: tuple[int, ...] = (2, 3, 4)) -> list[PlainIteration]:
+              members: tuple[int, ...] = (2, 3, 4), budget: float = float("inf"),
+              fresh_group_after_stall: bool = False) -> list[PlainIteration]:
     """rafka's restart loop, with one librdkafka consumer per member polled in turn (as
-    rafka polls one consumer per BLPOP) and every message's offset stored (RPUSH acks)."""
+    rafka polls one consumer per BLPOP) and every message's offset stored (RPUSH acks).
+
+    No iteration starts after `budget` seconds. With `fresh_group_after_stall`, an
+    iteration that did not get all its messages is followed by a new group and topic, as
+    rafka's loop does (a stale leader keeps that group stuck)."""
     from confluent_kafka import Producer
 
-    topic = f"t-plain-{uuid.uuid4().hex[:8]}"
-    group = f"g-plain-{uuid.uuid4().hex[:8]}"
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-    producer.produce(topic, b"warm-up")  # tansu creates the topic (4 partitions)
-    assert producer.flush(30) == 0
-    consumers = [_plain_consumer(bootstrap, group, topic) for _ in range(2)]
-    for c in consumers:
-        c.poll(1.0)
+
+    def new_group() -> tuple[str, str, list[Any]]:
+        topic = f"t-plain-{uuid.uuid4().hex[:8]}"
+        group = f"g-plain-{uuid.uuid4().hex[:8]}"
+        producer.produce(topic, b"warm-up")  # tansu creates the topic (4 partitions)
+        assert producer.flush(30) == 0
+        consumers = [_plain_consumer(bootstrap, group, topic) for _ in range(2)]
+        for c in consumers:
+            c.poll(1.0)
+        return topic, group, consumers
+
+    topic, group, consumers = new_group()
+    started = time.monotonic()
     results: list[PlainIteration] = []
     for index in range(iterations):
+        if time.monotonic() - started > budget:
+            break
+        if fresh_group_after_stall and results and results[-1].missing:
+            for c in consumers:
+                c.close()
+            topic, group, consumers = new_group()
         n = rng.choice(members)
         pause = round(rng.uniform(0.0, 3.0), 2)
         for c in consumers:
@@ -176,18 +194,22 @@ def run_plain(bootstrap: str, iterations: int, give_up: float, rng: random.Rando
         missing = len(values - seen)
         results.append(PlainIteration(index, n, pause,
                                       None if missing else round(time.monotonic() - produced, 2),
-                                      missing))
+                                      missing, group))
         print(json.dumps(asdict(results[-1])), file=sys.__stdout__, flush=True)
     for c in consumers:
         c.close()
     return results
 
 
-def leader_leaves_while_forming(bootstrap: str, recreations: int = 3) -> dict[str, Any]:
+def leader_leaves_while_forming(bootstrap: str, recreations: int = 3,
+                                control: bool = False) -> dict[str, Any]:
     """The stall in its smallest form, without rafka. L is the group's leader; F joins, so
     the group is forming again; L closes (its LeaveGroup arrives while the group forms). F
     never gets an assignment, and leaving and joining again (a new consumer) does not help:
-    every JoinGroup answer still names L as the leader."""
+    every JoinGroup answer still names L as the leader.
+
+    With `control`, L is polled while F joins (it rejoins, the group forms and F gets its
+    share) before L closes: the same steps, but L leaves a formed group."""
     from confluent_kafka import Consumer, Producer
 
     topic = f"t-forming-{uuid.uuid4().hex[:8]}"
@@ -213,9 +235,17 @@ def leader_leaves_while_forming(bootstrap: str, recreations: int = 3) -> dict[st
     leader, led = member("L")
     assert poll_until(leader, led, 30), "the first member never got the partitions"
     follower, followed = member("F")
-    end = time.monotonic() + 1.5
-    while time.monotonic() < end:  # F's JoinGroup: the group is forming, L is not polled
-        follower.poll(0.1)
+    if control:
+        end = time.monotonic() + 30
+        while not followed and time.monotonic() < end:  # both polled: the group forms
+            follower.poll(0.1)
+            leader.poll(0.1)
+        assert followed, "control: the group never formed with L and F"
+        followed.clear()
+    else:
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:  # F's JoinGroup: the group is forming, L is not polled
+            follower.poll(0.1)
     leader.close()
     out: dict[str, Any] = {"follower_assigned": poll_until(follower, followed, 10),
                            "recreated_assigned": []}
@@ -236,6 +266,15 @@ def main() -> int:
     parser.add_argument("--analyze", help="only analyze this log file")
     parser.add_argument("--forming", type=int, metavar="N",
                         help="run leader_leaves_while_forming N times instead of the loop")
+    parser.add_argument("--recreations", type=int, default=3,
+                        help="with --forming: new follower consumers tried after the stall")
+    parser.add_argument("--control", action="store_true",
+                        help="with --forming: L leaves after the group formed")
+    parser.add_argument("--budget", type=float, default=float("inf"),
+                        help="loop: start no iteration after this many seconds")
+    parser.add_argument("--fresh-group-after-stall", action="store_true",
+                        help="loop: a new group and topic after an iteration that stalled")
+    parser.add_argument("--bootstrap", help="use this broker instead of starting a tansu")
     args = parser.parse_args()
     if args.analyze:
         analysis = stale_leaders(Path(args.analyze).read_text(errors="replace"))
@@ -247,31 +286,44 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    broker: KafkaBroker = _start_on_free_port(lambda p: KafkaBroker(tansu_binary(), p, out))
+    broker: KafkaBroker | None = None
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+    else:
+        broker = _start_on_free_port(lambda p: KafkaBroker(tansu_binary(), p, out))
+        bootstrap = broker.bootstrap
     # librdkafka's debug log goes to stderr: keep it in a file for the analysis.
     log_path = out / "librdkafka.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 2)
     if args.forming:
         try:
-            runs = [leader_leaves_while_forming(broker.bootstrap) for _ in range(args.forming)]
+            runs = [leader_leaves_while_forming(bootstrap, args.recreations, args.control)
+                    for _ in range(args.forming)]
         finally:
-            broker.stop()
+            if broker is not None:
+                broker.stop()
         analysis = stale_leaders(log_path.read_text(errors="replace"))
         print(json.dumps({"runs": runs, "stale_leader_episodes": len(analysis.stale),
                           "unresolved": sum(s.resolved_at is None for s in analysis.stale)}),
               file=sys.__stdout__)
         return 0
     try:
-        results = run_plain(broker.bootstrap, args.iterations, args.give_up,
-                            random.Random(args.seed))
+        results = run_plain(bootstrap, args.iterations, args.give_up, random.Random(args.seed),
+                            budget=args.budget,
+                            fresh_group_after_stall=args.fresh_group_after_stall)
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
     analysis = stale_leaders(log_path.read_text(errors="replace"))
+    stale_groups = {s.group for s in analysis.stale}
     slow = [r for r in results if r.complete is None or r.complete > 10]
     summary = {
         "iterations": len(results),
         "never_complete": sum(r.complete is None for r in results),
+        # Stalled iterations whose group had a departed member named as its leader.
+        "stalls_with_stale_leader": sum(r.complete is None and r.group in stale_groups
+                                        for r in results),
         "over_10s": len(slow),
         "stale_leader_episodes": len(analysis.stale),
         "stale_unresolved": sum(s.resolved_at is None for s in analysis.stale),

@@ -415,6 +415,8 @@ class Consumer:
             "assigned": None if self.assignment is None else
             [f"{t}[{p}]" for t, p in self.assignment],
             "unassigned_seconds": round(self.unassigned_for(), 1),
+            # The timeout in force (configured or derived), before any backoff.
+            "assignment_timeout": self.assignment_timeout,
             "age_seconds": round(time.monotonic() - self.registered_at, 1),
             "recreations": self.recreations,
             "lag": lag,
