@@ -11,7 +11,10 @@ without rafka); the loop tells it from any other stall by librdkafka's `debug=cg
 and `RAFKA_GROUP_LOOP_OUT=<dir>` keeps rafka's log and the per-iteration results there.
 
 `test_unassigned_consumer_is_noticed_and_recreated` makes a consumer unassignable (another
-member holds every partition and stops polling) with `rafka.assignment_timeout` lowered.
+member holds every partition and stops polling) with `rafka.assignment_timeout` lowered;
+`test_one_member_of_a_group_recreated_at_a_time` does it to two members of one group.
+`test_tansu_keeps_a_departed_leader_without_rafka` shows the cause with plain confluent-kafka
+consumers, next to a control that takes the same steps once the group has formed.
 """
 
 from __future__ import annotations
