@@ -989,6 +989,7 @@ def test_original_config_sample_starts_subcommands(tmp_path: Path, command: str)
     ({"notifier": {"signing_secrets": {"https://u@partner.example": "k"}}},
      "no userinfo"),
     ({"notifier": {"allowed_networks": ["10.0.0.0/33"]}}, "allowed_networks[0]"),
+    ({"processor": {"max_retry_after": -1}}, "$.processor.max_retry_after: must not be negative"),
 ])
 def test_config_still_refuses_unknown_and_bad_keys(tmp_path: Path, change: dict[str, Any],
                                                    message: str) -> None:

@@ -125,6 +125,9 @@ class ProcessorConfig:
             return "max_redirects", "must not be negative"
         if self.max_reclaims < 0:
             return "max_reclaims", "must not be negative"
+        if self.max_retry_after < 0:
+            # 0 is meaningful: Retry-After is not honoured at all.
+            return "max_retry_after", "must not be negative"
         for i, cidr in enumerate(self.allowed_networks):
             try:
                 ipaddress.ip_network(cidr, strict=False)

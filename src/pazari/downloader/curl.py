@@ -60,6 +60,7 @@ from pazari.downloader.transport import (
     InvalidRequest,
     ReadTimeout,
     ResponseError,
+    Room,
     Sink,
     TLSError,
     TooLarge,
@@ -150,12 +151,15 @@ class Response:
             return None
         return int(raw)
 
-    async def stream(self, sink: Sink) -> None:
+    async def stream(self, sink: Sink, room: Room | None = None) -> None:
         """Hand every body chunk (decoded) to ``sink`` as it arrives; return at the end of
-        the body. An exception raised by ``sink`` ends the transfer and is raised here."""
+        the body. An exception raised by ``sink`` ends the transfer and is raised here.
+        With ``room``, nothing reaches the sink while ``room.full()``: the transfer pauses
+        (and decoding waits) until the room calls back."""
         transfer = self._transfer
         assert transfer is not None, "the response was released"
         encoding = self.headers.get("content-encoding", "").strip().lower()
+        transfer.room = room
         await transfer.stream(sink, decoder(encoding, sink) if encoding else None)
 
     async def read(self) -> bytes:
@@ -186,6 +190,7 @@ class _Transfer:
         self.error: BaseException | None = None  # raised by a callback, re-raised by us
         self.forbidden: ForbiddenAddress | None = None
         self.sink: Sink | None = None
+        self.room: Room | None = None
         self.decoder: Decoder | None = None
         self._pump_scheduled = False
         self.pending: list[bytes] = []
@@ -246,6 +251,13 @@ class _Transfer:
             self.pending.append(data)
             self.pending_size += len(data)
             return None
+        room = self.room
+        if room is not None and room.full():
+            # The sink's consumer is behind: libcurl keeps this chunk and hands it again
+            # after pause(CONT), which the room's callback asks for.
+            self.paused = True
+            room.when_room(self._room_again)
+            return pycurl.WRITEFUNC_PAUSE
         try:
             sink(data)
         except BaseException as exc:  # the sink's verdict (size, MIME): ends the transfer
@@ -281,6 +293,10 @@ class _Transfer:
         dec = self.decoder
         if dec is None or not self.active:
             return  # finished: stream() decodes the rest
+        room = self.room
+        if room is not None and room.full():
+            room.when_room(self._pump_soon)  # decoded bytes would only pile up
+            return
         try:
             more = dec.drain(DECODE_BUDGET)
         except BaseException as exc:  # the sink's verdict or a corrupt body
@@ -290,6 +306,10 @@ class _Transfer:
         if more:
             self._pump_soon()
         elif self.paused:
+            self._resume()
+
+    def _room_again(self) -> None:
+        if self.paused and self.active:
             self._resume()
 
     def _resume(self) -> None:
@@ -318,12 +338,27 @@ class _Transfer:
         try:
             await asyncio.shield(self.done)
             if dec is not None:
-                while dec.drain(DECODE_BUDGET):
+                while True:
+                    await self._wait_for_room()
+                    if not dec.drain(DECODE_BUDGET):
+                        break
                     await asyncio.sleep(0)
                 dec.finish()
         except asyncio.CancelledError:
             self.client._end(self)
             raise
+
+    async def _wait_for_room(self) -> None:
+        room = self.room
+        if room is not None and room.full():
+            ready: asyncio.Future[None] = self.client.loop.create_future()
+
+            def wake() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            room.when_room(wake)
+            await ready
 
 
 class Client:

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import email.utils
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +33,8 @@ CHUNK = 64 * 1024
 #: read into memory and written, synced and renamed by one worker-thread hop; longer or
 #: unannounced bodies stream to the temp file.
 SMALL_BODY = 64 * 1024
+#: Bytes of a streamed body queued for the writer thread before the transfer pauses.
+WRITE_QUEUE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,13 +226,14 @@ async def _read(resp: tx.Response, limits: Limits, tmp_path: str,
     except OSError as exc:
         raise DownloadError("creating tmp file", str(exc), retriable=True,
                             internal=True) from None
+    writer = FileWriter(fd, asyncio.get_running_loop())
     head = bytearray()
     size = 0
     head_done = False
 
     def sink(chunk: bytes) -> None:
-        # Runs in the connection's data_received: checks, sniffs and writes each chunk as it
-        # arrives; raising ends the transfer.
+        # Runs in libcurl's WRITEFUNCTION (or the decoder's slice) on the loop: checks and
+        # sniffs each chunk, then hands it to the writer thread; raising ends the transfer.
         nonlocal size, head_done
         size += len(chunk)
         if size > limits.max_size:
@@ -239,21 +244,125 @@ async def _read(resp: tx.Response, limits: Limits, tmp_path: str,
             if len(head) >= SNIFF_LEN:
                 head_done = True
                 on_head(bytes(head))
-        _write_all(fd, chunk)
+        writer.write(chunk)
 
     try:
-        await _body(resp, sink)
+        await _body(resp, sink, writer)
         if not head_done:
             on_head(bytes(head))
+        await writer.flush()
     except BaseException:
+        await writer.abandon()
         os.close(fd)
         raise
     return Result(status=status, head=bytes(head), size=size, fd=fd)
 
 
-async def _body(resp: tx.Response, sink: tx.Sink) -> None:
+class FileWriter:
+    """A streamed body's writes, off the event loop (issue 11: "file writes stay in the
+    worker thread"): chunks queue here and one worker-thread task at a time writes them in
+    order. A page-cache write is cheap, but one that dirty-page throttling
+    (balance_dirty_pages) holds for tens of milliseconds would stall every download on the
+    loop. Memory stays bounded: past ``limit`` queued bytes the room is full and the transfer
+    pauses (:class:`pazari.downloader.transport.Room`) until the thread has caught up to
+    half of it. A write error (a full disk) is raised by the next ``write`` or ``flush``."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop,
+                 limit: int = WRITE_QUEUE_LIMIT) -> None:
+        self.fd = fd
+        self.loop = loop
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._queue: deque[bytes] = deque()
+        self._queued = 0  # bytes queued or being written
+        self._running: asyncio.Future[None] | None = None  # the thread's current task
+        self._error: DownloadError | None = None
+        self._stop = False
+        self._waiters: list[Callable[[], None]] = []
+        self._wake_pending = False  # a wake-up is on its way from the thread
+
+    # -- the loop's side ------------------------------------------------------------
+    def write(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            self._queue.append(chunk)
+            self._queued += len(chunk)
+        if self._running is None:
+            self._running = self.loop.run_in_executor(None, self._drain)
+            self._running.add_done_callback(self._drained)
+
+    def full(self) -> bool:
+        return self._queued >= self.limit and self._error is None
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        self._waiters.append(callback)
+        if not self.full():
+            # Never synchronously: this runs inside libcurl's write callback, where the
+            # transfer must not be unpaused.
+            self.loop.call_soon(self._wake)
+
+    async def flush(self) -> None:
+        """Wait until every queued chunk is written; raise the write error if one failed."""
+        await self._idle()
+        if self._error is not None:
+            raise self._error
+
+    async def abandon(self) -> None:
+        """Stop writing (the download failed): the descriptor may be closed after this."""
+        self._stop = True
+        await self._idle()
+
+    async def _idle(self) -> None:
+        while self._running is not None:
+            if self._running.done():
+                # Its done-callback (_drained) is queued on the loop: let it run. Awaiting
+                # the finished future again would return at once and never yield.
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((self._running,))
+
+    def _drained(self, task: asyncio.Future[None]) -> None:
+        self._running = None
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and self._error is None:
+            self._error = DownloadError("downloading file", str(exc), retriable=True,
+                                        internal=True)
+        if self._queue and self._error is None and not self._stop:
+            # Queued after the thread had looked for more, before it ended.
+            self._running = self.loop.run_in_executor(None, self._drain)
+            self._running.add_done_callback(self._drained)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        waiters, self._waiters = self._waiters, []
+        for callback in waiters:
+            callback()
+
+    # -- the worker thread's side -----------------------------------------------------
+    def _drain(self) -> None:
+        while not self._stop:
+            with self._lock:
+                if not self._queue:
+                    return
+                chunk = self._queue.popleft()
+            try:
+                _write_all(self.fd, chunk)
+            except DownloadError as exc:
+                self._error = exc
+                return
+            with self._lock:
+                self._queued -= len(chunk)
+                room = self._queued <= self.limit // 2
+            if room and self._waiters and not self._wake_pending:
+                self._wake_pending = True  # one wake-up in flight at a time
+                self.loop.call_soon_threadsafe(self._wake)
+
+
+async def _body(resp: tx.Response, sink: tx.Sink, room: tx.Room | None = None) -> None:
     try:
-        await resp.stream(sink)
+        await resp.stream(sink, room)
     except tx.DeadlineExceeded:
         raise
     except tx.ReadTimeout:

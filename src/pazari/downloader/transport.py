@@ -46,6 +46,16 @@ class TooLarge(ResponseError):
     """The body (announced or received) exceeds the client's maximum file size."""
 
 
+class Room(Protocol):
+    """Backpressure from a sink that hands its bytes on, such as a file written by a worker
+    thread: while ``full()`` the transport holds the body back (libcurl keeps it, paused),
+    and ``when_room(callback)`` has ``callback`` called on the loop once there is room."""
+
+    def full(self) -> bool: ...
+
+    def when_room(self, callback: Callable[[], None]) -> None: ...
+
+
 class Response(Protocol):
     @property
     def status(self) -> int: ...
@@ -59,7 +69,7 @@ class Response(Protocol):
     @property
     def content_length(self) -> int | None: ...
 
-    async def stream(self, sink: Sink) -> None: ...
+    async def stream(self, sink: Sink, room: Room | None = None) -> None: ...
 
     def release(self) -> None: ...
 
