@@ -542,6 +542,11 @@ class Client:
                 transfer.done.exception()
             if not transfer.head.done():
                 transfer.head.cancel()
+        elif transfer.done.done() and not transfer.done.cancelled():
+            # Finished before the caller streamed it (TooLarge right after the head, say),
+            # and the caller let it go: the body's outcome is dropped on purpose, not lost
+            # ("Future exception was never retrieved", found by make test-race, issue 19).
+            transfer.done.exception()
         if transfer.easy is not None and len(self._free) < 256:
             easy.reset()
             self._free.append(easy)
