@@ -184,13 +184,17 @@ class Scratchd(Service):
             self._persist.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._persist
-        await persist_once(self.spool, self.forwarders)
-        for fwd in self.forwarders:
-            try:
-                await fwd.sink.close()
-            except Exception as exc:
-                log.warning("sink %s: close failed: %s", fwd.name, exc)
-        self.spool.close()
+        try:
+            await persist_once(self.spool, self.forwarders)
+        finally:
+            # Also when the cursors cannot be persisted (a failed disk): the sinks and the
+            # spool's threads and files are released all the same.
+            for fwd in self.forwarders:
+                try:
+                    await fwd.sink.close()
+                except Exception as exc:
+                    log.warning("sink %s: close failed: %s", fwd.name, exc)
+            self.spool.close()
 
     def vars(self) -> Mapping[str, Any]:
         return {"scratchd": {**self.stats.as_dict(),

@@ -167,15 +167,19 @@ class Spool:
             await self._flusher
 
     def close(self) -> None:
-        """Persist the cursors and close the files (after ``stop_writes``)."""
-        self.persist_cursors()
-        self._stop_syncers()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        for fd in self._read_fds.values():
-            os.close(fd)
-        self._read_fds.clear()
+        """Persist the cursors and close the files (after ``stop_writes``). The sync threads
+        are joined and the files closed even when the cursors cannot be written (a spool on
+        a failed disk: the race checker found the threads left running, issue 19)."""
+        try:
+            self.persist_cursors()
+        finally:
+            self._stop_syncers()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
 
     @property
     def closed(self) -> bool:
