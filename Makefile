@@ -47,8 +47,10 @@ test-fast: build
 # checker (pazari.runtime.race: -X dev, asyncio debug, PAZARI_RACE=1); any finding fails the
 # test that started the daemon (issue 19).
 RACE_TESTS := tests/race tests/downloader/test_end_to_end.py tests/downloader/test_reliability.py \
+              tests/downloader/test_hostile.py \
               tests/rafka/test_produce.py tests/rafka/test_reliability.py tests/rafka/test_shutdown.py \
               tests/scratchd/test_end_to_end.py tests/scratchd/test_reliability.py \
+              tests/scratchd/test_hostile.py \
               tests/scratchd/test_workers.py tests/mistry/test_server.py tests/mistry/test_reliability.py
 test-race: deps build
 	PAZARI_RACE=1 $(VPY) -m pytest -p no:cacheprovider $(RACE_TESTS) $(PYTEST_ARGS)
