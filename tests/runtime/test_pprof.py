@@ -325,32 +325,38 @@ def _mistryd(request: pytest.FixtureRequest, factory: Callable[..., Any], tmp: P
     return f"http://127.0.0.1:{metrics_port}", Load(port, "GET", "/", {})
 
 
-def _downloader_processor(request: pytest.FixtureRequest, factory: Callable[..., Any],
-                          tmp: Path) -> tuple[str, Any]:  # fmt: skip
-    from tests.downloader.conftest import DOWNLOADER_BIN, make_config, write_config
+def _downloader_component(command: str) -> Callable[..., tuple[str, Any]]:
+    def start(request: pytest.FixtureRequest, factory: Callable[..., Any], tmp: Path
+              ) -> tuple[str, Any]:  # fmt: skip
+        from tests.downloader.conftest import DOWNLOADER_BIN, make_config, write_config
 
-    config = write_config(tmp, make_config(tmp, request.getfixturevalue("redis_server")))
-    metrics_port = free_port()
-    factory([DOWNLOADER_BIN, "processor", "-c", str(config),
-             "--metrics-addr", f"127.0.0.1:{metrics_port}"])  # fmt: skip
-    return f"http://127.0.0.1:{metrics_port}", None
+        config = write_config(tmp, make_config(tmp, request.getfixturevalue("redis_server")))
+        metrics_port = free_port()
+        factory([DOWNLOADER_BIN, command, "-c", str(config),
+                 "--metrics-addr", f"127.0.0.1:{metrics_port}"])  # fmt: skip
+        return f"http://127.0.0.1:{metrics_port}", None
+
+    return start
 
 
 #: daemon -> (how to start it and load it; the function of its own, and its file, that a
 #: profile under that load must name; the long-lived tasks a dump must list by name).
 #: rafka and the downloader's api have no long-lived task of their own: they serve from
 #: protocol callbacks, timers (rafka's producer poll) and short-lived batch tasks, so their
-#: dump shows the runtime's sd-watchdog; the processor's load (downloads) is the end-to-end
-#: tests' business, its dump is checked here.
+#: dump shows the runtime's sd-watchdog; the processor's and notifier's loads (downloads,
+#: callbacks) are the end-to-end tests' business, their dumps are checked here.
 DAEMONS: dict[str, tuple[Callable[..., tuple[str, Any]], tuple[str, str] | None, set[str]]] = {
     "rafka": (_rafka, ("Connection._rpushx_run", "pazari/rafka/connection.py"),
               {"sd-watchdog"}),
     "downloader-api": (_downloader_api, ("Api.submit", "pazari/downloader/api.py"),
                        {"sd-watchdog"}),
-    "downloader-processor": (_downloader_processor, None,
+    "downloader-processor": (_downloader_component("processor"), None,
                              {"sd-watchdog", "processor-scan-loop", "processor-renew-loop",
                               "processor-renew-aggregations", "processor-reaper",
                               "processor-disk-checker", "processor-report-loop"}),
+    "downloader-notifier": (_downloader_component("notifier"), None,
+                            {"sd-watchdog", "notifier-dispatcher", "notifier-keeper",
+                             "notifier-report-loop"}),
     "mistryd": (_mistryd, ("render_index", "pazari/mistry/web.py"),
                 {"sd-watchdog", "mistry-hosted", "mistry-worker-0", "mistry-worker-1"}),
 }  # fmt: skip

@@ -58,10 +58,12 @@ class NotifierService(Service):
             self.backends[name] = backend
         self.store = st.Store(connect_config(self.config.redis, "notifier",
                                          20 + self.cfg.concurrency))
-        self.tasks = [asyncio.create_task(self._dispatcher()),
-                      asyncio.create_task(self._keeper()),
-                       asyncio.create_task(report_loop(self.stats, self.store,
-                                                       self.cfg.stats_interval))]
+        # Named: /debug/pprof/tasks and the race checker list tasks by name (issue 13).
+        self.tasks = [asyncio.create_task(self._dispatcher(), name="notifier-dispatcher"),
+                      asyncio.create_task(self._keeper(), name="notifier-keeper"),
+                      asyncio.create_task(report_loop(self.stats, self.store,
+                                                      self.cfg.stats_interval),
+                                          name="notifier-report-loop")]
 
     async def stop(self) -> None:
         for t in [*self.tasks, *self.deliveries]:
