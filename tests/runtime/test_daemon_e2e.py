@@ -95,6 +95,24 @@ def test_drain_timeout_exits_non_zero(daemon_factory: Callable[..., Any]) -> Non
     slow.join(30)
 
 
+def test_slow_drain_logs_what_it_waits_for(daemon_factory: Callable[..., Any]) -> None:
+    """A drain still running after SLOW_DRAIN_SECONDS logs every task with its stack, once:
+    the in-flight handler the stop waits for is named (how a hung stop gets noticed)."""
+    from pazari.runtime.service import SLOW_DRAIN_SECONDS
+
+    hold = SLOW_DRAIN_SECONDS + 1.5
+    daemon, app, _ = _start(daemon_factory, "--drain-timeout", "30")
+    slow = threading.Thread(target=lambda: _swallow(lambda: _get(app + f"/slow?seconds={hold}")))
+    slow.start()
+    wait_for(lambda: _in_flight(daemon) == 1, 10, "the slow request is in flight")
+    assert daemon.stop(within=hold + 10) == 0
+    slow.join(30)
+    logs = daemon.logs()
+    assert logs.count("drain still running after") == 1, logs
+    dump = logs.split("drain still running after", 1)[1]
+    assert "tasks in pid" in dump and "slow" in dump, dump
+
+
 def test_second_signal_exits_at_once(daemon_factory: Callable[..., Any]) -> None:
     daemon, app, _ = _start(daemon_factory, "--drain-timeout", "60")
     slow = threading.Thread(target=lambda: _swallow(lambda: _get(app + "/slow?seconds=30")))

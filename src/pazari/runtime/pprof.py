@@ -167,6 +167,11 @@ def thread_dump() -> list[dict[str, Any]]:
     return out
 
 
+def tasks_text(loop: asyncio.AbstractEventLoop) -> str:
+    """:func:`task_dump` as the text ``/debug/pprof/tasks`` answers."""
+    return _dump_text("tasks", task_dump(loop))
+
+
 def _dump_text(kind: str, entries: list[dict[str, Any]]) -> str:
     lines = [f"{len(entries)} {kind} in pid {os.getpid()}", ""]
     for entry in entries:

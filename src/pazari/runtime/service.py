@@ -24,6 +24,12 @@ from pazari.runtime import race
 from pazari.runtime.logs import get_logger
 from pazari.runtime.metrics import GC_STATS, MetricsServer, new_registry
 from pazari.runtime.notify import sd_notify, watchdog_interval, watchdog_loop
+from pazari.runtime.pprof import tasks_text
+
+#: A drain still running after this long logs every task with its stack, once: a stop that
+#: hangs says what it waits for ("think of when your goroutines terminate and how you'll
+#: notice"), in the journal, before systemd or the drain timeout kills it.
+SLOW_DRAIN_SECONDS = 5.0
 
 EXIT_OK = 0
 EXIT_DRAIN_TIMEOUT = 1
@@ -137,6 +143,7 @@ async def _serve(service: Service, options: RuntimeOptions) -> int:
     sd_notify("STOPPING=1")
     started = time.monotonic()
     code = service.exit_code
+    slow = loop.call_later(SLOW_DRAIN_SECONDS, _log_slow_drain, log, loop)
     try:
         await asyncio.wait_for(service.stop(), timeout=options.drain_timeout)
     except TimeoutError:
@@ -145,6 +152,8 @@ async def _serve(service: Service, options: RuntimeOptions) -> int:
     except Exception as exc:
         log.error("error while stopping: %s", exc, exc_info=exc)
         code = max(code, EXIT_FAILED)
+    finally:
+        slow.cancel()
     if watchdog is not None:
         watchdog.cancel()
     if metrics is not None:
@@ -154,3 +163,8 @@ async def _serve(service: Service, options: RuntimeOptions) -> int:
         await race.check_pending_tasks()
     log.info("stopped", extra={"drain_seconds": round(time.monotonic() - started, 3)})
     return code
+
+
+def _log_slow_drain(log: Any, loop: asyncio.AbstractEventLoop) -> None:
+    log.warning("drain still running after %.0fs; tasks:\n%s", SLOW_DRAIN_SECONDS,
+                tasks_text(loop))
