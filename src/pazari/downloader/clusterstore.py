@@ -184,7 +184,7 @@ class ClusterStore(Store):
 
     async def save_job(self, job: Job) -> None:
         key = self.layout.job(self.layout.shard(job.aggr_id), job.id)
-        await self.r.hset(key, mapping=encode_job(job))  # type: ignore[arg-type]
+        await self.r.hset(key, mapping=encode_job(job))  # type: ignore[arg-type, misc, unused-ignore]
 
     async def queue_callback(self, job: Job, delay: float = 0) -> None:
         job.callback_state = PENDING

@@ -14,7 +14,6 @@ from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from pazari.downloader.layout import DEFAULT_SHARDS
 
@@ -28,7 +27,7 @@ def connect(url: str, name: str, max_connections: int = 200) -> aioredis.Redis:
     connection errors (the original used go-redis MaxRetries 5)."""
     return aioredis.Redis.from_url(
         url, client_name=name, max_connections=max_connections, health_check_interval=5,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 8),
+        retry=AsyncRetry(ExponentialBackoff(cap=2.0, base=0.05), 8),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         socket_connect_timeout=5,
         driver_info=DRIVER,
@@ -53,7 +52,7 @@ def connect_config(redis_cfg: Any, name: str, max_connections: int = 200) -> aio
         client: aioredis.Redis = sentinel.master_for(
             redis_cfg.master_name, client_name=name, db=redis_cfg.db,
             max_connections=max_connections,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 8),
+            retry=AsyncRetry(ExponentialBackoff(cap=2.0, base=0.05), 8),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             driver_info=DRIVER)
         return client

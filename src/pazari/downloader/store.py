@@ -196,19 +196,19 @@ class Store:
         return [int(x) for x in reply]
 
     async def get_job(self, job_id: str) -> Job | None:
-        raw = await self.r.hgetall(job_key(job_id))
+        raw = await self.r.hgetall(job_key(job_id))  # type: ignore[misc, unused-ignore]
         h = {to_str(k): to_str(v) for k, v in raw.items()}
         if not h.get("ID"):
             return None
         return decode_job(h)
 
     async def save_job(self, job: Job) -> None:
-        await self.r.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type]
+        await self.r.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type, misc, unused-ignore]
 
     async def queue_callback(self, job: Job, delay: float = 0) -> None:
         async with self.r.pipeline(transaction=True) as p:
             job.callback_state = PENDING
-            p.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type]
+            p.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type, unused-ignore]
             p.zadd(CALLBACK_QUEUE, {job.id: int(time.time() + delay)})
             await p.execute()
 
@@ -380,7 +380,7 @@ class Store:
 
     async def _callback_outcome(self, job: Job, retry_at: float | None) -> None:
         async with self.r.pipeline(transaction=True) as p:
-            p.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type]
+            p.hset(job_key(job.id), mapping=encode_job(job))  # type: ignore[arg-type, unused-ignore]
             p.zrem(CALLBACKS_INFLIGHT, job.id)
             if retry_at is not None:
                 p.zadd(CALLBACK_QUEUE, {job.id: int(retry_at)})

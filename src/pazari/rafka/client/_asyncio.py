@@ -84,7 +84,7 @@ class Producer:
             raise wrap_error(exc) from exc
 
     async def ping(self) -> bool:
-        return bool(await self.redis.ping())
+        return bool(await self.redis.ping())  # type: ignore[misc, unused-ignore]
 
     async def close(self) -> None:
         """QUIT: the server flushes this connection's messages (up to 5 s) and closes."""
@@ -290,7 +290,7 @@ class Consumer:
         return acked
 
     async def ping(self) -> bool:
-        return bool(await self.redis.ping())
+        return bool(await self.redis.ping())  # type: ignore[misc, unused-ignore]
 
     async def close(self) -> None:
         """Commit the acked offsets (SAVE, where the server has it) and QUIT; the server's

@@ -42,7 +42,7 @@ class RedisSink(Sink):
 
     async def ping(self) -> None:
         assert self.client is not None
-        await self.client.ping()
+        await self.client.ping()  # type: ignore[misc, unused-ignore]
 
     async def close(self) -> None:
         if self.client is not None:
