@@ -22,6 +22,7 @@ from pazari.downloader.redisconn import connect_config
 from pazari.downloader.signing import Secrets, signature
 from pazari.downloader.stats import Stats, report_loop
 from pazari.runtime import Service, get_logger
+from pazari.runtime.cancel import cancel_and_wait
 
 log = get_logger("downloader.notifier")
 
@@ -66,9 +67,7 @@ class NotifierService(Service):
                                           name="notifier-report-loop")]
 
     async def stop(self) -> None:
-        for t in [*self.tasks, *self.deliveries]:
-            t.cancel()
-        await asyncio.gather(*self.tasks, *self.deliveries, return_exceptions=True)
+        await cancel_and_wait([*self.tasks, *self.deliveries])
         for backend in self.backends.values():
             try:
                 await backend.stop()

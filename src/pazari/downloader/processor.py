@@ -33,6 +33,7 @@ from pazari.downloader.stats import Stats, report_loop
 from pazari.downloader.storage import FileStorage
 from pazari.mime import check_any, parse_mime_patterns, sniff
 from pazari.runtime import Service, get_logger
+from pazari.runtime.cancel import cancel_and_wait
 
 log = get_logger("downloader.processor")
 
@@ -356,10 +357,7 @@ class Processor:
             self.spawn(aggr)
 
     async def cancel_pools(self) -> None:
-        tasks = list(self.pools.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self.pools.values()))
 
 
 class ProcessorService(Service):
@@ -395,9 +393,7 @@ class ProcessorService(Service):
             ("report-loop", report_loop(self.stats, self.proc.store, cfg.stats_interval)))]
 
     async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_and_wait(self.tasks)
         if self.proc is not None:
             await self.proc.cancel_pools()
             await self.proc.committer.drain()
