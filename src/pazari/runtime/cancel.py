@@ -26,6 +26,7 @@ RECANCEL_EVERY = 2.0  # longer than any cleanup a cancelled task awaits (a shiel
 async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]]) -> None:
     """Cancel ``tasks`` and return once every one has ended (their results and exceptions
     retrieved); a task that swallowed its cancellation is cancelled again."""
+    tasks = list(tasks)  # walked twice: a generator would be empty the second time
     pending = {t for t in tasks if not t.done()}
     for task in pending:
         task.cancel()
